@@ -1,0 +1,5 @@
+"""``python -m scm_batch`` runs the command line."""
+
+from scm_batch.cli import main
+
+main()

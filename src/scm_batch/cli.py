@@ -1,0 +1,442 @@
+"""The ``scm-batch`` command line: builds configuration, calls the library, prints the outcome.
+
+Errors the project raises on purpose end the command with one line on standard error and the
+documented exit code; a traceback appears only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from scm_batch._version import __version__
+from scm_batch.config import RunOptions, load_input_file, parse_job_input, unknown_input_fields
+from scm_batch.errors import ConfigError, ExitCode, ScmBatchError
+from scm_batch.model import JobInput, PlanOptions, RoutingPolicy
+from scm_batch.observe.progress import ProgressMode, choose_progress
+from scm_batch.pipeline import RunReport, prepare_plan, run_batch
+from scm_batch.records.generate import generate_file
+from scm_batch.stages.plan import encode_plan
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Split very large JSON Lines files into chunks, process them in parallel, aggregate.",
+)
+_err = Console(stderr=True, highlight=False)
+_out = Console(highlight=False, soft_wrap=True)
+
+T = TypeVar("T")
+
+# ---- options shared by `run` and `plan` -------------------------------------------------------
+InputOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--input", "-i", help="Execution input JSON file (the contract's event); flags override it."
+    ),
+]
+BucketOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Working bucket: a local directory, as a path or file:// URI.",
+        envvar="SCM_BATCH_BUCKET",
+    ),
+]
+FileOpt = Annotated[
+    str | None, typer.Option("--file", help="Key of the input object inside the bucket.")
+]
+CustomerOpt = Annotated[str | None, typer.Option(help="customerId stamped on every record.")]
+TenantOpt = Annotated[str | None, typer.Option(help="tenantId stamped on every record.")]
+BatchOpt = Annotated[str | None, typer.Option(help="batchId: names every output of the run.")]
+SnapshotOpt = Annotated[str | None, typer.Option(help="snapshotId (optional).")]
+DeploymentOpt = Annotated[str | None, typer.Option(help="WORKSPACE (default) or CORE.")]
+DestinationOpt = Annotated[str | None, typer.Option(help="kafka (default) or sqs_core.")]
+TargetOpt = Annotated[
+    int | None, typer.Option(help="Expected record count; sizes chunks when lines are not counted.")
+]
+ConcurrentOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="maxConcurrentChunks: the file is split at least this many ways (default 50)."
+    ),
+]
+ChunkSizeOpt = Annotated[
+    int | None, typer.Option(help="maxChunkSize: records per chunk at most (default 500000).")
+]
+ProcessedAtOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Pin processedAt (e.g. 2026-01-31T12:00:00.000Z) to reproduce a batch exactly."
+    ),
+]
+MinChunkOpt = Annotated[
+    int,
+    typer.Option(
+        help="Records per chunk at least, so small files are not over-split.",
+        envvar="SCM_BATCH_MIN_CHUNK_SIZE",
+    ),
+]
+CountOpt = Annotated[
+    bool,
+    typer.Option(
+        "--count-records/--estimate-records",
+        help="Count lines exactly before splitting (exact indices), or estimate from a sample.",
+        envvar="SCM_BATCH_COUNT_RECORDS",
+    ),
+]
+LambdaTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        help="Lambda timeout in seconds, for routing chunks.", envvar="SCM_BATCH_LAMBDA_TIMEOUT"
+    ),
+]
+PerRecordOpt = Annotated[
+    float,
+    typer.Option(
+        help="Estimated seconds per record, for routing chunks.",
+        envvar="SCM_BATCH_ESTIMATED_PROCESSING_TIME_PER_RECORD",
+    ),
+]
+ThresholdOpt = Annotated[
+    int,
+    typer.Option(
+        help="Chunks above this many records go to AWS Batch.",
+        envvar="SCM_BATCH_BATCH_PROCESSING_THRESHOLD",
+    ),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON on standard output.")
+]
+
+_DEFAULT_ROUTING = RoutingPolicy()
+_DEFAULT_PLAN = PlanOptions()
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    _err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _guarded(ctx: typer.Context, action: Callable[[], T]) -> T:
+    """Run a command body, turning failures into one line and an exit code."""
+    debug = bool(ctx.obj)
+    try:
+        return action()
+    except (typer.Exit, typer.Abort):
+        raise
+    except ScmBatchError as exc:
+        if debug:
+            traceback.print_exc()
+        raise _fail(exc.message, exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted", ExitCode.INTERRUPTED) from None
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        raise _fail(
+            f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            ExitCode.INTERNAL,
+        ) from None
+
+
+def _job_input(input_file: Path | None, flags: dict[str, Any]) -> JobInput:
+    mapping: dict[str, Any] = load_input_file(input_file) if input_file is not None else {}
+    mapping.update({name: value for name, value in flags.items() if value is not None})
+    unknown = unknown_input_fields(mapping)
+    if unknown:
+        _err.print(f"[yellow]warning:[/] ignoring unknown input fields: {', '.join(unknown)}")
+    return parse_job_input(mapping)
+
+
+def _plan_options(
+    min_chunk_size: int,
+    count_records: bool,
+    lambda_timeout: float,
+    per_record: float,
+    threshold: int,
+) -> PlanOptions:
+    return PlanOptions(
+        min_chunk_size=min_chunk_size,
+        count_records=count_records,
+        routing=RoutingPolicy(
+            lambda_timeout_seconds=lambda_timeout,
+            estimated_processing_time_per_record=per_record,
+            batch_processing_threshold=threshold,
+        ),
+    )
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks.", envvar="SCM_BATCH_DEBUG")
+    ] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        _out.print(__version__)
+        raise typer.Exit(0)
+    ctx.obj = debug
+
+
+@app.command()
+def generate(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Where to write the JSON Lines file.")],
+    records: Annotated[int, typer.Option(min=0, help="Number of lines to write.")],
+    seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same file.")] = 1,
+    invalid_rate: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Share of records that break one validation rule."),
+    ] = 0.0,
+    malformed_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of lines that are not JSON.")
+    ] = 0.0,
+) -> None:
+    """Write deterministic synthetic supply-chain records (JSON Lines)."""
+
+    def action() -> None:
+        if invalid_rate + malformed_rate > 1.0:
+            raise ConfigError("--invalid-rate", "plus --malformed-rate must be at most 1")
+        started = time.perf_counter()
+        done = 0
+        last_report = started
+
+        def on_progress(count: int) -> None:
+            nonlocal done, last_report
+            done += count
+            now = time.perf_counter()
+            if now - last_report >= 10:
+                last_report = now
+                _err.print(f"generate: {done:,}/{records:,} lines")
+
+        try:
+            stats = generate_file(
+                file,
+                records,
+                seed=seed,
+                invalid_rate=invalid_rate,
+                malformed_rate=malformed_rate,
+                on_progress=on_progress,
+            )
+        except OSError as exc:
+            raise _fail(f"cannot write {file}: {exc.strerror or exc}", ExitCode.BAD_INPUT) from None
+        seconds = time.perf_counter() - started
+        _out.print(
+            f"wrote {stats.lines:,} lines ({stats.valid:,} valid, {stats.invalid:,} invalid, "
+            f"{stats.malformed:,} malformed), {stats.bytes / 1e6:,.1f} MB to {file} "
+            f"in {seconds:.1f}s"
+        )
+
+    _guarded(ctx, action)
+
+
+@app.command()
+def plan(
+    ctx: typer.Context,
+    input_file: InputOpt = None,
+    bucket: BucketOpt = None,
+    file: FileOpt = None,
+    customer_id: CustomerOpt = None,
+    tenant_id: TenantOpt = None,
+    batch_id: BatchOpt = None,
+    snapshot_id: SnapshotOpt = None,
+    deployment: DeploymentOpt = None,
+    destination: DestinationOpt = None,
+    target_total_records: TargetOpt = None,
+    max_concurrent_chunks: ConcurrentOpt = None,
+    max_chunk_size: ChunkSizeOpt = None,
+    processed_at: ProcessedAtOpt = None,
+    min_chunk_size: MinChunkOpt = _DEFAULT_PLAN.min_chunk_size,
+    count_records: CountOpt = True,
+    lambda_timeout: LambdaTimeoutOpt = _DEFAULT_ROUTING.lambda_timeout_seconds,
+    estimated_time_per_record: PerRecordOpt = _DEFAULT_ROUTING.estimated_processing_time_per_record,
+    batch_processing_threshold: ThresholdOpt = _DEFAULT_ROUTING.batch_processing_threshold,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the chunk plan (byte ranges, records, route) without processing or writing anything."""
+    flags = _flags(locals())
+
+    def action() -> None:
+        job = _job_input(input_file, flags)
+        options = RunOptions(
+            plan=_plan_options(
+                min_chunk_size,
+                count_records,
+                lambda_timeout,
+                estimated_time_per_record,
+                batch_processing_threshold,
+            )
+        )
+        _, _, _, chunk_plan = prepare_plan(job, options, choose_progress("none"))
+        if as_json:
+            sys.stdout.write(encode_plan(chunk_plan).decode() + "\n")
+            return
+        exact = "exact" if chunk_plan.records_exact else "estimated"
+        _out.print(
+            f"{chunk_plan.source.size:,} bytes, {chunk_plan.total_records:,} records ({exact}), "
+            f"{chunk_plan.source.bytes_per_record:.0f} bytes/record; "
+            f"{chunk_plan.chunk_count} chunks of up to {chunk_plan.chunk_size:,} records"
+        )
+        table = Table("chunk", "route", "bytes", "records", "first-last index", "est. seconds")
+        for c in chunk_plan.chunks:
+            table.add_row(
+                c.chunk_id,
+                c.route,
+                f"{c.byte_start:,}-{c.byte_end:,}",
+                f"{c.chunk_size:,}",
+                f"{c.start_index:,}-{c.end_index:,}",
+                f"{c.estimated_processing_time:,.1f}",
+            )
+        _out.print(table)
+
+    _guarded(ctx, action)
+
+
+_JOB_FLAG_NAMES = {
+    "bucket": "bucket",
+    "file": "file",
+    "customer_id": "customerId",
+    "tenant_id": "tenantId",
+    "batch_id": "batchId",
+    "snapshot_id": "snapshotId",
+    "deployment": "deployment",
+    "destination": "destination",
+    "target_total_records": "targetTotalRecords",
+    "max_concurrent_chunks": "maxConcurrentChunks",
+    "max_chunk_size": "maxChunkSize",
+    "processed_at": "processedAt",
+}
+
+
+def _flags(params: dict[str, Any]) -> dict[str, Any]:
+    """The execution-input fields given as flags, under their contract names."""
+    return {contract: params[name] for name, contract in _JOB_FLAG_NAMES.items()}
+
+
+def _print_report(report: RunReport) -> None:
+    s = report.summary
+    t = s.totals
+    verdict_style = {
+        "VALIDATION_PASSED": "green",
+        "VALIDATION_FAILED": "yellow",
+        "VALIDATION_FAILED_CRITICAL": "red",
+    }.get(s.validation_status, "white")
+    table = Table(title=f"batch {s.batch_id}: {s.status}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("records processed", f"{s.summary.total_records_processed:,}"),
+        ("valid", f"{t.valid_records:,}"),
+        (
+            "errors",
+            f"{t.errors:,}  " + ", ".join(f"{k}={v:,}" for k, v in s.errors_by_category.items()),
+        ),
+        ("blank lines skipped", f"{t.blank_lines:,}"),
+        ("success rate", f"{s.summary.success_rate:.4f} %"),
+        ("validation", f"[{verdict_style}]{s.validation_status}[/]"),
+        ("chunks", f"{s.chunks_succeeded}/{s.chunks_total} processed, {s.chunks_failed} failed"),
+        ("time", f"{s.summary.processing_time:,.2f} s"),
+        ("throughput", f"{s.summary.records_per_second:,.0f} records/s"),
+        ("peak worker memory", f"{s.max_worker_peak_rss_bytes / 2**20:,.0f} MiB"),
+    ]
+    for label, value in rows:
+        table.add_row(label, value)
+    _out.print(table)
+    for reason in report.validation.critical_reasons:
+        _out.print(f"[red]critical:[/] {reason}")
+    for detail in s.chunk_details:
+        if detail.error_type:
+            _out.print(f"[red]failed:[/] {detail.chunk_id}: {detail.error_type}: {detail.message}")
+    _out.print(f"aggregated results: {report.aggregated_uri}")
+    _out.print(f"validation report:  {report.validation_uri}")
+    _out.print(f"result parts:       {report.results_uri}")
+    _out.print(f"error parts:        {report.errors_uri}")
+    for sent in report.notifications:
+        _out.print(f"notification ({sent.channel}): {sent.location}")
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    input_file: InputOpt = None,
+    bucket: BucketOpt = None,
+    file: FileOpt = None,
+    customer_id: CustomerOpt = None,
+    tenant_id: TenantOpt = None,
+    batch_id: BatchOpt = None,
+    snapshot_id: SnapshotOpt = None,
+    deployment: DeploymentOpt = None,
+    destination: DestinationOpt = None,
+    target_total_records: TargetOpt = None,
+    max_concurrent_chunks: ConcurrentOpt = None,
+    max_chunk_size: ChunkSizeOpt = None,
+    processed_at: ProcessedAtOpt = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Worker processes (default: one per core).", envvar="SCM_BATCH_WORKERS"),
+    ] = None,
+    min_chunk_size: MinChunkOpt = _DEFAULT_PLAN.min_chunk_size,
+    count_records: CountOpt = True,
+    lambda_timeout: LambdaTimeoutOpt = _DEFAULT_ROUTING.lambda_timeout_seconds,
+    estimated_time_per_record: PerRecordOpt = _DEFAULT_ROUTING.estimated_processing_time_per_record,
+    batch_processing_threshold: ThresholdOpt = _DEFAULT_ROUTING.batch_processing_threshold,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the outputs of an earlier run of this batch id.")
+    ] = False,
+    progress: Annotated[
+        str,
+        typer.Option(
+            help="auto (live in a terminal, log lines otherwise), live, log or none.",
+            envvar="SCM_BATCH_PROGRESS",
+        ),
+    ] = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a batch end to end: validate, plan, process chunks in parallel, aggregate, notify."""
+    flags = _flags(locals())
+
+    def action() -> int:
+        job = _job_input(input_file, flags)
+        if progress not in ("auto", "live", "log", "none"):
+            raise ConfigError("--progress", f"must be auto, live, log or none (got {progress!r})")
+        mode: ProgressMode = progress  # type: ignore[assignment]
+        defaults = RunOptions()
+        options = RunOptions(
+            workers=workers if workers is not None else defaults.workers,
+            overwrite=overwrite,
+            plan=_plan_options(
+                min_chunk_size,
+                count_records,
+                lambda_timeout,
+                estimated_time_per_record,
+                batch_processing_threshold,
+            ),
+        )
+        report = run_batch(job, options, progress=choose_progress(mode))
+        if as_json:
+            sys.stdout.write(
+                msgspec.json.format(msgspec.json.encode(report.summary)).decode() + "\n"
+            )
+        else:
+            _print_report(report)
+        return report.exit_code
+
+    code = _guarded(ctx, action)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

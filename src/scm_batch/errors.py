@@ -1,0 +1,113 @@
+"""The one error tree of scm-batch.
+
+Every failure the project raises on purpose is a :class:`ScmBatchError`. Each class carries
+
+* ``exit_code`` — what the command line exits with when this error ends a run, and
+* ``transient`` — whether trying the same work again may succeed (read by retry policy).
+
+Errors cross process boundaries (a chunk fails in a worker, the driver reports it), so every
+subclass must survive ``pickle`` whatever its constructor looks like: ``__reduce__`` rebuilds the
+instance from its message and attributes instead of calling ``__init__`` again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ExitCode:
+    """Process exit codes of the ``scm-batch`` command, documented in the README."""
+
+    OK = 0
+    INTERNAL = 1
+    BAD_INPUT = 2
+    VALIDATION_CRITICAL = 3
+    CHUNKS_FAILED = 4
+    INTERRUPTED = 130
+
+
+def _restore(cls: type[ScmBatchError], message: str, state: dict[str, Any]) -> ScmBatchError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
+class ScmBatchError(Exception):
+    """Root of every error scm-batch raises deliberately."""
+
+    exit_code: ClassVar[int] = ExitCode.INTERNAL
+    transient: ClassVar[bool] = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore, (type(self), self.message, dict(self.__dict__)))
+
+
+class ConfigError(ScmBatchError):
+    """An execution input field or an option is missing or has a value that cannot work."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class InputError(ScmBatchError):
+    """The input object is missing, empty, not a file, or otherwise unusable."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class InputFormatError(InputError):
+    """The input object is not in a format this version can process."""
+
+
+class InputChangedError(InputError):
+    """The input object no longer matches the plan made from it."""
+
+
+class StorageError(ScmBatchError):
+    """Reading or writing the working bucket failed for a reason that may pass (I/O hiccup)."""
+
+    transient = True
+
+
+class ObjectNotFoundError(StorageError):
+    """The bucket or an object in it does not exist, or is not a regular object."""
+
+    exit_code = ExitCode.BAD_INPUT
+    transient = False
+
+
+class StorageAccessError(StorageError):
+    """The bucket refused access; trying again will not help."""
+
+    exit_code = ExitCode.BAD_INPUT
+    transient = False
+
+
+class BatchExistsError(ScmBatchError):
+    """A batch with this id already has outputs in the bucket."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class ChunkFailedError(ScmBatchError):
+    """A chunk could not be processed; carries the chunk id and the underlying error."""
+
+    exit_code = ExitCode.CHUNKS_FAILED
+
+    def __init__(self, chunk_id: str, error_type: str, detail: str) -> None:
+        super().__init__(f"{chunk_id} failed: {error_type}: {detail}")
+        self.chunk_id = chunk_id
+        self.error_type = error_type
+        self.detail = detail

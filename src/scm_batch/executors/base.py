@@ -1,0 +1,23 @@
+"""The executor port: something that runs chunk tasks somewhere and hands back futures."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Protocol
+
+from scm_batch.model import ChunkResult, ChunkTask
+
+
+class ChunkExecutor(Protocol):
+    """Runs chunk tasks; the driver collects the futures as they complete."""
+
+    def submit(self, task: ChunkTask) -> Future[ChunkResult]: ...
+
+    def lines_done(self) -> int | None:
+        """Lines processed so far across all workers, or ``None`` if this executor cannot tell
+        before a chunk completes."""
+        ...
+
+    def shutdown(self, *, cancel: bool) -> None:
+        """Stop the workers; with ``cancel``, drop tasks that have not started."""
+        ...

@@ -1,0 +1,45 @@
+"""Object keys of the contract's layout inside the working bucket.
+
+Result and error parts end in ``.jsonl`` rather than the original ``.json``: they hold one JSON
+document per line, and the ending tells every tool that reads them so.
+"""
+
+from __future__ import annotations
+
+CHUNK_ID_WIDTH = 6
+
+# Prefixes owned by one batch; `--overwrite` clears exactly these.
+BATCH_PREFIXES = ("metadata", "results", "errors", "validation", "final-results", "notifications")
+
+
+def chunk_id(index: int) -> str:
+    """``chunk_000000`` for the first chunk (0-based index)."""
+    return f"chunk_{index:0{CHUNK_ID_WIDTH}d}"
+
+
+def plan_key(batch_id: str) -> str:
+    return f"metadata/{batch_id}/chunks.json"
+
+
+def result_key(batch_id: str, chunk: str) -> str:
+    return f"results/{batch_id}/{chunk}.jsonl"
+
+
+def error_key(batch_id: str, chunk: str) -> str:
+    return f"errors/{batch_id}/{chunk}.jsonl"
+
+
+def validation_key(batch_id: str) -> str:
+    return f"validation/{batch_id}/validation-results.json"
+
+
+def aggregated_key(batch_id: str) -> str:
+    return f"final-results/{batch_id}/aggregated-results.json"
+
+
+def notification_key(batch_id: str, channel: str) -> str:
+    return f"notifications/{batch_id}/{channel}.json"
+
+
+def batch_prefixes(batch_id: str) -> list[str]:
+    return [f"{prefix}/{batch_id}/" for prefix in BATCH_PREFIXES]

@@ -1,0 +1,305 @@
+"""Typed values passed between stages: job input, plan, chunk task, chunk result, summaries.
+
+Every value here is a frozen ``msgspec.Struct`` whose JSON names are the contract's camelCase names
+(``chunkId``, ``startIndex``, ``totalRecordsProcessed`` …). They are plain data: picklable, small,
+and free of clients or open files, so a chunk task can run in any process on any machine.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+import msgspec
+
+Deployment = Literal["WORKSPACE", "CORE"]
+Destination = Literal["kafka", "sqs_core"]
+Route = Literal["lambda", "batch"]
+InputFormat = Literal["jsonl"]
+
+DEFAULT_MAX_CONCURRENT_CHUNKS = 50
+DEFAULT_MAX_CHUNK_SIZE = 500_000
+
+PLAN_FORMAT_VERSION = 1
+
+
+class StatusWord(StrEnum):
+    """Status words of the contract, used in messages and result documents."""
+
+    SUBMISSION_FAILED = "SUBMISSION_FAILED"
+    CHUNKS_CALCULATED = "CHUNKS_CALCULATED"
+    CHUNK_PROCESSED = "CHUNK_PROCESSED"
+    CHUNK_FAILED = "CHUNK_FAILED"
+    COMPLETED = "COMPLETED"
+    SUBMITTED_FOR_PROCESSING = "SUBMITTED_FOR_PROCESSING"
+    BATCH_COMPLETION_NOTIFICATION_SENT = "BATCH_COMPLETION_NOTIFICATION_SENT"
+    SQS_CORE_NOTIFICATION_SENT = "SQS_CORE_NOTIFICATION_SENT"
+    VALIDATION_PASSED = "VALIDATION_PASSED"
+    VALIDATION_FAILED = "VALIDATION_FAILED"
+    VALIDATION_FAILED_CRITICAL = "VALIDATION_FAILED_CRITICAL"
+
+
+class Record(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """Base for every contract value: camelCase JSON names, immutable, keyword construction."""
+
+
+class JobInput(Record, frozen=True, forbid_unknown_fields=False):
+    """The execution input of one batch, exactly the contract's fields.
+
+    ``processedAt`` is an addition: it pins the one timestamp a run stamps on every record, so a
+    batch can be reproduced byte for byte in a fresh bucket. Left out, the plan's creation time is
+    used.
+    """
+
+    bucket: str
+    file: str
+    customer_id: str
+    tenant_id: str
+    batch_id: str
+    deployment: Deployment = "WORKSPACE"
+    snapshot_id: str | None = None
+    destination: Destination = "kafka"
+    target_total_records: int | None = None
+    max_concurrent_chunks: int = DEFAULT_MAX_CONCURRENT_CHUNKS
+    max_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE
+    processed_at: str | None = None
+
+
+class RoutingPolicy(Record, frozen=True):
+    """How CalculateChunks decides between Lambda and AWS Batch for each chunk.
+
+    A chunk goes to Batch when its estimated duration (records x seconds per record) does not fit
+    in the Lambda timeout minus the safety margin, or when it holds more records than
+    ``batch_processing_threshold``. The defaults are the Terraform variables the users know.
+    """
+
+    lambda_timeout_seconds: float = 900.0
+    lambda_safety_margin: float = 0.2
+    estimated_processing_time_per_record: float = 0.005
+    batch_processing_threshold: int = 1_000_000
+
+    @property
+    def lambda_budget_seconds(self) -> float:
+        return self.lambda_timeout_seconds * (1.0 - self.lambda_safety_margin)
+
+    def route_for(self, records: int) -> Route:
+        estimated = records * self.estimated_processing_time_per_record
+        if estimated > self.lambda_budget_seconds or records > self.batch_processing_threshold:
+            return "batch"
+        return "lambda"
+
+
+class PlanOptions(Record, frozen=True):
+    """Planner settings that are not part of the execution input."""
+
+    min_chunk_size: int = 10_000
+    count_records: bool = True
+    sample_bytes: int = 1 << 20
+    routing: RoutingPolicy = msgspec.field(default_factory=RoutingPolicy)
+
+
+class SourceInfo(Record, frozen=True):
+    """What InitializeBatchProcessing learned about the input object."""
+
+    key: str
+    size: int
+    mtime_ns: int
+    etag: str | None
+    format: InputFormat
+    sample_records: int
+    bytes_per_record: float
+    has_bom: bool
+
+
+class ChunkTask(Record, frozen=True):
+    """One chunk item of the plan: everything a worker anywhere needs to process the chunk.
+
+    The first fields are the contract's chunk item; the rest locate the chunk exactly (byte range on
+    record boundaries) and carry the run values the transform stamps on records.
+    """
+
+    chunk_id: str
+    chunk_number: int
+    start_index: int
+    end_index: int
+    chunk_size: int
+    bucket: str
+    file: str
+    customer_id: str
+    tenant_id: str
+    batch_id: str
+    destination: Destination
+    estimated_processing_time: float
+    created_at: str
+    byte_start: int
+    byte_end: int
+    route: Route
+    indices_exact: bool
+    deployment: Deployment
+    snapshot_id: str | None
+    processed_at: str
+
+
+class ChunkPlan(Record, frozen=True):
+    """The whole plan, written to ``metadata/{batchId}/chunks.json``."""
+
+    format_version: int
+    status: StatusWord
+    batch_id: str
+    job: JobInput
+    source: SourceInfo
+    options: PlanOptions
+    total_records: int
+    records_exact: bool
+    chunk_size: int
+    chunk_count: int
+    processed_at: str
+    created_at: str
+    chunks: list[ChunkTask]
+
+
+class ChunkResult(Record, frozen=True):
+    """What processing one chunk produced: counts and object keys, never records."""
+
+    chunk_id: str
+    chunk_number: int
+    route: Route
+    lines: int
+    blank_lines: int
+    valid_records: int
+    records_with_missing_fields: int
+    records_with_empty_fields: int
+    errors_by_category: dict[str, int]
+    field_errors: dict[str, dict[str, int]]
+    bytes_read: int
+    result_key: str
+    error_key: str
+    duration_seconds: float
+    worker_peak_rss_bytes: int
+    status: StatusWord = StatusWord.CHUNK_PROCESSED
+
+    @property
+    def records(self) -> int:
+        return self.lines - self.blank_lines
+
+    @property
+    def errors(self) -> int:
+        return self.records - self.valid_records
+
+
+class ChunkFailure(Record, frozen=True):
+    """A chunk that did not produce a result, with the error that stopped it."""
+
+    chunk_id: str
+    chunk_number: int
+    error_type: str
+    message: str
+    status: StatusWord = StatusWord.CHUNK_FAILED
+
+
+class ContractSummary(Record, frozen=True):
+    """The ``summary`` object of the contract's completion message."""
+
+    total_records_processed: int
+    total_errors: int
+    success_rate: float
+    processing_time: float
+    records_per_second: float
+
+
+class Totals(Record, frozen=True):
+    """Every input line accounted for: lines = blankLines + valid + errors."""
+
+    lines: int
+    blank_lines: int
+    records: int
+    valid_records: int
+    errors: int
+    malformed_lines: int
+    empty_records: int
+    records_with_missing_fields: int
+    records_with_empty_fields: int
+    bytes_read: int
+
+
+class ChunkDetail(Record, frozen=True):
+    """One line of the per-chunk table in the aggregated results."""
+
+    chunk_id: str
+    chunk_number: int
+    route: Route
+    status: StatusWord
+    start_index: int
+    end_index: int
+    byte_start: int
+    byte_end: int
+    records: int
+    valid_records: int
+    errors: int
+    duration_seconds: float
+    result_key: str | None
+    error_key: str | None
+    error_type: str | None = None
+    message: str | None = None
+
+
+class RunSummary(Record, frozen=True):
+    """``final-results/{batchId}/aggregated-results.json``."""
+
+    batch_id: str
+    customer_id: str
+    tenant_id: str
+    snapshot_id: str | None
+    deployment: Deployment
+    destination: Destination
+    status: StatusWord
+    validation_status: StatusWord
+    summary: ContractSummary
+    totals: Totals
+    errors_by_category: dict[str, int]
+    field_errors: dict[str, dict[str, int]]
+    chunks_total: int
+    chunks_succeeded: int
+    chunks_failed: int
+    chunk_details: list[ChunkDetail]
+    result_keys: list[str]
+    error_keys: list[str]
+    plan_key: str
+    validation_key: str
+    processed_at: str
+    started_at: str
+    finished_at: str
+    max_worker_peak_rss_bytes: int
+    source: SourceInfo
+
+
+class ValidationReport(Record, frozen=True):
+    """``validation/{batchId}/validation-results.json``: the verdict and why."""
+
+    batch_id: str
+    validation_status: StatusWord
+    total_records: int
+    valid_records: int
+    error_records: int
+    error_rate: float
+    missing_field_rate: float
+    empty_field_rate: float
+    malformed_lines: int
+    empty_records: int
+    thresholds: ValidationThresholds
+    critical_reasons: list[str]
+    errors_by_category: dict[str, int]
+    field_errors: dict[str, dict[str, int]]
+    samples: list[dict[str, object]]
+    samples_truncated: bool
+
+
+class ValidationThresholds(Record, frozen=True):
+    """The original system's limits above which a batch is critical."""
+
+    max_error_rate: float = 0.01
+    max_missing_field_rate: float = 0.005
+    max_empty_field_rate: float = 0.005
+    max_malformed_lines: int = 100
+    max_empty_records: int = 1000
+    max_samples: int = 1000

@@ -1,0 +1,67 @@
+"""InitializeBatchProcessing: look at the input object before any work is planned.
+
+Stats the object, detects its format from the first bytes, and decodes a sample of lines to
+measure the average bytes per line, which sizes chunks when lines are not counted exactly.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from scm_batch.errors import InputError, InputFormatError, ObjectNotFoundError
+from scm_batch.model import JobInput, SourceInfo
+from scm_batch.records.codecs import BOM, NEWLINE, detect_format
+from scm_batch.records.transform import MAX_OFFSET
+from scm_batch.storage import Storage
+
+DEFAULT_SAMPLE_BYTES = 1 << 20
+
+
+def initialize_batch(
+    job: JobInput, storage: Storage, *, sample_bytes: int = DEFAULT_SAMPLE_BYTES
+) -> SourceInfo:
+    """Stat and sample the input object named by ``job``."""
+    where = storage.uri_for(job.file)
+    try:
+        info = storage.stat(job.file)
+    except ObjectNotFoundError as exc:
+        raise InputError(f"input file {exc.message}") from exc
+    if info.size == 0:
+        raise InputError(f"input file {where} is empty")
+    if info.size >= MAX_OFFSET:
+        raise InputError(f"input file {where} is larger than {MAX_OFFSET} bytes")
+
+    head = storage.read_range(job.file, 0, min(info.size, sample_bytes))
+    file_format = detect_format(head, where)
+    has_bom = head.startswith(BOM)
+    body = head[len(BOM) :] if has_bom else head
+    lines = body.split(NEWLINE)
+    if len(head) < info.size:
+        lines.pop()  # the last line of the sample may be cut short
+    non_blank = [line for line in lines if line.strip()]
+    if len(head) == info.size and not non_blank:
+        raise InputError(f"input file {where} holds no records, only blank lines")
+    decode = msgspec.json.Decoder().decode
+    objects = 0
+    for line in non_blank:
+        try:
+            objects += isinstance(decode(line), dict)
+        except ValueError:
+            continue
+    if non_blank and objects == 0:
+        raise InputFormatError(
+            f"{where} does not look like JSON Lines: none of its first {len(non_blank)} "
+            "lines is a JSON object"
+        )
+    sampled_bytes = sum(len(line) + 1 for line in lines)
+    bytes_per_record = sampled_bytes / len(lines) if lines else float(len(head))
+    return SourceInfo(
+        key=job.file,
+        size=info.size,
+        mtime_ns=info.mtime_ns,
+        etag=info.etag,
+        format=file_format,
+        sample_records=len(lines),
+        bytes_per_record=round(max(bytes_per_record, 1.0), 3),
+        has_bom=has_bom,
+    )

@@ -1,0 +1,134 @@
+"""Notifications: the completion message and the status message, in the contract's shapes.
+
+``DeploymentChoiceState``: a ``CORE`` deployment sends its completion message to SQS Core, any
+other to Kafka. Then ``SendToSQS`` puts the status message on the ``batch-proc`` queue. A batch that
+failed (chunks failed, or a critical validation verdict) sends no completion message, only the
+status message's failure form (``ReportFailure``) with an ``errorMessage``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from scm_batch import layout
+from scm_batch._version import __version__
+from scm_batch.clock import utc_timestamp
+from scm_batch.model import Deployment, RunSummary, StatusWord
+from scm_batch.sinks.base import Notifier
+
+KAFKA_CHANNEL = "kafka"
+SQS_CORE_CHANNEL = "sqs_core"
+STATUS_CHANNEL = "batch-proc"
+SOURCE = "scm-batch"
+
+# Notification ids are derived, not random, so a retried notification carries the same id.
+_NOTIFICATION_NAMESPACE = uuid.UUID("6f3f3c1e-8d0a-5b7e-9a51-2c4d6e8f0a1b")
+
+
+def completion_channel(deployment: Deployment) -> str:
+    """``DeploymentChoiceState``: where the completion message goes."""
+    return SQS_CORE_CHANNEL if deployment == "CORE" else KAFKA_CHANNEL
+
+
+def failure_reason(summary: RunSummary) -> str | None:
+    """Why a finished run counts as failed, or ``None`` when it succeeded."""
+    if summary.chunks_failed:
+        return f"{summary.chunks_failed} of {summary.chunks_total} chunks failed"
+    if summary.validation_status == StatusWord.VALIDATION_FAILED_CRITICAL:
+        return f"validation failed critically; see {summary.validation_key}"
+    return None
+
+
+def completion_message(
+    summary: RunSummary, bucket: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """``BATCH_COMPLETION_NOTIFICATION`` (SendToKafka / SendToSqsCore)."""
+    s = summary.summary
+    return {
+        "type": "BATCH_COMPLETION_NOTIFICATION",
+        "batchId": summary.batch_id,
+        "customerId": summary.customer_id,
+        "tenantId": summary.tenant_id,
+        "deployment": summary.deployment,
+        "snapshotId": summary.snapshot_id,
+        "status": StatusWord.COMPLETED.value,
+        "summary": {
+            "totalRecordsProcessed": s.total_records_processed,
+            "totalErrors": s.total_errors,
+            "successRate": s.success_rate,
+            "processingTime": s.processing_time,
+            "recordsPerSecond": s.records_per_second,
+        },
+        "resultLocation": {"bucket": bucket, "key": layout.aggregated_key(summary.batch_id)},
+        "timestamp": utc_timestamp(now),
+        "metadata": {"source": SOURCE, "version": __version__},
+    }
+
+
+def status_message(
+    *,
+    batch_id: str,
+    customer_id: str | None,
+    batch_status: StatusWord,
+    progress: int,
+    total_records_processed: int,
+    processing_time: float,
+    discriminator: str,
+    error_message: str | None = None,
+) -> dict[str, Any]:
+    """The ``batch-proc`` status message; every field has a value even when the run failed early."""
+    message: dict[str, Any] = {
+        "batchId": batch_id,
+        "batchStatus": batch_status.value,
+        "customerId": customer_id,
+        "notificationId": str(
+            uuid.uuid5(_NOTIFICATION_NAMESPACE, f"{batch_id}\x00{batch_status}\x00{discriminator}")
+        ),
+        "progress": progress,
+        "totalRecordsProcessed": total_records_processed,
+        "processingTime": processing_time,
+    }
+    if error_message is not None:
+        message["errorMessage"] = error_message
+    return message
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """Where each notification of a run went."""
+
+    channel: str
+    location: str
+
+
+def send_notifications(
+    summary: RunSummary, notifier: Notifier, *, bucket: str, now: datetime | None = None
+) -> list[Delivered]:
+    """Send the completion and status messages for a finished run."""
+    delivered: list[Delivered] = []
+    reason = failure_reason(summary)
+    progress = (
+        round(100 * summary.chunks_succeeded / summary.chunks_total) if summary.chunks_total else 0
+    )
+    common: dict[str, Any] = {
+        "batch_id": summary.batch_id,
+        "customer_id": summary.customer_id,
+        "progress": progress,
+        "total_records_processed": summary.summary.total_records_processed,
+        "processing_time": summary.summary.processing_time,
+        "discriminator": summary.processed_at,
+    }
+    if reason is None:
+        channel = completion_channel(summary.deployment)
+        location = notifier.send(channel, completion_message(summary, bucket, now))
+        delivered.append(Delivered(channel, location))
+        status = status_message(batch_status=StatusWord.SUBMITTED_FOR_PROCESSING, **common)
+    else:
+        status = status_message(
+            batch_status=StatusWord.SUBMISSION_FAILED, error_message=reason, **common
+        )
+    delivered.append(Delivered(STATUS_CHANNEL, notifier.send(STATUS_CHANNEL, status)))
+    return delivered

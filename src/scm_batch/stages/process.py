@@ -1,0 +1,213 @@
+"""ProcessChunk: one chunk's byte range in, its result and error parts out.
+
+The chunk is streamed in blocks; each block is split into lines, decoded, validated, transformed
+and re-encoded as a whole, so memory stays at a few blocks whatever the chunk or file size. Every
+line ends up in exactly one place: the result part (valid records), the error part (with its line
+number, byte offset, category, field errors and the raw line), or the blank-line count.
+"""
+
+from __future__ import annotations
+
+import base64
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from scm_batch import layout
+from scm_batch.errors import InputChangedError
+from scm_batch.model import ChunkResult, ChunkTask
+from scm_batch.records.codecs import BOM, iter_line_blocks
+from scm_batch.records.transform import TransformContext, transform_records
+from scm_batch.records.validate import (
+    MISSING,
+    Category,
+    Diagnosis,
+    diagnose,
+    error_kind,
+    is_valid,
+)
+from scm_batch.storage import Storage, open_storage
+
+DEFAULT_BLOCK_SIZE = 1 << 20
+
+ProgressCallback = Callable[[int], None]
+"""Told how many more lines of the chunk are done, once per block."""
+
+
+@dataclass(slots=True)
+class _Tally:
+    lines: int = 0
+    blank_lines: int = 0
+    valid_records: int = 0
+    records_with_missing_fields: int = 0
+    records_with_empty_fields: int = 0
+    bytes_read: int = 0
+    errors_by_category: dict[str, int] = field(default_factory=dict)
+    field_errors: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def count_error(self, diagnosis: Diagnosis) -> None:
+        by_category = self.errors_by_category
+        by_category[diagnosis.category] = by_category.get(diagnosis.category, 0) + 1
+        kinds = set()
+        for name, message in diagnosis.field_errors.items():
+            kind = error_kind(message)
+            kinds.add(kind)
+            per_field = self.field_errors.setdefault(name, {})
+            per_field[kind] = per_field.get(kind, 0) + 1
+        if MISSING in kinds:
+            self.records_with_missing_fields += 1
+        if "empty" in kinds:
+            self.records_with_empty_fields += 1
+
+
+def _raw_fields(line: bytes) -> dict[str, str]:
+    """The line itself, losslessly: as text when it is UTF-8, else base64."""
+    try:
+        return {"raw": line.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"rawBase64": base64.b64encode(line).decode("ascii")}
+
+
+def _error_entry(
+    line: bytes, line_number: int | None, offset: int, diagnosis: Diagnosis, error: str
+) -> dict[str, Any]:
+    return {
+        "line": line_number,
+        "offset": offset,
+        "category": diagnosis.category,
+        "error": error,
+        "fieldErrors": diagnosis.field_errors,
+        **_raw_fields(line),
+    }
+
+
+_BLANK = object()
+
+
+def _decode_slow(decode: Callable[[bytes], Any], line: bytes, start: int) -> Any:
+    """Decode a line the fast path refused: ``_BLANK`` for a blank line, the record when only
+    the file's byte order mark was in the way, else ``ValueError`` (the line is malformed)."""
+    body = line[len(BOM) :] if start == 0 and line.startswith(BOM) else line
+    if not body.strip():
+        return _BLANK
+    return decode(body)
+
+
+def _check_unchanged(task: ChunkTask, *, consumed: int, lines: int) -> None:
+    """Refuse a chunk whose bytes no longer match the plan (the input changed after planning).
+
+    ``consumed`` counts one ``\\n`` too many when the file's last line has none.
+    """
+    expected = task.byte_end - task.byte_start
+    if consumed - expected not in (0, 1):
+        raise InputChangedError(
+            f"{task.chunk_id}: expected {expected} bytes at offset {task.byte_start} of "
+            f"{task.file}, read {min(consumed, expected)}; the input changed after planning"
+        )
+    if task.indices_exact and lines != task.chunk_size:
+        raise InputChangedError(
+            f"{task.chunk_id}: expected {task.chunk_size} lines at offset {task.byte_start} of "
+            f"{task.file}, found {lines}; the input changed after planning"
+        )
+
+
+def _peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def process_chunk(
+    task: ChunkTask,
+    *,
+    storage: Storage | None = None,
+    on_progress: ProgressCallback | None = None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> ChunkResult:
+    """Process one chunk task and write its parts; return its counts."""
+    started = time.perf_counter()
+    store = storage if storage is not None else open_storage(task.bucket)
+    ctx = TransformContext.create(
+        batch_id=task.batch_id,
+        customer_id=task.customer_id,
+        tenant_id=task.tenant_id,
+        processed_at=task.processed_at,
+    )
+    decode = msgspec.json.Decoder().decode
+    encode_lines = msgspec.json.Encoder().encode_lines
+    tally = _Tally()
+    result_key = layout.result_key(task.batch_id, task.chunk_id)
+    error_key = layout.error_key(task.batch_id, task.chunk_id)
+    # Line numbers in error entries are 1-based and absolute when the plan counted lines exactly.
+    number_base = task.start_index + 1 if task.indices_exact else None
+    offset = task.byte_start
+    blocks = store.iter_range(task.file, task.byte_start, task.byte_end, block_size)
+
+    bad: list[dict[str, Any]] = []
+
+    def reject(line: bytes, index: int, offset: int, diagnosis: Diagnosis, error: str) -> None:
+        number = None if number_base is None else number_base + index
+        bad.append(_error_entry(line, number, offset, diagnosis, error))
+        tally.count_error(diagnosis)
+
+    with store.open_writer(result_key) as results, store.open_writer(error_key) as errors:
+        for lines in iter_line_blocks(blocks):
+            good: list[dict[str, Any]] = []
+            good_offsets: list[int] = []
+            first_index = tally.lines
+            for i, line in enumerate(lines):
+                start = offset
+                offset += len(line) + 1
+                try:
+                    rec = decode(line)
+                except ValueError:  # msgspec.DecodeError and UnicodeDecodeError
+                    try:
+                        rec = _decode_slow(decode, line, start)
+                    except ValueError as exc:
+                        malformed = Diagnosis(Category.MALFORMED, {})
+                        reject(line, first_index + i, start, malformed, f"not JSON: {exc}")
+                        continue
+                    if rec is _BLANK:
+                        tally.blank_lines += 1
+                        continue
+                if is_valid(rec):
+                    good.append(rec)
+                    good_offsets.append(start)
+                else:
+                    diagnosis = diagnose(rec)
+                    reject(line, first_index + i, start, diagnosis, diagnosis.error)
+            tally.lines += len(lines)
+            tally.valid_records += len(good)
+            if good:
+                transform_records(good, good_offsets, ctx)
+                results.write(encode_lines(good))
+            if bad:
+                errors.write(encode_lines(bad))
+                bad.clear()
+            if on_progress is not None:
+                on_progress(len(lines))
+        # Checked before the writers commit, so a chunk of a changed file leaves no parts behind.
+        _check_unchanged(task, consumed=offset - task.byte_start, lines=tally.lines)
+
+    tally.bytes_read = task.byte_end - task.byte_start
+    return ChunkResult(
+        chunk_id=task.chunk_id,
+        chunk_number=task.chunk_number,
+        route=task.route,
+        lines=tally.lines,
+        blank_lines=tally.blank_lines,
+        valid_records=tally.valid_records,
+        records_with_missing_fields=tally.records_with_missing_fields,
+        records_with_empty_fields=tally.records_with_empty_fields,
+        errors_by_category=dict(sorted(tally.errors_by_category.items())),
+        field_errors={k: dict(sorted(v.items())) for k, v in sorted(tally.field_errors.items())},
+        bytes_read=tally.bytes_read,
+        result_key=result_key,
+        error_key=error_key,
+        duration_seconds=round(time.perf_counter() - started, 6),
+        worker_peak_rss_bytes=_peak_rss_bytes(),
+    )

@@ -1,0 +1,70 @@
+"""ValidateBatchConfig: every input field and option checked before any work.
+
+Each problem is reported as a ``ConfigError`` whose one-line message names the field. Ids become
+parts of object keys and record ids, so they are held to a strict alphabet.
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from scm_batch.config import RunOptions
+from scm_batch.errors import ConfigError
+from scm_batch.model import JobInput
+from scm_batch.storage import check_key, normalize_bucket
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+ID_RULE = "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+PROCESSED_AT = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z"
+)
+
+MAX_CONCURRENT_CHUNKS = 10_000  # the Step Functions Distributed Map limit
+MAX_WORKERS = 1024
+
+
+def _check_id(field: str, value: str) -> None:
+    if ID_PATTERN.fullmatch(value) is None or ".." in value:
+        raise ConfigError(field, f"{ID_RULE}, without '..' (got {value!r})")
+
+
+def _check_range(field: str, value: float, low: float, high: float | None = None) -> None:
+    if value < low or (high is not None and value > high):
+        bound = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise ConfigError(field, f"must be {bound} (got {value})")
+
+
+def validate_batch_config(job: JobInput, options: RunOptions) -> JobInput:
+    """Check the execution input and run options; return the input with its bucket normalized."""
+    bucket = normalize_bucket(job.bucket)
+    check_key(job.file, "file")
+    _check_id("customerId", job.customer_id)
+    _check_id("tenantId", job.tenant_id)
+    _check_id("batchId", job.batch_id)
+    if job.snapshot_id is not None:
+        _check_id("snapshotId", job.snapshot_id)
+    _check_range("maxConcurrentChunks", job.max_concurrent_chunks, 1, MAX_CONCURRENT_CHUNKS)
+    _check_range("maxChunkSize", job.max_chunk_size, 1)
+    if job.target_total_records is not None:
+        _check_range("targetTotalRecords", job.target_total_records, 1)
+    if job.processed_at is not None and PROCESSED_AT.fullmatch(job.processed_at) is None:
+        raise ConfigError(
+            "processedAt",
+            f"must be a UTC timestamp like 2026-01-31T12:00:00.000Z (got {job.processed_at!r})",
+        )
+
+    _check_range("workers", options.workers, 1, MAX_WORKERS)
+    _check_range("blockSize", options.block_size, 4096, 1 << 30)
+    plan = options.plan
+    _check_range("minChunkSize", plan.min_chunk_size, 1)
+    _check_range("sampleBytes", plan.sample_bytes, 4096, 1 << 30)
+    routing = plan.routing
+    _check_range("lambdaTimeoutSeconds", routing.lambda_timeout_seconds, 1, 900)
+    _check_range("lambdaSafetyMargin", routing.lambda_safety_margin, 0, 0.95)
+    if routing.estimated_processing_time_per_record <= 0:
+        raise ConfigError("estimatedProcessingTimePerRecord", "must be greater than 0")
+    _check_range("batchProcessingThreshold", routing.batch_processing_threshold, 1)
+
+    return msgspec.structs.replace(job, bucket=bucket)

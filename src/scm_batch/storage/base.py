@@ -1,0 +1,101 @@
+"""The storage port: the working bucket as a handful of object operations.
+
+The stages only ever talk to a bucket through this protocol, so the same code runs on a local
+directory today and on S3 later. Keys are ``/``-separated relative names; every adapter checks them
+with :func:`check_key` so no key can escape its bucket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+import msgspec
+
+from scm_batch.errors import ConfigError
+
+
+class ObjectInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """Identity of a stored object: enough to notice that it changed."""
+
+    key: str
+    size: int
+    mtime_ns: int
+    etag: str | None = None
+
+
+class ObjectWriter(Protocol):
+    """The write side of an object being created; it appears under its key only when complete."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
+class Storage(Protocol):
+    """A bucket: objects addressed by key."""
+
+    @property
+    def uri(self) -> str:
+        """The bucket as the user should see it in messages (a path or a URI)."""
+        ...
+
+    def uri_for(self, key: str) -> str:
+        """The full location of one object, for messages and result documents."""
+        ...
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Size and identity of an object; ``ObjectNotFoundError`` when there is none."""
+        ...
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of an object (shorter only at the end of the object)."""
+        ...
+
+    def iter_range(self, key: str, start: int, end: int, block_size: int) -> Iterator[bytes]:
+        """Bytes ``[start, end)`` of an object as consecutive blocks of at most ``block_size``."""
+        ...
+
+    def open_writer(self, key: str) -> AbstractContextManager[ObjectWriter]:
+        """Create or replace an object; a failure inside the block leaves no object behind."""
+        ...
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Create or replace a small object in one step."""
+        ...
+
+    def get_bytes(self, key: str) -> bytes:
+        """The whole content of a small object."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every object whose key starts with ``prefix`` (which ends in ``/``)."""
+        ...
+
+
+_FORBIDDEN_KEY_CHARS = frozenset(chr(c) for c in range(32)) | {"\x7f", "\\"}
+MAX_KEY_LENGTH = 1024
+
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` is not a safe object key, or ``None`` when it is."""
+    if not key:
+        return "must not be empty"
+    if len(key) > MAX_KEY_LENGTH:
+        return f"must be at most {MAX_KEY_LENGTH} characters"
+    if key.startswith("/"):
+        return "must be relative to the bucket (no leading '/')"
+    if any(ch in _FORBIDDEN_KEY_CHARS for ch in key):
+        return "must not contain control characters or '\\'"
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        return "must not contain empty, '.' or '..' path segments"
+    return None
+
+
+def check_key(key: str, field: str = "key") -> str:
+    """Return ``key`` unchanged, or raise ``ConfigError`` naming ``field``."""
+    problem = key_problem(key)
+    if problem is not None:
+        raise ConfigError(field, f"{problem} (got {key!r})")
+    return key

@@ -1,0 +1,126 @@
+"""A directory on the local disk as the working bucket.
+
+Objects are files below the root; writes go to a hidden temporary file beside the target and are
+renamed over it with ``os.replace`` once complete, so no reader ever sees a half-written object
+under its final name.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import BinaryIO
+
+from scm_batch.errors import ObjectNotFoundError, StorageAccessError, StorageError
+from scm_batch.storage.base import ObjectInfo, check_key
+
+TEMP_SUFFIX = ".tmp"
+_WRITE_BUFFER = 1 << 20
+
+
+@contextmanager
+def _os_errors(what: str) -> Iterator[None]:
+    """Turn OS errors into the project's storage errors, naming the object concerned."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise ObjectNotFoundError(f"{what}: no such file or directory") from exc
+    except (IsADirectoryError, NotADirectoryError) as exc:
+        raise ObjectNotFoundError(f"{what}: not a regular file") from exc
+    except PermissionError as exc:
+        raise StorageAccessError(f"{what}: permission denied") from exc
+    except OSError as exc:
+        raise StorageError(f"{what}: {exc.strerror or exc}") from exc
+
+
+class LocalStorage:
+    """A bucket that is a local directory."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        path = Path(root).expanduser().absolute()
+        if not path.exists():
+            raise ObjectNotFoundError(f"bucket directory {path} does not exist")
+        if not path.is_dir():
+            raise ObjectNotFoundError(f"bucket {path} is not a directory")
+        self._root = path
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    @property
+    def uri(self) -> str:
+        return str(self._root)
+
+    def uri_for(self, key: str) -> str:
+        return str(self._path(key))
+
+    def _path(self, key: str) -> Path:
+        return self._root / check_key(key)
+
+    def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        with _os_errors(str(path)):
+            st = path.stat()
+            if not path.is_file():
+                raise IsADirectoryError(str(path))
+        return ObjectInfo(key=key, size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        path = self._path(key)
+        with _os_errors(str(path)), path.open("rb") as fh:
+            fh.seek(start)
+            return fh.read(max(0, end - start))
+
+    def iter_range(self, key: str, start: int, end: int, block_size: int) -> Iterator[bytes]:
+        path = self._path(key)
+        with _os_errors(str(path)), path.open("rb", buffering=0) as fh:
+            fh.seek(start)
+            remaining = end - start
+            while remaining > 0:
+                block = fh.read(min(block_size, remaining))
+                if not block:
+                    break
+                remaining -= len(block)
+                yield block
+
+    @contextmanager
+    def open_writer(self, key: str) -> Iterator[BinaryIO]:
+        path = self._path(key)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+        with _os_errors(str(path)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with _os_errors(str(path)):
+                with os.fdopen(fd, "wb", buffering=_WRITE_BUFFER) as fh:
+                    yield fh
+                os.replace(tmp, path)
+        except BaseException:
+            with suppress(OSError):
+                tmp.unlink()
+            raise
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with self.open_writer(key) as fh:
+            fh.write(data)
+
+    def get_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        with _os_errors(str(path)):
+            return path.read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete_prefix(self, prefix: str) -> None:
+        if not prefix.endswith("/"):
+            raise ValueError(f"prefix must end with '/': {prefix!r}")
+        path = self._path(prefix.rstrip("/"))
+        with _os_errors(str(path)):
+            if path.is_dir():
+                shutil.rmtree(path)
