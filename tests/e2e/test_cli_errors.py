@@ -1,0 +1,153 @@
+"""Bad input gets one clear line on standard error, the documented exit code, and no traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli
+
+GOOD_RECORD = (
+    '{"id":"R1","name":"Name","email":"a@example.com","status":"active",'
+    '"createdAt":"2024-01-01T00:00:00Z","updatedAt":"2024-01-01T00:00:00Z"}\n'
+)
+
+
+def job_flags(bucket: Path, file: str = "in.jsonl", **overrides: str) -> list[str]:
+    flags = {
+        "--bucket": str(bucket),
+        "--file": file,
+        "--customer-id": "cust",
+        "--tenant-id": "ten",
+        "--batch-id": "b1",
+    }
+    flags.update({f"--{k.replace('_', '-')}": v for k, v in overrides.items()})
+    return [part for pair in flags.items() for part in pair]
+
+
+def assert_one_line_error(result: object, code: int, *words: str) -> None:
+    stderr = result.stderr  # type: ignore[attr-defined]
+    assert result.returncode == code, stderr  # type: ignore[attr-defined]
+    assert "Traceback" not in stderr
+    # Progress lines may come first; the error is one line, and the last.
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert errors == lines[-1:], stderr
+    for word in words:
+        assert word in errors[0]
+
+
+@pytest.fixture
+def good_input(bucket: Path) -> Path:
+    (bucket / "in.jsonl").write_text(GOOD_RECORD * 10)
+    return bucket
+
+
+def test_missing_file(cli: Cli, bucket: Path) -> None:
+    assert_one_line_error(
+        cli("run", *job_flags(bucket, "absent.jsonl")), 2, "absent.jsonl", "no such file"
+    )
+
+
+def test_empty_file(cli: Cli, bucket: Path) -> None:
+    (bucket / "empty.jsonl").write_bytes(b"")
+    assert_one_line_error(cli("run", *job_flags(bucket, "empty.jsonl")), 2, "is empty")
+
+
+def test_blank_lines_only(cli: Cli, bucket: Path) -> None:
+    (bucket / "blank.jsonl").write_bytes(b"\n  \n\r\n")
+    assert_one_line_error(cli("run", *job_flags(bucket, "blank.jsonl")), 2, "no records")
+
+
+def test_a_directory(cli: Cli, bucket: Path) -> None:
+    (bucket / "dir").mkdir()
+    assert_one_line_error(cli("run", *job_flags(bucket, "dir")), 2, "not a regular file")
+
+
+def test_a_json_array_file(cli: Cli, bucket: Path) -> None:
+    (bucket / "array.json").write_text("[\n" + GOOD_RECORD.strip() + "\n]\n")
+    assert_one_line_error(cli("plan", *job_flags(bucket, "array.json")), 2, "JSON array")
+
+
+def test_not_json_lines(cli: Cli, bucket: Path) -> None:
+    (bucket / "data.csv").write_text("id,name\n1,a\n")
+    assert_one_line_error(
+        cli("run", *job_flags(bucket, "data.csv")), 2, "does not look like JSON Lines"
+    )
+
+
+def test_missing_bucket(cli: Cli, tmp_path: Path) -> None:
+    assert_one_line_error(cli("run", *job_flags(tmp_path / "nope")), 2, "does not exist")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"batch_id": "../escape"}, ["batchId"]),
+        ({"customer_id": "a/b"}, ["customerId"]),
+        ({"tenant_id": "x..y"}, ["tenantId"]),
+        ({"file": "../outside.jsonl"}, ["file", "'..'"]),
+        ({"deployment": "PROD"}, ["deployment"]),
+        ({"destination": "email"}, ["destination"]),
+        ({"max_concurrent_chunks": "0"}, ["maxConcurrentChunks"]),
+        ({"max_chunk_size": "-3"}, ["maxChunkSize"]),
+        ({"workers": "0"}, ["workers"]),
+        ({"processed_at": "now"}, ["processedAt"]),
+        ({"progress": "loud"}, ["--progress"]),
+    ],
+)
+def test_bad_values(
+    cli: Cli, good_input: Path, overrides: dict[str, str], words: list[str]
+) -> None:
+    result = cli("run", *job_flags(good_input, **overrides))
+    assert_one_line_error(result, 2, *words)
+    assert not (good_input / "metadata").exists()  # nothing was written
+
+
+def test_a_required_field_missing(cli: Cli, good_input: Path) -> None:
+    flags = job_flags(good_input)
+    i = flags.index("--customer-id")
+    del flags[i : i + 2]
+    assert_one_line_error(cli("run", *flags), 2, "customerId: is required")
+
+
+def test_bad_input_files(cli: Cli, good_input: Path, tmp_path: Path) -> None:
+    (tmp_path / "event.json").write_text("{not json")
+    assert_one_line_error(cli("run", "--input", str(tmp_path / "event.json")), 2, "not valid JSON")
+    (tmp_path / "event.json").write_text(
+        json.dumps({"bucket": str(good_input), "file": "in.jsonl"})
+    )
+    assert_one_line_error(cli("run", "--input", str(tmp_path / "event.json")), 2, "is required")
+
+
+def test_non_numeric_option_is_a_usage_error(cli: Cli, good_input: Path) -> None:
+    result = cli("run", *job_flags(good_input, max_chunk_size="lots"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_an_existing_batch_is_not_mixed_with_a_new_run(cli: Cli, good_input: Path) -> None:
+    first = cli("run", *job_flags(good_input), "--progress", "none")
+    assert first.returncode == 0, first.stderr
+    assert_one_line_error(
+        cli("run", *job_flags(good_input)), 2, "already has outputs", "--overwrite"
+    )
+    again = cli("run", *job_flags(good_input), "--overwrite", "--progress", "none")
+    assert again.returncode == 0, again.stderr
+
+
+def test_generate_rejects_impossible_rates(cli: Cli, tmp_path: Path) -> None:
+    result = cli(
+        "generate",
+        str(tmp_path / "x.jsonl"),
+        "--records",
+        "10",
+        "--invalid-rate",
+        "0.7",
+        "--malformed-rate",
+        "0.7",
+    )
+    assert_one_line_error(result, 2, "--invalid-rate")
+    assert not (tmp_path / "x.jsonl").exists()

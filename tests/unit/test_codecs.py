@@ -1,0 +1,46 @@
+"""Format detection and the regrouping of byte blocks into lines."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scm_batch.errors import InputFormatError
+from scm_batch.records.codecs import detect_format, iter_line_blocks
+
+
+@given(st.binary(max_size=2000), st.lists(st.integers(1, 64), min_size=1, max_size=50))
+def test_blocks_regroup_into_the_same_lines(data: bytes, cuts: list[int]) -> None:
+    blocks, position, i = [], 0, 0
+    while position < len(data):
+        size = cuts[i % len(cuts)]
+        blocks.append(data[position : position + size])
+        position += size
+        i += 1
+    lines = [line for group in iter_line_blocks(blocks) for line in group]
+    expected = data.split(b"\n")
+    if expected[-1] == b"":
+        expected.pop()
+    assert lines == expected
+
+
+def test_jsonl_is_detected_with_or_without_bom() -> None:
+    assert detect_format(b'{"a":1}\n', "f") == "jsonl"
+    assert detect_format(b'\xef\xbb\xbf\n{"a":1}\n', "f") == "jsonl"
+
+
+@pytest.mark.parametrize(
+    ("head", "words"),
+    [
+        (b'[{"a":1},', "JSON array"),
+        (b"\xef\xbb\xbf  \n [\n", "JSON array"),
+        (gzip.compress(b'{"a":1}\n'), "gzip"),
+        (b"\x28\xb5\x2f\xfd....", "zstd"),
+    ],
+)
+def test_unsupported_formats_are_named(head: bytes, words: str) -> None:
+    with pytest.raises(InputFormatError, match=words):
+        detect_format(head, "input.json")

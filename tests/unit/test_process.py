@@ -1,0 +1,152 @@
+"""ProcessChunk on awkward input: every line ends up in exactly one place, losslessly."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from scm_batch.errors import InputChangedError
+from scm_batch.model import ChunkPlan, JobInput, PlanOptions
+from scm_batch.records.transform import record_uuid
+from scm_batch.stages.initialize import initialize_batch
+from scm_batch.stages.plan import calculate_chunks
+from scm_batch.stages.process import process_chunk
+from scm_batch.storage import LocalStorage
+
+
+def record(n: int, **changes: Any) -> bytes:
+    rec: dict[str, Any] = {
+        "id": f"R{n}",
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+        "status": "active",
+        "createdAt": "2024-01-31T12:00:00Z",
+        "updatedAt": "2024-01-31T12:00:00Z",
+        "gssId": "old",
+        "note": "é€😀",
+        "nested": {"keep": [1, 2.5, None]},
+    }
+    rec.update(changes)
+    return json.dumps(rec, ensure_ascii=False).encode()
+
+
+LINES = [
+    b"\xef\xbb\xbf" + record(0),  # a byte order mark before the first record
+    record(1) + b"\r",  # CRLF line ending
+    b"",  # blank
+    b"  \t ",  # white space only
+    b'{"id": "\xff\xfe"}',  # not UTF-8
+    b"not json",
+    b"{}",
+    b"null",
+    b"[1, 2]",
+    record(9, email=None),
+    record(10, status="archived", name="X"),
+    record(11),  # the last line has no newline
+]
+CONTENT = b"\n".join(LINES)
+OFFSETS = [sum(len(line) + 1 for line in LINES[:i]) for i in range(len(LINES))]
+
+
+def plan_for(bucket: Path, *, exact: bool, max_chunk: int) -> tuple[LocalStorage, ChunkPlan]:
+    (bucket / "in.jsonl").write_bytes(CONTENT)
+    storage = LocalStorage(bucket)
+    job = JobInput(
+        bucket=str(bucket),
+        file="in.jsonl",
+        customer_id="cust",
+        tenant_id="ten",
+        batch_id="b1",
+        max_chunk_size=max_chunk,
+        max_concurrent_chunks=1,
+        processed_at="2026-01-01T00:00:00.000Z",
+    )
+    source = initialize_batch(job, storage)
+    options = PlanOptions(min_chunk_size=1, count_records=exact)
+    return storage, calculate_chunks(job, source, storage, options)
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    return [msgspec.json.decode(line) for line in path.read_bytes().splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("exact", "max_chunk", "block"), [(True, 100, 1 << 20), (True, 3, 7), (False, 2, 5)]
+)
+def test_every_line_is_accounted_for(bucket: Path, exact: bool, max_chunk: int, block: int) -> None:
+    storage, plan = plan_for(bucket, exact=exact, max_chunk=max_chunk)
+    assert (len(plan.chunks) == 1) == (max_chunk == 100)
+    results = [process_chunk(task, storage=storage, block_size=block) for task in plan.chunks]
+
+    valid: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for r in results:
+        valid += read_lines(bucket / r.result_key)
+        errors += read_lines(bucket / r.error_key)
+
+    assert sum(r.lines for r in results) == len(LINES)
+    assert sum(r.blank_lines for r in results) == 2
+    assert sum(r.valid_records for r in results) == len(valid) == 3
+
+    # Valid records, in file order, with ids derived from their line's byte offset.
+    assert [v["originalId"] for v in valid] == ["R0", "R1", "R11"]
+    for v, line in zip(valid, [0, 1, 11], strict=True):
+        assert v["gssId"] == record_uuid("b1", "gssId", OFFSETS[line])
+        assert v["id"] == f"cust_ten_{record_uuid('b1', 'id', OFFSETS[line])}"
+        assert v["note"] == "é€😀"
+        assert v["nested"] == {"keep": [1, 2.5, None]}
+        assert v["processedAt"] == "2026-01-01T00:00:00.000Z"
+
+    # Errors: line number (when exact), offset, category, the raw line byte for byte.
+    assert [e["offset"] for e in errors] == [OFFSETS[i] for i in range(4, 11)]
+    assert [e["line"] for e in errors] == ([i + 1 for i in range(4, 11)] if exact else [None] * 7)
+    assert [e["category"] for e in errors] == [
+        "malformed",
+        "malformed",
+        "empty_record",
+        "empty_record",
+        "malformed",
+        "empty_field",
+        "invalid_field",
+    ]
+    assert base64.b64decode(errors[0]["rawBase64"]) == LINES[4]
+    assert [e["raw"].encode() for e in errors[1:]] == LINES[5:11]
+    assert errors[5]["fieldErrors"] == {"email": "empty"}
+    assert set(errors[6]["fieldErrors"]) == {"name", "status"}
+
+    counts: dict[str, int] = {}
+    for r in results:
+        for k, count in r.errors_by_category.items():
+            counts[k] = counts.get(k, 0) + count
+    assert counts == {"malformed": 3, "empty_record": 2, "empty_field": 1, "invalid_field": 1}
+    assert sum(r.records_with_empty_fields for r in results) == 1
+
+
+def test_progress_is_reported_per_block(bucket: Path) -> None:
+    storage, plan = plan_for(bucket, exact=True, max_chunk=100)
+    assert len(plan.chunks) == 1
+    seen: list[int] = []
+    process_chunk(plan.chunks[0], storage=storage, on_progress=seen.append, block_size=16)
+    assert len(seen) > 1
+    assert sum(seen) == len(LINES)
+
+
+def test_a_changed_input_fails_the_chunk_and_leaves_no_parts(bucket: Path) -> None:
+    storage, plan = plan_for(bucket, exact=True, max_chunk=4)
+    task = plan.chunks[1]
+    data = bytearray(CONTENT)
+    newline = data.index(b"\n", task.byte_start)  # merge two lines of the chunk into one
+    data[newline] = ord(" ")
+    (bucket / "in.jsonl").write_bytes(bytes(data))
+    with pytest.raises(InputChangedError, match="the input changed"):
+        process_chunk(task, storage=storage)
+    assert [p for p in bucket.rglob("*") if p.is_file()] == [bucket / "in.jsonl"]
+
+    (bucket / "in.jsonl").write_bytes(CONTENT[: task.byte_end - 5])  # truncated
+    with pytest.raises(InputChangedError, match=r"expected \d+ bytes"):
+        process_chunk(task, storage=storage)
