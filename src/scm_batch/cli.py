@@ -176,17 +176,25 @@ def _plan_options(
     )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        _out.print(__version__)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _main(
     ctx: typer.Context,
     debug: Annotated[
         bool, typer.Option("--debug", help="Show tracebacks.", envvar="SCM_BATCH_DEBUG")
     ] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
 ) -> None:
-    if version:
-        _out.print(__version__)
-        raise typer.Exit(0)
     ctx.obj = debug
 
 
@@ -230,6 +238,10 @@ def generate(
                 malformed_rate=malformed_rate,
                 on_progress=on_progress,
             )
+        except (FileExistsError, NotADirectoryError):
+            raise _fail(
+                f"cannot write {file}: a parent of it is not a directory", ExitCode.BAD_INPUT
+            ) from None
         except OSError as exc:
             raise _fail(f"cannot write {file}: {exc.strerror or exc}", ExitCode.BAD_INPUT) from None
         seconds = time.perf_counter() - started
@@ -438,5 +450,17 @@ def run(
 
 
 def main() -> None:
-    """Console entry point."""
-    app()
+    """Console entry point: usage errors, like every other error, are one line on stderr."""
+    try:
+        code = app(standalone_mode=False, prog_name="scm-batch")
+    except typer.Abort:
+        _err.print("[bold red]error:[/] interrupted", soft_wrap=True)
+        sys.exit(ExitCode.INTERRUPTED)
+    except typer.TyperException as exc:  # usage errors: unknown option, value of the wrong type
+        message = exc.format_message()
+        if message:  # empty when the help was shown for a bare command
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            _err.print(f"[bold red]error:[/] {message}{hint}", soft_wrap=True)
+        sys.exit(ExitCode.BAD_INPUT)
+    sys.exit(code if isinstance(code, int) else ExitCode.OK)

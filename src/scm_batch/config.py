@@ -59,7 +59,7 @@ def load_input_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError("--input", f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        value = msgspec.json.decode(data)
+        value = msgspec.json.decode(data.removeprefix(b"\xef\xbb\xbf"))
     except msgspec.DecodeError as exc:
         raise ConfigError("--input", f"{path} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):

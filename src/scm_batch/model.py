@@ -138,6 +138,10 @@ class ChunkTask(Record, frozen=True):
     deployment: Deployment
     snapshot_id: str | None
     processed_at: str
+    # The input as planned: a worker refuses to process an object that no longer matches.
+    source_size: int
+    source_mtime_ns: int
+    source_etag: str | None
 
 
 class ChunkPlan(Record, frozen=True):

@@ -113,6 +113,19 @@ def test_a_required_field_missing(cli: Cli, good_input: Path) -> None:
     assert_one_line_error(cli("run", *flags), 2, "customerId: is required")
 
 
+def test_an_input_file_with_a_byte_order_mark(cli: Cli, good_input: Path, tmp_path: Path) -> None:
+    event = {
+        "bucket": str(good_input),
+        "file": "in.jsonl",
+        "customerId": "c",
+        "tenantId": "t",
+        "batchId": "b",
+    }
+    (tmp_path / "event.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(event).encode())
+    result = cli("plan", "--input", str(tmp_path / "event.json"))
+    assert result.returncode == 0, result.stderr
+
+
 def test_bad_input_files(cli: Cli, good_input: Path, tmp_path: Path) -> None:
     (tmp_path / "event.json").write_text("{not json")
     assert_one_line_error(cli("run", "--input", str(tmp_path / "event.json")), 2, "not valid JSON")
@@ -122,10 +135,14 @@ def test_bad_input_files(cli: Cli, good_input: Path, tmp_path: Path) -> None:
     assert_one_line_error(cli("run", "--input", str(tmp_path / "event.json")), 2, "is required")
 
 
-def test_non_numeric_option_is_a_usage_error(cli: Cli, good_input: Path) -> None:
+def test_usage_errors_are_one_line_too(cli: Cli, good_input: Path, tmp_path: Path) -> None:
     result = cli("run", *job_flags(good_input, max_chunk_size="lots"))
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(result, 2, "--max-chunk-size", "scm-batch run --help")
+    assert_one_line_error(cli("frobnicate"), 2, "No such command")
+    assert_one_line_error(cli("generate", str(tmp_path / "x"), "--records", "-5"), 2, "--records")
+    (tmp_path / "file").write_text("")
+    result = cli("generate", str(tmp_path / "file" / "x.jsonl"), "--records", "5")
+    assert_one_line_error(result, 2, "not a directory")
 
 
 def test_an_existing_batch_is_not_mixed_with_a_new_run(cli: Cli, good_input: Path) -> None:
@@ -151,3 +168,13 @@ def test_generate_rejects_impossible_rates(cli: Cli, tmp_path: Path) -> None:
     )
     assert_one_line_error(result, 2, "--invalid-rate")
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_version_and_help(cli: Cli) -> None:
+    from scm_batch._version import __version__
+
+    version = cli("--version")
+    assert (version.returncode, version.stdout.strip()) == (0, __version__)
+    helped = cli("run", "--help")
+    assert helped.returncode == 0
+    assert "--max-chunk-size" in helped.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -187,12 +188,15 @@ def test_the_execution_input_file_drives_a_run(cli: Cli, bucket: Path, tmp_path:
 
 
 class CorruptingExecutor:
-    """A real local pool, but the input is edited after planning, as a careless writer might."""
+    """A real local pool, but two lines of the input are joined after planning, in place and
+    with the modification time put back, so only the chunk holding them can tell."""
 
     def __init__(self, options: RunOptions, path: Path, at: int) -> None:
+        before = path.stat()
         data = bytearray(path.read_bytes())
-        data[data.index(b"\n", at)] = ord(" ")  # two lines become one
+        data[data.index(b"\n", at)] = ord(" ")
         path.write_bytes(bytes(data))
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
         self._inner = LocalExecutor(options.workers, block_size=options.block_size)
         self.submit = self._inner.submit
         self.lines_done = self._inner.lines_done
@@ -227,3 +231,27 @@ def test_a_failed_chunk_is_reported_and_the_rest_complete(bucket: Path) -> None:
     assert not (bucket / "results/b/chunk_000001.jsonl").exists()
     status = json.loads((bucket / "notifications/b/batch-proc.json").read_text())
     assert status["errorMessage"] == "1 of 3 chunks failed"
+
+
+def test_an_input_replaced_after_planning_fails_every_chunk(bucket: Path) -> None:
+    path = bucket / "input" / "records.jsonl"
+    generate_file(path, 3_000, seed=11)
+    job = JobInput(
+        bucket=str(bucket),
+        file="input/records.jsonl",
+        customer_id="c",
+        tenant_id="t",
+        batch_id="b",
+        max_concurrent_chunks=3,
+    )
+
+    def factory(opts: RunOptions) -> ChunkExecutor:
+        generate_file(path, 3_000, seed=12)  # same size class, different content and time
+        return LocalExecutor(opts.workers, block_size=opts.block_size)
+
+    report = run_batch(
+        job, RunOptions(workers=2, plan=PlanOptions(min_chunk_size=1)), executor_factory=factory
+    )
+    assert report.exit_code == 4
+    assert report.summary.chunks_failed == 3
+    assert {d.error_type for d in report.summary.chunk_details} == {"InputChangedError"}

@@ -148,3 +148,23 @@ def test_summary_samples_and_failures(bucket: Path) -> None:
     assert report.samples[0]["record"] == msgspec.json.decode(lines[1])
     assert report.validation_status == StatusWord.VALIDATION_FAILED_CRITICAL
     assert report.error_rate == 0.5
+
+
+def test_an_invalid_first_record_after_a_byte_order_mark_is_sampled(bucket: Path) -> None:
+    bad = (
+        '{"id":"R0","name":"Name","email":"bad","status":"active",'
+        '"createdAt":"2024-01-01T00:00:00Z","updatedAt":"2024-01-01T00:00:00Z"}'
+    )
+    (bucket / "in.jsonl").write_bytes(b"\xef\xbb\xbf" + bad.encode() + b"\n")
+    storage = LocalStorage(bucket)
+    job = JobInput(
+        bucket=str(bucket), file="in.jsonl", customer_id="c", tenant_id="t", batch_id="b"
+    )
+    plan = calculate_chunks(job, initialize_batch(job, storage), storage, PlanOptions())
+    results = [process_chunk(t, storage=storage) for t in plan.chunks]
+    now = datetime.now(UTC)
+    _, report = aggregate_results(
+        plan, results, [], storage=storage, started_at=now, finished_at=now, elapsed_seconds=1.0
+    )
+    assert report.samples[0]["record"] == msgspec.json.decode(bad)
+    assert report.samples[0]["fieldErrors"] == {"email": "invalid: not an email address"}

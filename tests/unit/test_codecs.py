@@ -30,12 +30,16 @@ def test_blocks_regroup_into_the_same_lines(data: bytes, cuts: list[int]) -> Non
 def test_jsonl_is_detected_with_or_without_bom() -> None:
     assert detect_format(b'{"a":1}\n', "f") == "jsonl"
     assert detect_format(b'\xef\xbb\xbf\n{"a":1}\n', "f") == "jsonl"
+    # A JSON Lines file whose first line is a stray array is still JSON Lines.
+    assert detect_format(b'[1, 2]\n{"a":1}\n', "f") == "jsonl"
 
 
 @pytest.mark.parametrize(
     ("head", "words"),
     [
         (b'[{"a":1},', "JSON array"),
+        (b'[{"a":1}, {"a":2}]\n', "JSON array"),
+        (b'[\n{"a":1},\n{"a":2}\n]\n', "JSON array"),
         (b"\xef\xbb\xbf  \n [\n", "JSON array"),
         (gzip.compress(b'{"a":1}\n'), "gzip"),
         (b"\x28\xb5\x2f\xfd....", "zstd"),

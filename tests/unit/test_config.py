@@ -88,6 +88,8 @@ def test_type_errors_name_the_field(changes: dict[str, Any], field: str) -> None
         ({"maxChunkSize": -5}, "maxChunkSize"),
         ({"targetTotalRecords": 0}, "targetTotalRecords"),
         ({"processedAt": "yesterday"}, "processedAt"),
+        ({"processedAt": "2024-13-45T99:99:99Z"}, "processedAt"),
+        ({"file": "a\udcff.jsonl"}, "file"),
     ],
 )
 def test_unsafe_or_out_of_range_values_are_refused(changes: dict[str, Any], field: str) -> None:

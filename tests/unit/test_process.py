@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,17 +138,65 @@ def test_progress_is_reported_per_block(bucket: Path) -> None:
     assert sum(seen) == len(LINES)
 
 
-def test_a_changed_input_fails_the_chunk_and_leaves_no_parts(bucket: Path) -> None:
+def no_parts_written(bucket: Path) -> bool:
+    return [p for p in bucket.rglob("*") if p.is_file()] == [bucket / "in.jsonl"]
+
+
+def test_an_input_replaced_after_planning_is_refused(bucket: Path) -> None:
+    storage, plan = plan_for(bucket, exact=True, max_chunk=4)
+    (bucket / "in.jsonl").write_bytes(CONTENT[:-5])
+    with pytest.raises(InputChangedError, match="no longer the object the plan was made from"):
+        process_chunk(plan.chunks[1], storage=storage)
+    assert no_parts_written(bucket)
+
+
+def edit_in_place(path: Path, edit: Callable[[bytearray], None]) -> None:
+    """Change bytes without changing size or modification time: only the content can tell."""
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    edit(data)
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_a_line_boundary_moved_under_a_chunk_fails_it(bucket: Path, exact: bool) -> None:
+    storage, plan = plan_for(bucket, exact=exact, max_chunk=4)
+    task = plan.chunks[0]
+
+    def move_newline(data: bytearray) -> None:
+        data[task.byte_end - 1] = ord(" ")  # the chunk's last line now runs past its end
+        data[task.byte_end + 1] = ord("\n")
+
+    edit_in_place(bucket / "in.jsonl", move_newline)
+    with pytest.raises(InputChangedError, match="whole lines"):
+        process_chunk(task, storage=storage)
+    assert no_parts_written(bucket)
+
+
+def test_lines_merged_under_a_chunk_fail_it(bucket: Path) -> None:
     storage, plan = plan_for(bucket, exact=True, max_chunk=4)
     task = plan.chunks[1]
-    data = bytearray(CONTENT)
-    newline = data.index(b"\n", task.byte_start)  # merge two lines of the chunk into one
-    data[newline] = ord(" ")
-    (bucket / "in.jsonl").write_bytes(bytes(data))
-    with pytest.raises(InputChangedError, match="the input changed"):
-        process_chunk(task, storage=storage)
-    assert [p for p in bucket.rglob("*") if p.is_file()] == [bucket / "in.jsonl"]
 
-    (bucket / "in.jsonl").write_bytes(CONTENT[: task.byte_end - 5])  # truncated
-    with pytest.raises(InputChangedError, match=r"expected \d+ bytes"):
+    def merge_two_lines(data: bytearray) -> None:
+        data[data.index(b"\n", task.byte_start)] = ord(" ")
+
+    edit_in_place(bucket / "in.jsonl", merge_two_lines)
+    with pytest.raises(InputChangedError, match="expected 4 lines"):
         process_chunk(task, storage=storage)
+    assert no_parts_written(bucket)
+
+
+def test_a_deeply_nested_line_is_malformed_not_a_crash(bucket: Path) -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    (bucket / "in.jsonl").write_bytes(record(0) + b"\n" + deep + b"\n" + record(2) + b"\n")
+    storage = LocalStorage(bucket)
+    job = JobInput(
+        bucket=str(bucket), file="in.jsonl", customer_id="c", tenant_id="t", batch_id="b"
+    )
+    plan = calculate_chunks(job, initialize_batch(job, storage), storage, PlanOptions())
+    result = process_chunk(plan.chunks[0], storage=storage)
+    assert (result.valid_records, result.errors_by_category) == (2, {"malformed": 1})
+    entry = read_lines(bucket / result.error_key)[0]
+    assert entry["error"] == "cannot decode: nested too deeply"
+    assert entry["raw"].encode() == deep

@@ -6,9 +6,12 @@ import itertools
 import tempfile
 from pathlib import Path
 
+import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scm_batch.errors import ConfigError
 from scm_batch.model import JobInput, PlanOptions, SourceInfo
 from scm_batch.records.codecs import iter_line_blocks
 from scm_batch.stages.initialize import initialize_batch
@@ -122,12 +125,12 @@ def test_every_line_in_exactly_one_chunk(
             assert all(c.chunk_size <= max_chunk for c in plan.chunks)
 
 
-@given(data=file_contents(), block=st.integers(1, 64))
-def test_line_index_counts_lines(data: bytes, block: int) -> None:
+@given(data=file_contents(), block=st.integers(1, 64), granule=st.integers(1, 40))
+def test_line_index_counts_lines(data: bytes, block: int, granule: int) -> None:
     with tempfile.TemporaryDirectory() as root:
         (Path(root) / "f").write_bytes(data)
         storage = LocalStorage(root)
-        index = index_lines(storage, "f", len(data), block_size=block)
+        index = index_lines(storage, "f", len(data), block_size=block, granule=granule)
         lines = expected_lines(data)
         assert index.total_lines == len(lines)
         starts = [0]
@@ -167,3 +170,32 @@ def test_chunk_size_follows_the_contract_formula(tmp_path: Path) -> None:
 
     plan = calculate_chunks(spec, source, storage, PlanOptions(min_chunk_size=600))
     assert (plan.chunk_size, plan.chunk_count) == (600, 2)  # a small file is not over-split
+
+
+def test_absurd_chunk_counts_are_refused_not_attempted(tmp_path: Path) -> None:
+    (tmp_path / "input.jsonl").write_bytes(b'{"n":1}\n' * 200_001)
+    storage = LocalStorage(tmp_path)
+    spec = job(max_concurrent=4, max_chunk=1)
+    source = initialize_batch(spec, storage)
+    with pytest.raises(ConfigError, match=r"maxChunkSize.*200,001 chunks"):
+        calculate_chunks(spec, source, storage, PlanOptions(min_chunk_size=1))
+    # An impossible targetTotalRecords in estimate mode is refused at once, not looped over.
+    huge = msgspec.structs.replace(spec, target_total_records=10**14, max_chunk_size=500_000)
+    with pytest.raises(ConfigError, match="maxChunkSize"):
+        calculate_chunks(huge, source, storage, PlanOptions(count_records=False))
+
+
+def test_estimated_totals_agree_with_the_chunks(tmp_path: Path) -> None:
+    (tmp_path / "input.jsonl").write_bytes(b'{"n":1}\n' * 100)
+    storage = LocalStorage(tmp_path)
+    spec = msgspec.structs.replace(
+        job(max_concurrent=50, max_chunk=500_000), target_total_records=1000
+    )
+    plan = calculate_chunks(
+        spec,
+        initialize_batch(spec, storage),
+        storage,
+        PlanOptions(count_records=False, min_chunk_size=1),
+    )
+    assert plan.total_records == sum(c.chunk_size for c in plan.chunks)
+    assert not plan.records_exact

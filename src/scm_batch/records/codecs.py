@@ -8,11 +8,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+import msgspec
+
 from scm_batch.errors import InputFormatError
 from scm_batch.model import InputFormat
 
 BOM = b"\xef\xbb\xbf"
 NEWLINE = b"\n"
+
+# What decoding one line can raise: msgspec.DecodeError and UnicodeDecodeError are ValueErrors;
+# a line nested about a thousand levels deep raises RecursionError.
+DECODE_ERRORS = (ValueError, RecursionError)
+
+
+def undecodable(error: BaseException) -> str:
+    """The error message of a line that could not be decoded."""
+    if isinstance(error, RecursionError):
+        return "cannot decode: nested too deeply"
+    return f"cannot decode: {error}"
+
 
 _COMPRESSED_MAGIC = {
     b"\x1f\x8b": "gzip",
@@ -31,12 +45,32 @@ def detect_format(head: bytes, where: str) -> InputFormat:
                 f"{where} is {name}-compressed; this version reads uncompressed JSON Lines only"
             )
     text = head.removeprefix(BOM).lstrip(b" \t\r\n")
-    if text.startswith(b"["):
+    if text.startswith(b"[") and not _array_line_then_more_lines(text):
         raise InputFormatError(
             f"{where} is a JSON array file; this version reads JSON Lines only "
             "(one JSON object per line) - convert it, e.g. with: jq -c '.[]' FILE > FILE.jsonl"
         )
     return "jsonl"
+
+
+def _array_line_then_more_lines(text: bytes) -> bool:
+    """Whether text starting with ``[`` is JSON Lines whose first record happens to be an array:
+    the first line is a whole JSON value and another line decodes too. A JSON array file either
+    spreads over lines (its first line alone does not decode) or is one line only."""
+    first, _, rest = text.partition(NEWLINE)
+    decode = msgspec.json.Decoder().decode
+    try:
+        decode(first)
+    except DECODE_ERRORS:
+        return False
+    for line in rest.split(NEWLINE)[:100]:
+        if line.strip():
+            try:
+                decode(line)
+            except DECODE_ERRORS:
+                continue
+            return True
+    return False
 
 
 def iter_line_blocks(blocks: Iterable[bytes]) -> Iterator[list[bytes]]:

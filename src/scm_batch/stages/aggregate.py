@@ -127,10 +127,12 @@ def _as_sample(entry: dict[str, Any], chunk_id: str) -> dict[str, object]:
         "fieldErrors": entry.get("fieldErrors", {}),
         "record": None,
     }
-    if entry.get("category") == Category.MALFORMED or "raw" not in entry:
-        sample.update({k: entry[k] for k in ("raw", "rawBase64") if k in entry})
+    raw = entry.get("raw")
+    if entry.get("category") != Category.MALFORMED and isinstance(raw, str):
+        # The line decoded during processing (a byte order mark aside), so it decodes here.
+        sample["record"] = msgspec.json.decode(raw.removeprefix("\ufeff"))
     else:
-        sample["record"] = msgspec.json.decode(entry["raw"])
+        sample.update({k: entry[k] for k in ("raw", "rawBase64") if k in entry})
     return sample
 
 

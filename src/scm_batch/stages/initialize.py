@@ -10,7 +10,7 @@ import msgspec
 
 from scm_batch.errors import InputError, InputFormatError, ObjectNotFoundError
 from scm_batch.model import JobInput, SourceInfo
-from scm_batch.records.codecs import BOM, NEWLINE, detect_format
+from scm_batch.records.codecs import BOM, DECODE_ERRORS, NEWLINE, detect_format
 from scm_batch.records.transform import MAX_OFFSET
 from scm_batch.storage import Storage
 
@@ -46,7 +46,7 @@ def initialize_batch(
     for line in non_blank:
         try:
             objects += isinstance(decode(line), dict)
-        except ValueError:
+        except DECODE_ERRORS:
             continue
     if non_blank and objects == 0:
         raise InputFormatError(

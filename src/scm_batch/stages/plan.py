@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+from array import array
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,6 +28,7 @@ import msgspec
 
 from scm_batch import layout
 from scm_batch.clock import utc_timestamp
+from scm_batch.errors import ConfigError
 from scm_batch.model import (
     PLAN_FORMAT_VERSION,
     ChunkPlan,
@@ -40,48 +42,65 @@ from scm_batch.records.codecs import NEWLINE
 from scm_batch.storage import Storage
 
 COUNT_BLOCK_SIZE = 8 << 20
+INDEX_GRANULE = 256 << 10
+MAX_CHUNKS = 100_000
 _SEEK_WINDOW = 64 << 10
 _MAX_SEEK_WINDOW = 8 << 20
 
 
 @dataclass(frozen=True, slots=True)
 class LineIndex:
-    """Newline counts of an object, block by block: enough to find any line's start quickly."""
+    """Newline counts of an object per granule of bytes: any line's start is then found by
+    reading one granule, however large the object."""
 
+    size: int
+    granule: int
     total_lines: int
-    block_starts: list[int]
-    newlines_before: list[int]  # cumulative newline count before each block; one extra at the end
+    # [g]: newlines in bytes [0, g * granule); one entry per granule, plus one.
+    newlines_before: array[int]
 
     def line_start(self, storage: Storage, key: str, line: int) -> int:
         """Byte offset where 0-based ``line`` starts (``line`` >= 1: just after its ``\\n``)."""
-        # The block holding the line-th newline is the last one with fewer newlines before it.
-        block = bisect.bisect_left(self.newlines_before, line) - 1
-        start = self.block_starts[block]
-        end = self.block_starts[block + 1]
-        data = storage.read_range(key, start, end)
+        # The granule holding the line-th newline: the last one with fewer newlines before it.
+        g = bisect.bisect_left(self.newlines_before, line) - 1
+        start = g * self.granule
+        data = storage.read_range(key, start, min(start + self.granule, self.size))
         pos = -1
-        for _ in range(line - self.newlines_before[block]):
+        for _ in range(line - self.newlines_before[g]):
             pos = data.index(NEWLINE, pos + 1)
         return start + pos + 1
 
 
 def index_lines(
-    storage: Storage, key: str, size: int, block_size: int = COUNT_BLOCK_SIZE
+    storage: Storage,
+    key: str,
+    size: int,
+    *,
+    block_size: int = COUNT_BLOCK_SIZE,
+    granule: int = INDEX_GRANULE,
 ) -> LineIndex:
-    """Count the lines of an object in one sequential pass."""
-    block_starts: list[int] = []
-    newlines_before = [0]
+    """Count the lines of an object in one sequential pass, noting the count at every granule."""
+    newlines_before = array("q", [0])
+    newlines = 0
     position = 0
     last = b""
     for block in storage.iter_range(key, 0, size, block_size):
-        block_starts.append(position)
-        newlines_before.append(newlines_before[-1] + block.count(NEWLINE))
-        position += len(block)
+        offset = 0
+        while offset < len(block):
+            granule_end = (position // granule + 1) * granule
+            take = min(len(block) - offset, granule_end - position)
+            newlines += block.count(NEWLINE, offset, offset + take)
+            offset += take
+            position += take
+            if position == granule_end:
+                newlines_before.append(newlines)
         last = block[-1:]
-    block_starts.append(position)
-    newlines = newlines_before[-1]
+    if position % granule:
+        newlines_before.append(newlines)
     total = newlines + (1 if position and last != NEWLINE else 0)
-    return LineIndex(total_lines=total, block_starts=block_starts, newlines_before=newlines_before)
+    return LineIndex(
+        size=position, granule=granule, total_lines=total, newlines_before=newlines_before
+    )
 
 
 def next_line_start(storage: Storage, key: str, position: int, size: int) -> int:
@@ -115,36 +134,45 @@ class _Range:
     records: int
 
 
+def _check_chunk_count(total: int, per_chunk: int) -> None:
+    count = math.ceil(total / per_chunk)
+    if count > MAX_CHUNKS:
+        raise ConfigError(
+            "maxChunkSize",
+            f"{per_chunk:,} records per chunk would cut {total:,} records into {count:,} chunks; "
+            f"at most {MAX_CHUNKS:,} are allowed",
+        )
+
+
 def _exact_ranges(
     storage: Storage, source: SourceInfo, index: LineIndex, per_chunk: int
 ) -> list[_Range]:
     total = index.total_lines
-    ranges = []
-    for first_line in range(0, total, per_chunk):
-        last_line = min(first_line + per_chunk, total)
-        start = 0 if first_line == 0 else index.line_start(storage, source.key, first_line)
-        end = (
-            source.size if last_line == total else index.line_start(storage, source.key, last_line)
-        )
-        ranges.append(_Range(start, end, first_line, last_line - first_line))
-    return ranges
+    firsts = range(0, total, per_chunk)
+    starts = [0, *(index.line_start(storage, source.key, line) for line in firsts[1:]), source.size]
+    return [
+        _Range(starts[i], starts[i + 1], first, min(first + per_chunk, total) - first)
+        for i, first in enumerate(firsts)
+    ]
 
 
 def _estimated_ranges(
     storage: Storage, source: SourceInfo, total: int, per_chunk: int
 ) -> list[_Range]:
-    count = math.ceil(total / per_chunk)
+    count = min(math.ceil(total / per_chunk), source.size)
     cuts = {
         next_line_start(storage, source.key, source.size * i // count, source.size)
         for i in range(count)
     }
     bounds = sorted(cuts | {0, source.size})
+    # Records per range from the same total the chunk size came from, so the two agree.
+    bytes_per_record = source.size / total
     ranges = []
     first_index = 0
     for start, end in itertools.pairwise(bounds):
         if start >= end:
             continue
-        records = max(1, round((end - start) / source.bytes_per_record))
+        records = max(1, round((end - start) / bytes_per_record))
         ranges.append(_Range(start, end, first_index, records))
         first_index += records
     return ranges
@@ -163,13 +191,15 @@ def calculate_chunks(
     processed_at = job.processed_at or created_at
     if options.count_records:
         index = index_lines(storage, source.key, source.size)
-        total = index.total_lines
-        per_chunk = chunk_record_count(total, job, options)
+        per_chunk = chunk_record_count(index.total_lines, job, options)
+        _check_chunk_count(index.total_lines, per_chunk)
         ranges = _exact_ranges(storage, source, index, per_chunk)
     else:
-        total = job.target_total_records or max(1, round(source.size / source.bytes_per_record))
-        per_chunk = chunk_record_count(total, job, options)
-        ranges = _estimated_ranges(storage, source, total, per_chunk)
+        estimate = job.target_total_records or round(source.size / source.bytes_per_record)
+        per_chunk = chunk_record_count(max(1, estimate), job, options)
+        _check_chunk_count(max(1, estimate), per_chunk)
+        ranges = _estimated_ranges(storage, source, max(1, estimate), per_chunk)
+    total = sum(r.records for r in ranges)
 
     routing = options.routing
     per_record = routing.estimated_processing_time_per_record
@@ -195,6 +225,9 @@ def calculate_chunks(
             deployment=job.deployment,
             snapshot_id=job.snapshot_id,
             processed_at=processed_at,
+            source_size=source.size,
+            source_mtime_ns=source.mtime_ns,
+            source_etag=source.etag,
         )
         for number, r in enumerate(ranges)
     ]

@@ -21,7 +21,7 @@ import msgspec
 from scm_batch import layout
 from scm_batch.errors import InputChangedError
 from scm_batch.model import ChunkResult, ChunkTask
-from scm_batch.records.codecs import BOM, iter_line_blocks
+from scm_batch.records.codecs import BOM, DECODE_ERRORS, iter_line_blocks, undecodable
 from scm_batch.records.transform import TransformContext, transform_records
 from scm_batch.records.validate import (
     MISSING,
@@ -31,7 +31,7 @@ from scm_batch.records.validate import (
     error_kind,
     is_valid,
 )
-from scm_batch.storage import Storage, open_storage
+from scm_batch.storage import ObjectInfo, Storage, open_storage
 
 DEFAULT_BLOCK_SIZE = 1 << 20
 
@@ -91,28 +91,37 @@ _BLANK = object()
 
 def _decode_slow(decode: Callable[[bytes], Any], line: bytes, start: int) -> Any:
     """Decode a line the fast path refused: ``_BLANK`` for a blank line, the record when only
-    the file's byte order mark was in the way, else ``ValueError`` (the line is malformed)."""
+    the file's byte order mark was in the way, else one of ``DECODE_ERRORS`` (malformed)."""
     body = line[len(BOM) :] if start == 0 and line.startswith(BOM) else line
     if not body.strip():
         return _BLANK
     return decode(body)
 
 
-def _check_unchanged(task: ChunkTask, *, consumed: int, lines: int) -> None:
-    """Refuse a chunk whose bytes no longer match the plan (the input changed after planning).
-
-    ``consumed`` counts one ``\\n`` too many when the file's last line has none.
-    """
-    expected = task.byte_end - task.byte_start
-    if consumed - expected not in (0, 1):
+def _check_source(task: ChunkTask, info: ObjectInfo) -> None:
+    """Refuse to start on an input object that is not the one the plan was made from."""
+    planned = (task.source_size, task.source_mtime_ns, task.source_etag)
+    if (info.size, info.mtime_ns, info.etag) != planned:
         raise InputChangedError(
-            f"{task.chunk_id}: expected {expected} bytes at offset {task.byte_start} of "
-            f"{task.file}, read {min(consumed, expected)}; the input changed after planning"
+            f"{task.chunk_id}: {task.file} is no longer the object the plan was made from "
+            f"(size {info.size:,}, planned {task.source_size:,}); the input changed after planning"
+        )
+
+
+def _check_consumed(task: ChunkTask, *, consumed: int, lines: int) -> None:
+    """Refuse a chunk whose bytes no longer match the plan (the input changed while it ran)."""
+    expected = task.byte_end - task.byte_start
+    # The count adds one "\n" per line, one too many when the object's last line has none.
+    slack = (0, 1) if task.byte_end == task.source_size else (0,)
+    if consumed - expected not in slack:
+        raise InputChangedError(
+            f"{task.chunk_id}: expected {expected:,} bytes of whole lines at offset "
+            f"{task.byte_start:,} of {task.file}; the input changed after planning"
         )
     if task.indices_exact and lines != task.chunk_size:
         raise InputChangedError(
-            f"{task.chunk_id}: expected {task.chunk_size} lines at offset {task.byte_start} of "
-            f"{task.file}, found {lines}; the input changed after planning"
+            f"{task.chunk_id}: expected {task.chunk_size:,} lines at offset {task.byte_start:,} "
+            f"of {task.file}, found {lines:,}; the input changed after planning"
         )
 
 
@@ -145,6 +154,7 @@ def process_chunk(
     # Line numbers in error entries are 1-based and absolute when the plan counted lines exactly.
     number_base = task.start_index + 1 if task.indices_exact else None
     offset = task.byte_start
+    _check_source(task, store.stat(task.file))
     blocks = store.iter_range(task.file, task.byte_start, task.byte_end, block_size)
 
     bad: list[dict[str, Any]] = []
@@ -164,12 +174,12 @@ def process_chunk(
                 offset += len(line) + 1
                 try:
                     rec = decode(line)
-                except ValueError:  # msgspec.DecodeError and UnicodeDecodeError
+                except DECODE_ERRORS:
                     try:
                         rec = _decode_slow(decode, line, start)
-                    except ValueError as exc:
+                    except DECODE_ERRORS as exc:
                         malformed = Diagnosis(Category.MALFORMED, {})
-                        reject(line, first_index + i, start, malformed, f"not JSON: {exc}")
+                        reject(line, first_index + i, start, malformed, undecodable(exc))
                         continue
                     if rec is _BLANK:
                         tally.blank_lines += 1
@@ -191,7 +201,7 @@ def process_chunk(
             if on_progress is not None:
                 on_progress(len(lines))
         # Checked before the writers commit, so a chunk of a changed file leaves no parts behind.
-        _check_unchanged(task, consumed=offset - task.byte_start, lines=tally.lines)
+        _check_consumed(task, consumed=offset - task.byte_start, lines=tally.lines)
 
     tally.bytes_read = task.byte_end - task.byte_start
     return ChunkResult(

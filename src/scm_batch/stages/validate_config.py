@@ -6,7 +6,9 @@ parts of object keys and record ids, so they are held to a strict alphabet.
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import datetime
 
 import msgspec
 
@@ -31,9 +33,19 @@ def _check_id(field: str, value: str) -> None:
 
 
 def _check_range(field: str, value: float, low: float, high: float | None = None) -> None:
-    if value < low or (high is not None and value > high):
+    if not math.isfinite(value) or value < low or (high is not None and value > high):
         bound = f"at least {low}" if high is None else f"between {low} and {high}"
         raise ConfigError(field, f"must be {bound} (got {value})")
+
+
+def _check_processed_at(value: str) -> None:
+    problem = f"must be a UTC timestamp like 2026-01-31T12:00:00.000Z (got {value!r})"
+    if PROCESSED_AT.fullmatch(value) is None:
+        raise ConfigError("processedAt", problem)
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError("processedAt", problem) from None
 
 
 def validate_batch_config(job: JobInput, options: RunOptions) -> JobInput:
@@ -49,11 +61,8 @@ def validate_batch_config(job: JobInput, options: RunOptions) -> JobInput:
     _check_range("maxChunkSize", job.max_chunk_size, 1)
     if job.target_total_records is not None:
         _check_range("targetTotalRecords", job.target_total_records, 1)
-    if job.processed_at is not None and PROCESSED_AT.fullmatch(job.processed_at) is None:
-        raise ConfigError(
-            "processedAt",
-            f"must be a UTC timestamp like 2026-01-31T12:00:00.000Z (got {job.processed_at!r})",
-        )
+    if job.processed_at is not None:
+        _check_processed_at(job.processed_at)
 
     _check_range("workers", options.workers, 1, MAX_WORKERS)
     _check_range("blockSize", options.block_size, 4096, 1 << 30)
@@ -63,8 +72,9 @@ def validate_batch_config(job: JobInput, options: RunOptions) -> JobInput:
     routing = plan.routing
     _check_range("lambdaTimeoutSeconds", routing.lambda_timeout_seconds, 1, 900)
     _check_range("lambdaSafetyMargin", routing.lambda_safety_margin, 0, 0.95)
-    if routing.estimated_processing_time_per_record <= 0:
-        raise ConfigError("estimatedProcessingTimePerRecord", "must be greater than 0")
+    per_record = routing.estimated_processing_time_per_record
+    if not (math.isfinite(per_record) and per_record > 0):
+        raise ConfigError("estimatedProcessingTimePerRecord", f"must be above 0 (got {per_record})")
     _check_range("batchProcessingThreshold", routing.batch_processing_threshold, 1)
 
     return msgspec.structs.replace(job, bucket=bucket)

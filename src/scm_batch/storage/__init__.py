@@ -29,6 +29,10 @@ def normalize_bucket(bucket: str) -> str:
     """
     if not bucket.strip():
         raise ConfigError("bucket", "must not be empty")
+    try:
+        bucket.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError("bucket", f"must be valid UTF-8 (got {bucket!r})") from None
     parsed = urlparse(bucket)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):

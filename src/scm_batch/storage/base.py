@@ -2,7 +2,8 @@
 
 The stages only ever talk to a bucket through this protocol, so the same code runs on a local
 directory today and on S3 later. Keys are ``/``-separated relative names; every adapter checks them
-with :func:`check_key` so no key can escape its bucket.
+with :func:`check_key`, so no key names a path outside its bucket (a symbolic link placed inside
+a local bucket is followed like any other file: the bucket's owner put it there).
 """
 
 from __future__ import annotations
@@ -78,19 +79,31 @@ _FORBIDDEN_KEY_CHARS = frozenset(chr(c) for c in range(32)) | {"\x7f", "\\"}
 MAX_KEY_LENGTH = 1024
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def key_problem(key: str) -> str | None:
     """Why ``key`` is not a safe object key, or ``None`` when it is."""
-    if not key:
-        return "must not be empty"
-    if len(key) > MAX_KEY_LENGTH:
-        return f"must be at most {MAX_KEY_LENGTH} characters"
-    if key.startswith("/"):
-        return "must be relative to the bucket (no leading '/')"
-    if any(ch in _FORBIDDEN_KEY_CHARS for ch in key):
-        return "must not contain control characters or '\\'"
-    if any(part in ("", ".", "..") for part in key.split("/")):
-        return "must not contain empty, '.' or '..' path segments"
-    return None
+    checks = [
+        (bool(key), "must not be empty"),
+        (len(key) <= MAX_KEY_LENGTH, f"must be at most {MAX_KEY_LENGTH} characters"),
+        (not key.startswith("/"), "must be relative to the bucket (no leading '/')"),
+        (_is_utf8(key), "must be valid UTF-8"),
+        (
+            not any(ch in _FORBIDDEN_KEY_CHARS for ch in key),
+            "must not contain control characters or '\\'",
+        ),
+        (
+            all(part not in ("", ".", "..") for part in key.split("/")),
+            "must not contain empty, '.' or '..' path segments",
+        ),
+    ]
+    return next((problem for ok, problem in checks if not ok), None)
 
 
 def check_key(key: str, field: str = "key") -> str:
