@@ -291,7 +291,7 @@ def plan(
                 batch_processing_threshold,
             )
         )
-        _, _, _, chunk_plan = prepare_plan(job, options, choose_progress("none"))
+        _, chunk_plan = prepare_plan(job, options, choose_progress("none"))
         if as_json:
             sys.stdout.write(encode_plan(chunk_plan).decode() + "\n")
             return

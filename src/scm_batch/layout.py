@@ -21,12 +21,20 @@ def plan_key(batch_id: str) -> str:
     return f"metadata/{batch_id}/chunks.json"
 
 
+def results_prefix(batch_id: str) -> str:
+    return f"results/{batch_id}"
+
+
+def errors_prefix(batch_id: str) -> str:
+    return f"errors/{batch_id}"
+
+
 def result_key(batch_id: str, chunk: str) -> str:
-    return f"results/{batch_id}/{chunk}.jsonl"
+    return f"{results_prefix(batch_id)}/{chunk}.jsonl"
 
 
 def error_key(batch_id: str, chunk: str) -> str:
-    return f"errors/{batch_id}/{chunk}.jsonl"
+    return f"{errors_prefix(batch_id)}/{chunk}.jsonl"
 
 
 def validation_key(batch_id: str) -> str:

@@ -25,7 +25,6 @@ from scm_batch.model import (
     ChunkTask,
     JobInput,
     RunSummary,
-    SourceInfo,
     StatusWord,
     ValidationReport,
 )
@@ -69,7 +68,7 @@ class RunReport:
 
 def prepare_plan(
     job: JobInput, options: RunOptions, progress: ProgressReporter
-) -> tuple[JobInput, Storage, SourceInfo, ChunkPlan]:
+) -> tuple[Storage, ChunkPlan]:
     """ValidateBatchConfig, InitializeBatchProcessing and CalculateChunks (nothing written)."""
     job = validate_batch_config(job, options)
     storage = open_storage(job.bucket)
@@ -77,8 +76,7 @@ def prepare_plan(
     source = initialize_batch(job, storage, sample_bytes=options.plan.sample_bytes)
     how = "counting lines" if options.plan.count_records else "estimating lines"
     progress.phase(f"CalculateChunks: {how} in {source.size:,} bytes")
-    plan = calculate_chunks(job, source, storage, options.plan)
-    return job, storage, source, plan
+    return storage, calculate_chunks(job, source, storage, options.plan)
 
 
 def _claim_batch(storage: Storage, batch_id: str, overwrite: bool) -> None:
@@ -152,7 +150,8 @@ def run_batch(
     reporter = progress or NullProgress()
     started_at = datetime.now(UTC)
     started = time.perf_counter()
-    job, storage, _, plan = prepare_plan(job, options, reporter)
+    storage, plan = prepare_plan(job, options, reporter)
+    job = plan.job
     _claim_batch(storage, job.batch_id, options.overwrite)
     write_plan(plan, storage)
     reporter.phase(
@@ -188,7 +187,7 @@ def run_batch(
         validation=validation,
         aggregated_uri=storage.uri_for(aggregated_key),
         validation_uri=storage.uri_for(summary.validation_key),
-        results_uri=storage.uri_for(f"results/{job.batch_id}") + "/",
-        errors_uri=storage.uri_for(f"errors/{job.batch_id}") + "/",
+        results_uri=storage.uri_for(layout.results_prefix(job.batch_id)) + "/",
+        errors_uri=storage.uri_for(layout.errors_prefix(job.batch_id)) + "/",
         notifications=notifications,
     )

@@ -14,10 +14,11 @@ import pytest
 from scm_batch.config import RunOptions
 from scm_batch.executors.base import ChunkExecutor
 from scm_batch.executors.local import LocalExecutor
-from scm_batch.model import JobInput, PlanOptions
+from scm_batch.model import PlanOptions
 from scm_batch.pipeline import run_batch
 from scm_batch.records.generate import GenerateStats, generate_file
 from tests.conftest import Cli
+from tests.helpers import job_input
 
 RECORDS = 200_000
 PROCESSED_AT = "2026-01-31T12:00:00.000Z"
@@ -206,14 +207,7 @@ class CorruptingExecutor:
 def test_a_failed_chunk_is_reported_and_the_rest_complete(bucket: Path) -> None:
     path = bucket / "input" / "records.jsonl"
     generate_file(path, 3_000, seed=11)
-    job = JobInput(
-        bucket=str(bucket),
-        file="input/records.jsonl",
-        customer_id="c",
-        tenant_id="t",
-        batch_id="b",
-        max_concurrent_chunks=3,
-    )
+    job = job_input(bucket, "input/records.jsonl", max_concurrent_chunks=3)
     options = RunOptions(workers=2, plan=PlanOptions(min_chunk_size=1))
     middle = path.stat().st_size // 2
 
@@ -236,14 +230,7 @@ def test_a_failed_chunk_is_reported_and_the_rest_complete(bucket: Path) -> None:
 def test_an_input_replaced_after_planning_fails_every_chunk(bucket: Path) -> None:
     path = bucket / "input" / "records.jsonl"
     generate_file(path, 3_000, seed=11)
-    job = JobInput(
-        bucket=str(bucket),
-        file="input/records.jsonl",
-        customer_id="c",
-        tenant_id="t",
-        batch_id="b",
-        max_concurrent_chunks=3,
-    )
+    job = job_input(bucket, "input/records.jsonl", max_concurrent_chunks=3)
 
     def factory(opts: RunOptions) -> ChunkExecutor:
         generate_file(path, 3_000, seed=12)  # same size class, different content and time

@@ -11,17 +11,13 @@ import pytest
 from scm_batch.model import (
     ChunkFailure,
     ChunkResult,
-    JobInput,
-    PlanOptions,
     StatusWord,
     Totals,
     ValidationThresholds,
 )
 from scm_batch.stages.aggregate import aggregate_results, judge
-from scm_batch.stages.initialize import initialize_batch
-from scm_batch.stages.plan import calculate_chunks
 from scm_batch.stages.process import process_chunk
-from scm_batch.storage import LocalStorage
+from tests.helpers import job_input, plan_input
 
 
 def totals(
@@ -99,18 +95,7 @@ def test_summary_samples_and_failures(bucket: Path) -> None:
             f'"createdAt":"2024-01-01T00:00:00Z","updatedAt":"2024-01-01T00:00:00Z"}}'
         )
     (bucket / "in.jsonl").write_text("\n".join(lines) + "\n")
-    storage = LocalStorage(bucket)
-    job = JobInput(
-        bucket=str(bucket),
-        file="in.jsonl",
-        customer_id="c",
-        tenant_id="t",
-        batch_id="b",
-        max_concurrent_chunks=3,
-    )
-    plan = calculate_chunks(
-        job, initialize_batch(job, storage), storage, PlanOptions(min_chunk_size=1)
-    )
+    storage, plan = plan_input(bucket, job_input(bucket, max_concurrent_chunks=3), min_chunk_size=1)
     assert plan.chunk_count == 3
     results: list[ChunkResult] = [process_chunk(t, storage=storage) for t in plan.chunks[:2]]
     failure = ChunkFailure(
@@ -156,11 +141,7 @@ def test_an_invalid_first_record_after_a_byte_order_mark_is_sampled(bucket: Path
         '"createdAt":"2024-01-01T00:00:00Z","updatedAt":"2024-01-01T00:00:00Z"}'
     )
     (bucket / "in.jsonl").write_bytes(b"\xef\xbb\xbf" + bad.encode() + b"\n")
-    storage = LocalStorage(bucket)
-    job = JobInput(
-        bucket=str(bucket), file="in.jsonl", customer_id="c", tenant_id="t", batch_id="b"
-    )
-    plan = calculate_chunks(job, initialize_batch(job, storage), storage, PlanOptions())
+    storage, plan = plan_input(bucket, job_input(bucket))
     results = [process_chunk(t, storage=storage) for t in plan.chunks]
     now = datetime.now(UTC)
     _, report = aggregate_results(

@@ -6,17 +6,17 @@ import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from scm_batch.model import ChunkFailure, Deployment, JobInput, PlanOptions, RunSummary, StatusWord
+from scm_batch.model import ChunkFailure, Deployment, RunSummary, StatusWord
 from scm_batch.sinks.file import OutboxNotifier
 from scm_batch.stages.aggregate import aggregate_results
-from scm_batch.stages.initialize import initialize_batch
 from scm_batch.stages.notify import send_notifications, status_message
-from scm_batch.stages.plan import calculate_chunks
 from scm_batch.stages.process import process_chunk
 from scm_batch.storage import LocalStorage
+from tests.helpers import job_input, plan_input
 
 RECORD = (
     '{"id":"R1","name":"Name","email":"a@example.com","status":"active",'
@@ -26,10 +26,8 @@ RECORD = (
 
 def finished(bucket: Path, deployment: Deployment, *, fail_one: bool = False) -> RunSummary:
     (bucket / "in.jsonl").write_text(RECORD * 40)
-    storage = LocalStorage(bucket)
-    job = JobInput(
-        bucket=str(bucket),
-        file="in.jsonl",
+    job = job_input(
+        bucket,
         customer_id="cust",
         tenant_id="ten",
         batch_id="b1",
@@ -37,9 +35,7 @@ def finished(bucket: Path, deployment: Deployment, *, fail_one: bool = False) ->
         deployment=deployment,
         max_concurrent_chunks=4,
     )
-    plan = calculate_chunks(
-        job, initialize_batch(job, storage), storage, PlanOptions(min_chunk_size=1)
-    )
+    storage, plan = plan_input(bucket, job, min_chunk_size=1)
     tasks = plan.chunks[1:] if fail_one else plan.chunks
     results = [process_chunk(t, storage=storage) for t in tasks]
     failures = (
@@ -115,25 +111,17 @@ def test_a_failed_run_sends_only_the_failure_status(bucket: Path) -> None:
 
 
 def test_status_message_never_needs_more_than_a_batch_id() -> None:
-    message = status_message(
-        batch_id="b",
-        customer_id=None,
-        batch_status=StatusWord.SUBMISSION_FAILED,
-        progress=0,
-        total_records_processed=0,
-        processing_time=0.0,
-        discriminator="",
-        error_message="bucket missing",
-    )
+    fields: dict[str, Any] = {
+        "batch_id": "b",
+        "customer_id": None,
+        "batch_status": StatusWord.SUBMISSION_FAILED,
+        "progress": 0,
+        "total_records_processed": 0,
+        "processing_time": 0.0,
+        "discriminator": "",
+    }
+    message = status_message(**fields, error_message="bucket missing")
     assert message["customerId"] is None
     assert message["errorMessage"] == "bucket missing"
-    again = status_message(
-        batch_id="b",
-        customer_id=None,
-        batch_status=StatusWord.SUBMISSION_FAILED,
-        progress=0,
-        total_records_processed=0,
-        processing_time=0.0,
-        discriminator="",
-    )
+    again = status_message(**fields)
     assert again["notificationId"] == message["notificationId"]  # retries carry the same id

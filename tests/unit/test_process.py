@@ -13,12 +13,11 @@ import msgspec
 import pytest
 
 from scm_batch.errors import InputChangedError
-from scm_batch.model import ChunkPlan, JobInput, PlanOptions
+from scm_batch.model import ChunkPlan
 from scm_batch.records.transform import record_uuid
-from scm_batch.stages.initialize import initialize_batch
-from scm_batch.stages.plan import calculate_chunks
 from scm_batch.stages.process import process_chunk
 from scm_batch.storage import LocalStorage
+from tests.helpers import job_input, plan_input
 
 
 def record(n: int, **changes: Any) -> bytes:
@@ -57,10 +56,8 @@ OFFSETS = [sum(len(line) + 1 for line in LINES[:i]) for i in range(len(LINES))]
 
 def plan_for(bucket: Path, *, exact: bool, max_chunk: int) -> tuple[LocalStorage, ChunkPlan]:
     (bucket / "in.jsonl").write_bytes(CONTENT)
-    storage = LocalStorage(bucket)
-    job = JobInput(
-        bucket=str(bucket),
-        file="in.jsonl",
+    job = job_input(
+        bucket,
         customer_id="cust",
         tenant_id="ten",
         batch_id="b1",
@@ -68,9 +65,7 @@ def plan_for(bucket: Path, *, exact: bool, max_chunk: int) -> tuple[LocalStorage
         max_concurrent_chunks=1,
         processed_at="2026-01-01T00:00:00.000Z",
     )
-    source = initialize_batch(job, storage)
-    options = PlanOptions(min_chunk_size=1, count_records=exact)
-    return storage, calculate_chunks(job, source, storage, options)
+    return plan_input(bucket, job, min_chunk_size=1, count_records=exact)
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
@@ -190,11 +185,7 @@ def test_lines_merged_under_a_chunk_fail_it(bucket: Path) -> None:
 def test_a_deeply_nested_line_is_malformed_not_a_crash(bucket: Path) -> None:
     deep = b"[" * 5000 + b"]" * 5000
     (bucket / "in.jsonl").write_bytes(record(0) + b"\n" + deep + b"\n" + record(2) + b"\n")
-    storage = LocalStorage(bucket)
-    job = JobInput(
-        bucket=str(bucket), file="in.jsonl", customer_id="c", tenant_id="t", batch_id="b"
-    )
-    plan = calculate_chunks(job, initialize_batch(job, storage), storage, PlanOptions())
+    storage, plan = plan_input(bucket, job_input(bucket))
     result = process_chunk(plan.chunks[0], storage=storage)
     assert (result.valid_records, result.errors_by_category) == (2, {"malformed": 1})
     entry = read_lines(bucket / result.error_key)[0]

@@ -24,6 +24,7 @@ from scm_batch.model import ChunkResult, ChunkTask
 from scm_batch.records.codecs import BOM, DECODE_ERRORS, iter_line_blocks, undecodable
 from scm_batch.records.transform import TransformContext, transform_records
 from scm_batch.records.validate import (
+    EMPTY,
     MISSING,
     Category,
     Diagnosis,
@@ -46,7 +47,6 @@ class _Tally:
     valid_records: int = 0
     records_with_missing_fields: int = 0
     records_with_empty_fields: int = 0
-    bytes_read: int = 0
     errors_by_category: dict[str, int] = field(default_factory=dict)
     field_errors: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -61,7 +61,7 @@ class _Tally:
             per_field[kind] = per_field.get(kind, 0) + 1
         if MISSING in kinds:
             self.records_with_missing_fields += 1
-        if "empty" in kinds:
+        if EMPTY in kinds:
             self.records_with_empty_fields += 1
 
 
@@ -159,9 +159,9 @@ def process_chunk(
 
     bad: list[dict[str, Any]] = []
 
-    def reject(line: bytes, index: int, offset: int, diagnosis: Diagnosis, error: str) -> None:
+    def reject(line: bytes, index: int, at: int, diagnosis: Diagnosis, error: str) -> None:
         number = None if number_base is None else number_base + index
-        bad.append(_error_entry(line, number, offset, diagnosis, error))
+        bad.append(_error_entry(line, number, at, diagnosis, error))
         tally.count_error(diagnosis)
 
     with store.open_writer(result_key) as results, store.open_writer(error_key) as errors:
@@ -203,7 +203,6 @@ def process_chunk(
         # Checked before the writers commit, so a chunk of a changed file leaves no parts behind.
         _check_consumed(task, consumed=offset - task.byte_start, lines=tally.lines)
 
-    tally.bytes_read = task.byte_end - task.byte_start
     return ChunkResult(
         chunk_id=task.chunk_id,
         chunk_number=task.chunk_number,
@@ -215,7 +214,7 @@ def process_chunk(
         records_with_empty_fields=tally.records_with_empty_fields,
         errors_by_category=dict(sorted(tally.errors_by_category.items())),
         field_errors={k: dict(sorted(v.items())) for k, v in sorted(tally.field_errors.items())},
-        bytes_read=tally.bytes_read,
+        bytes_read=task.byte_end - task.byte_start,
         result_key=result_key,
         error_key=error_key,
         duration_seconds=round(time.perf_counter() - started, 6),
