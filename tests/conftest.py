@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -30,8 +31,11 @@ def cli() -> Cli:
     """Run ``scm-batch`` in a child process, as a user would; never raises on a non-zero exit."""
 
     def run(
-        *args: str, cwd: Path | None = None, timeout: float = 600
+        *args: str, cwd: Path | None = None, timeout: float = 600, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
+        # The child sees only the SCM_BATCH_* settings the test gives it.
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("SCM_BATCH_")}
+        environment.update(env or {})
         return subprocess.run(
             [sys.executable, "-m", "scm_batch", *args],
             capture_output=True,
@@ -39,6 +43,7 @@ def cli() -> Cli:
             cwd=cwd,
             timeout=timeout,
             check=False,
+            env=environment,
         )
 
     return run

@@ -6,6 +6,7 @@ documented exit code; a traceback appears only with ``--debug``.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -21,10 +22,13 @@ from rich.table import Table
 from scm_batch._version import __version__
 from scm_batch.config import RunOptions, load_input_file, parse_job_input, unknown_input_fields
 from scm_batch.errors import ConfigError, ExitCode, ScmBatchError
-from scm_batch.model import JobInput, PlanOptions, RoutingPolicy
+from scm_batch.faults import FAULTS_ENV, parse_faults
+from scm_batch.model import JobInput, PlanOptions, RoutingPolicy, Tolerance
 from scm_batch.observe.progress import ProgressMode, choose_progress
-from scm_batch.pipeline import RunReport, prepare_plan, run_batch
+from scm_batch.observe.status import batch_status
+from scm_batch.pipeline import RunReport, prepare_plan, resume_batch, run_batch
 from scm_batch.records.generate import generate_file
+from scm_batch.retry import RetryPolicy
 from scm_batch.stages.plan import encode_plan
 
 app = typer.Typer(
@@ -337,9 +341,90 @@ def _flags(params: dict[str, Any]) -> dict[str, Any]:
     return {contract: params[name] for name, contract in _JOB_FLAG_NAMES.items()}
 
 
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(help="Worker processes (default: one per core).", envvar="SCM_BATCH_WORKERS"),
+]
+ProgressOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto (live in a terminal, log lines otherwise), live, log or none.",
+        envvar="SCM_BATCH_PROGRESS",
+    ),
+]
+_DEFAULT_RETRY = RetryPolicy()
+RetryAttemptsOpt = Annotated[
+    int,
+    typer.Option(help="Attempts per chunk, the first included.", envvar="SCM_BATCH_RETRY_ATTEMPTS"),
+]
+RetryDelayOpt = Annotated[
+    float,
+    typer.Option(
+        help="Backoff before the first retry, seconds (full jitter).",
+        envvar="SCM_BATCH_RETRY_BASE_DELAY",
+    ),
+]
+RetryRateOpt = Annotated[
+    float,
+    typer.Option(help="Backoff growth per retry.", envvar="SCM_BATCH_RETRY_BACKOFF_RATE"),
+]
+RetryMaxOpt = Annotated[
+    float,
+    typer.Option(help="Longest backoff, seconds.", envvar="SCM_BATCH_RETRY_MAX_DELAY"),
+]
+TolerancePctOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Failed chunks tolerated, as a percentage of all chunks.",
+        envvar="SCM_BATCH_TOLERATED_FAILURE_PERCENTAGE",
+    ),
+]
+ToleranceCountOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Failed chunks tolerated, as a number.", envvar="SCM_BATCH_TOLERATED_FAILURE_COUNT"
+    ),
+]
+
+
+def _progress_mode(value: str) -> ProgressMode:
+    if value not in ("auto", "live", "log", "none"):
+        raise ConfigError("--progress", f"must be auto, live, log or none (got {value!r})")
+    return value  # type: ignore[return-value]
+
+
+def _run_options(
+    *,
+    workers: int | None,
+    retry: RetryPolicy,
+    tolerance: Tolerance,
+    plan: PlanOptions | None = None,
+    overwrite: bool = False,
+) -> RunOptions:
+    defaults = RunOptions()
+    return RunOptions(
+        workers=workers if workers is not None else defaults.workers,
+        overwrite=overwrite,
+        plan=plan or defaults.plan,
+        retry=retry,
+        tolerance=tolerance,
+        faults=parse_faults(os.environ.get(FAULTS_ENV)),
+    )
+
+
+def _finish(report: RunReport, as_json: bool) -> int:
+    if as_json:
+        sys.stdout.write(msgspec.json.format(msgspec.json.encode(report.summary)).decode() + "\n")
+    else:
+        _print_report(report)
+    return report.exit_code
+
+
 def _print_report(report: RunReport) -> None:
     s = report.summary
     t = s.totals
+    if report.already_complete:
+        _out.print(f"batch {s.batch_id} was already complete; its results as recorded:")
     verdict_style = {
         "VALIDATION_PASSED": "green",
         "VALIDATION_FAILED": "yellow",
@@ -348,6 +433,11 @@ def _print_report(report: RunReport) -> None:
     table = Table(title=f"batch {s.batch_id}: {s.status}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
+    chunks = f"{s.chunks_succeeded}/{s.chunks_total} processed, {s.chunks_failed} failed"
+    if s.chunks_not_processed:
+        chunks += f", {s.chunks_not_processed} not started"
+    if s.chunks_resumed:
+        chunks += f" ({s.chunks_resumed} done by an earlier session)"
     rows = [
         ("records processed", f"{s.summary.total_records_processed:,}"),
         ("valid", f"{t.valid_records:,}"),
@@ -358,7 +448,7 @@ def _print_report(report: RunReport) -> None:
         ("blank lines skipped", f"{t.blank_lines:,}"),
         ("success rate", f"{s.summary.success_rate:.4f} %"),
         ("validation", f"[{verdict_style}]{s.validation_status}[/]"),
-        ("chunks", f"{s.chunks_succeeded}/{s.chunks_total} processed, {s.chunks_failed} failed"),
+        ("chunks", chunks),
         ("time", f"{s.summary.processing_time:,.2f} s"),
         ("throughput", f"{s.summary.records_per_second:,.0f} records/s"),
         ("peak worker memory", f"{s.max_worker_peak_rss_bytes / 2**20:,.0f} MiB"),
@@ -368,9 +458,11 @@ def _print_report(report: RunReport) -> None:
     _out.print(table)
     for reason in report.validation.critical_reasons:
         _out.print(f"[red]critical:[/] {reason}")
-    for detail in s.chunk_details:
-        if detail.error_type:
-            _out.print(f"[red]failed:[/] {detail.chunk_id}: {detail.error_type}: {detail.message}")
+    for failure in s.failed_chunks:
+        _out.print(
+            f"[red]failed:[/] {failure.chunk_id} after {len(failure.attempts)} attempt(s): "
+            f"{failure.error_type}: {failure.message}"
+        )
     _out.print(f"aggregated results: {report.aggregated_uri}")
     _out.print(f"validation report:  {report.validation_uri}")
     _out.print(f"result parts:       {report.results_uri}")
@@ -395,38 +487,34 @@ def run(
     max_concurrent_chunks: ConcurrentOpt = None,
     max_chunk_size: ChunkSizeOpt = None,
     processed_at: ProcessedAtOpt = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(help="Worker processes (default: one per core).", envvar="SCM_BATCH_WORKERS"),
-    ] = None,
+    workers: WorkersOpt = None,
     min_chunk_size: MinChunkOpt = _DEFAULT_PLAN.min_chunk_size,
     count_records: CountOpt = True,
     lambda_timeout: LambdaTimeoutOpt = _DEFAULT_ROUTING.lambda_timeout_seconds,
     estimated_time_per_record: PerRecordOpt = _DEFAULT_ROUTING.estimated_processing_time_per_record,
     batch_processing_threshold: ThresholdOpt = _DEFAULT_ROUTING.batch_processing_threshold,
+    retry_attempts: RetryAttemptsOpt = _DEFAULT_RETRY.attempts,
+    retry_base_delay: RetryDelayOpt = _DEFAULT_RETRY.base_delay_seconds,
+    retry_backoff_rate: RetryRateOpt = _DEFAULT_RETRY.backoff_rate,
+    retry_max_delay: RetryMaxOpt = _DEFAULT_RETRY.max_delay_seconds,
+    tolerated_failure_percentage: TolerancePctOpt = None,
+    tolerated_failure_count: ToleranceCountOpt = None,
     overwrite: Annotated[
         bool, typer.Option(help="Replace the outputs of an earlier run of this batch id.")
     ] = False,
-    progress: Annotated[
-        str,
-        typer.Option(
-            help="auto (live in a terminal, log lines otherwise), live, log or none.",
-            envvar="SCM_BATCH_PROGRESS",
-        ),
-    ] = "auto",
+    progress: ProgressOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a batch end to end: validate, plan, process chunks in parallel, aggregate, notify."""
+    """Run a batch end to end: validate, plan, process chunks in parallel, aggregate, notify.
+
+    A batch id whose plan is already in the bucket is resumed rather than started again.
+    """
     flags = _flags(locals())
 
     def action() -> int:
         job = _job_input(input_file, flags)
-        if progress not in ("auto", "live", "log", "none"):
-            raise ConfigError("--progress", f"must be auto, live, log or none (got {progress!r})")
-        mode: ProgressMode = progress  # type: ignore[assignment]
-        defaults = RunOptions()
-        options = RunOptions(
-            workers=workers if workers is not None else defaults.workers,
+        options = _run_options(
+            workers=workers,
             overwrite=overwrite,
             plan=_plan_options(
                 min_chunk_size,
@@ -435,18 +523,103 @@ def run(
                 estimated_time_per_record,
                 batch_processing_threshold,
             ),
+            retry=RetryPolicy(
+                attempts=retry_attempts,
+                base_delay_seconds=retry_base_delay,
+                backoff_rate=retry_backoff_rate,
+                max_delay_seconds=retry_max_delay,
+            ),
+            tolerance=Tolerance(
+                percentage=tolerated_failure_percentage, count=tolerated_failure_count
+            ),
         )
-        report = run_batch(job, options, progress=choose_progress(mode))
-        if as_json:
-            sys.stdout.write(
-                msgspec.json.format(msgspec.json.encode(report.summary)).decode() + "\n"
-            )
-        else:
-            _print_report(report)
-        return report.exit_code
+        report = run_batch(job, options, progress=choose_progress(_progress_mode(progress)))
+        return _finish(report, as_json)
 
-    code = _guarded(ctx, action)
-    raise typer.Exit(code)
+    raise typer.Exit(_guarded(ctx, action))
+
+
+RequiredBucketOpt = Annotated[
+    str,
+    typer.Option(help="The batch's bucket: a local directory.", envvar="SCM_BATCH_BUCKET"),
+]
+RequiredBatchOpt = Annotated[str, typer.Option(help="The batch id.")]
+
+
+@app.command()
+def resume(
+    ctx: typer.Context,
+    bucket: RequiredBucketOpt,
+    batch_id: RequiredBatchOpt,
+    workers: WorkersOpt = None,
+    retry_attempts: RetryAttemptsOpt = _DEFAULT_RETRY.attempts,
+    retry_base_delay: RetryDelayOpt = _DEFAULT_RETRY.base_delay_seconds,
+    retry_backoff_rate: RetryRateOpt = _DEFAULT_RETRY.backoff_rate,
+    retry_max_delay: RetryMaxOpt = _DEFAULT_RETRY.max_delay_seconds,
+    tolerated_failure_percentage: TolerancePctOpt = None,
+    tolerated_failure_count: ToleranceCountOpt = None,
+    progress: ProgressOpt = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Continue an interrupted batch from its plan: finished chunks are kept, the rest run."""
+
+    def action() -> int:
+        options = _run_options(
+            workers=workers,
+            retry=RetryPolicy(
+                attempts=retry_attempts,
+                base_delay_seconds=retry_base_delay,
+                backoff_rate=retry_backoff_rate,
+                max_delay_seconds=retry_max_delay,
+            ),
+            tolerance=Tolerance(
+                percentage=tolerated_failure_percentage, count=tolerated_failure_count
+            ),
+        )
+        report = resume_batch(
+            bucket, batch_id, options, progress=choose_progress(_progress_mode(progress))
+        )
+        return _finish(report, as_json)
+
+    raise typer.Exit(_guarded(ctx, action))
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    bucket: RequiredBucketOpt,
+    batch_id: RequiredBatchOpt,
+    as_json: JsonOpt = False,
+) -> None:
+    """Where a batch stands, from its bucket alone: chunks done, failed, pending; records so far."""
+
+    def action() -> None:
+        state = batch_status(bucket, batch_id)
+        if as_json:
+            sys.stdout.write(msgspec.json.format(msgspec.json.encode(state)).decode() + "\n")
+            return
+        exact = "" if state.records_exact else " (estimated)"
+        share = state.records_done / state.records_total if state.records_total else 0.0
+        _out.print(f"batch {state.batch_id} in {state.bucket}: {state.phase}")
+        _out.print(f"input:   {state.file}, planned {state.planned_at}")
+        _out.print(
+            f"chunks:  {state.chunks_done}/{state.chunks_total} done, "
+            f"{state.chunks_failed} failed, {state.chunks_pending} pending"
+        )
+        _out.print(
+            f"records: {state.records_done:,} of {state.records_total:,}{exact} ({share:.1%})"
+        )
+        for failure in state.failed_chunks:
+            _out.print(
+                f"failed:  {failure.chunk_id} after {len(failure.attempts)} attempt(s): "
+                f"{failure.error_type}: {failure.message}"
+            )
+        if state.batch_status is not None:
+            _out.print(f"result:  {state.batch_status}, {state.validation_status}")
+        if state.notification_status is not None:
+            _out.print(f"notified: {state.notification_status}")
+
+    _guarded(ctx, action)
 
 
 def main() -> None:

@@ -16,7 +16,9 @@ from typing import Any
 import msgspec
 
 from scm_batch.errors import ConfigError
-from scm_batch.model import JobInput, PlanOptions, Record
+from scm_batch.faults import FaultPlan
+from scm_batch.model import JobInput, PlanOptions, Record, Tolerance
+from scm_batch.retry import RetryPolicy
 from scm_batch.stages.process import DEFAULT_BLOCK_SIZE
 
 _MISSING = re.compile(r"missing required field `(?P<field>[^`]+)`")
@@ -32,6 +34,9 @@ class RunOptions(Record, frozen=True):
     block_size: int = DEFAULT_BLOCK_SIZE
     overwrite: bool = False
     plan: PlanOptions = msgspec.field(default_factory=PlanOptions)
+    retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
+    tolerance: Tolerance = msgspec.field(default_factory=Tolerance)
+    faults: FaultPlan | None = None  # test-only: see scm_batch.faults
 
 
 def parse_job_input(mapping: Mapping[str, Any]) -> JobInput:

@@ -23,6 +23,7 @@ class ExitCode:
     BAD_INPUT = 2
     VALIDATION_CRITICAL = 3
     CHUNKS_FAILED = 4
+    COMPLETED_WITH_TOLERATED_FAILURES = 5
     INTERRUPTED = 130
 
 
@@ -97,6 +98,29 @@ class StorageAccessError(StorageError):
 
 class BatchExistsError(ScmBatchError):
     """A batch with this id already has outputs in the bucket."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class WorkerDiedError(ScmBatchError):
+    """The process running a chunk ended abruptly (killed, out of memory); worth another try."""
+
+    exit_code = ExitCode.CHUNKS_FAILED
+    transient = True
+
+
+class InjectedTransientError(ScmBatchError):
+    """A failure planted by the test-only fault switch, marked transient."""
+
+    transient = True
+
+
+class InjectedTerminalError(ScmBatchError):
+    """A failure planted by the test-only fault switch, marked terminal."""
+
+
+class NothingToResumeError(ScmBatchError):
+    """``resume`` was asked for a batch that has no plan in the bucket."""
 
     exit_code = ExitCode.BAD_INPUT
 

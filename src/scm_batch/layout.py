@@ -37,6 +37,27 @@ def error_key(batch_id: str, chunk: str) -> str:
     return f"{errors_prefix(batch_id)}/{chunk}.jsonl"
 
 
+def manifest_prefix(batch_id: str) -> str:
+    return f"metadata/{batch_id}/chunks/"
+
+
+def manifest_key(batch_id: str, chunk: str) -> str:
+    """The chunk's manifest: written last, its existence means the chunk is done."""
+    return f"{manifest_prefix(batch_id)}{chunk}.json"
+
+
+def failure_prefix(batch_id: str) -> str:
+    return f"metadata/{batch_id}/failures/"
+
+
+def failure_key(batch_id: str, chunk: str) -> str:
+    return f"{failure_prefix(batch_id)}{chunk}.json"
+
+
+def notified_key(batch_id: str) -> str:
+    return f"metadata/{batch_id}/notified.json"
+
+
 def validation_key(batch_id: str) -> str:
     return f"validation/{batch_id}/validation-results.json"
 

@@ -162,8 +162,23 @@ class ChunkPlan(Record, frozen=True):
     chunks: list[ChunkTask]
 
 
+class Attempt(Record, frozen=True):
+    """One try at a chunk: how it ended and how long it took."""
+
+    attempt: int
+    status: StatusWord
+    duration_seconds: float | None  # known for the attempt that succeeded
+    error_type: str | None = None
+    message: str | None = None
+    transient: bool | None = None
+
+
 class ChunkResult(Record, frozen=True):
-    """What processing one chunk produced: counts and object keys, never records."""
+    """What processing one chunk produced: counts and object keys, never records.
+
+    Written by the worker as the chunk's manifest, after its parts: the ledger entry that says
+    the chunk is done.
+    """
 
     chunk_id: str
     chunk_number: int
@@ -180,6 +195,7 @@ class ChunkResult(Record, frozen=True):
     error_key: str
     duration_seconds: float
     worker_peak_rss_bytes: int
+    attempts: list[Attempt] = msgspec.field(default_factory=list)
     status: StatusWord = StatusWord.CHUNK_PROCESSED
 
     @property
@@ -198,6 +214,8 @@ class ChunkFailure(Record, frozen=True):
     chunk_number: int
     error_type: str
     message: str
+    transient: bool
+    attempts: list[Attempt] = msgspec.field(default_factory=list)
     status: StatusWord = StatusWord.CHUNK_FAILED
 
 
@@ -241,6 +259,7 @@ class ChunkDetail(Record, frozen=True):
     valid_records: int
     errors: int
     duration_seconds: float
+    attempts: int
     result_key: str | None
     error_key: str | None
     error_type: str | None = None
@@ -265,6 +284,10 @@ class RunSummary(Record, frozen=True):
     chunks_total: int
     chunks_succeeded: int
     chunks_failed: int
+    chunks_not_processed: int
+    chunks_resumed: int
+    tolerance: Tolerance
+    failed_chunks: list[ChunkFailure]
     chunk_details: list[ChunkDetail]
     result_keys: list[str]
     error_keys: list[str]
@@ -296,6 +319,23 @@ class ValidationReport(Record, frozen=True):
     field_errors: dict[str, dict[str, int]]
     samples: list[dict[str, object]]
     samples_truncated: bool
+
+
+class Tolerance(Record, frozen=True):
+    """How many failed chunks a run survives, with the semantics of a Distributed Map's
+    ``ToleratedFailureCount`` / ``ToleratedFailurePercentage``: the run fails when the failed
+    chunks exceed either limit that is set; with neither set, no failure is tolerated."""
+
+    percentage: float | None = None
+    count: int | None = None
+
+    def exceeded(self, failed: int, total: int) -> bool:
+        if self.percentage is None and self.count is None:
+            return failed > 0
+        over_count = self.count is not None and failed > self.count
+        share = 100.0 * failed / total if total else 0.0
+        over_share = self.percentage is not None and share > self.percentage
+        return over_count or over_share
 
 
 class ValidationThresholds(Record, frozen=True):

@@ -1,38 +1,42 @@
-"""The driver: the workflow's stages in order, chunks fanned out to an executor.
+"""The driver: the workflow's stages in order, chunks fanned out to an executor, resumable.
 
 ``ValidateBatchConfig`` runs before ``InitializeBatchProcessing`` here: it is pure, and checking
 the ids and the key first means nothing touches storage with an unsafe name. On AWS both states
 keep their contract names and order; the checks are the same functions.
+
+A batch lives in its bucket: the plan, then a manifest per finished chunk (the ledger), then the
+aggregate and a marker once the notifications went out. Running a batch whose plan exists resumes
+it: the plan and its ``processedAt`` are reused, finished chunks are skipped, and the aggregate is
+made from every manifest, so an interrupted and resumed batch ends exactly like an uninterrupted
+one.
 """
 
 from __future__ import annotations
 
+import os
+import random
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import msgspec
+
 from scm_batch import layout
+from scm_batch.clock import utc_timestamp
 from scm_batch.config import RunOptions
-from scm_batch.errors import BatchExistsError, ExitCode
+from scm_batch.errors import BatchExistsError, ExitCode, InputChangedError, NothingToResumeError
 from scm_batch.executors.base import ChunkExecutor
 from scm_batch.executors.local import LocalExecutor
-from scm_batch.model import (
-    ChunkFailure,
-    ChunkPlan,
-    ChunkResult,
-    ChunkTask,
-    JobInput,
-    RunSummary,
-    StatusWord,
-    ValidationReport,
-)
+from scm_batch.faults import FaultPlan
+from scm_batch.ledger import Ledger, NotificationRecord
+from scm_batch.model import ChunkPlan, ChunkTask, JobInput, RunSummary, StatusWord, ValidationReport
 from scm_batch.observe.progress import NullProgress, ProgressReporter, ProgressSnapshot
+from scm_batch.scheduler import ChunkScheduler, Clock, Outcome, SystemClock, Tally
 from scm_batch.sinks.file import OutboxNotifier
-from scm_batch.stages.aggregate import aggregate_results, write_aggregate
+from scm_batch.stages.aggregate import aggregate_results
 from scm_batch.stages.initialize import initialize_batch
-from scm_batch.stages.notify import Delivered, send_notifications
+from scm_batch.stages.notify import Delivered, failure_reason, send_notifications
 from scm_batch.stages.plan import calculate_chunks, write_plan
 from scm_batch.stages.validate_config import validate_batch_config
 from scm_batch.storage import Storage, open_storage
@@ -41,7 +45,7 @@ ExecutorFactory = Callable[[RunOptions], ChunkExecutor]
 
 
 def local_executor(options: RunOptions) -> ChunkExecutor:
-    return LocalExecutor(options.workers, block_size=options.block_size)
+    return LocalExecutor(options.workers, block_size=options.block_size, faults=options.faults)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +60,57 @@ class RunReport:
     results_uri: str
     errors_uri: str
     notifications: list[Delivered]
+    already_complete: bool = False
 
     @property
     def exit_code(self) -> int:
-        if self.summary.chunks_failed:
-            return ExitCode.CHUNKS_FAILED
-        if self.summary.validation_status == StatusWord.VALIDATION_FAILED_CRITICAL:
-            return ExitCode.VALIDATION_CRITICAL
-        return ExitCode.OK
+        return exit_code_for(self.summary)
+
+
+def exit_code_for(summary: RunSummary) -> int:
+    """The command's exit code for a finished batch (see the README's table)."""
+    if summary.status == StatusWord.CHUNK_FAILED:
+        return ExitCode.CHUNKS_FAILED
+    if summary.validation_status == StatusWord.VALIDATION_FAILED_CRITICAL:
+        return ExitCode.VALIDATION_CRITICAL
+    if summary.chunks_failed:
+        return ExitCode.COMPLETED_WITH_TOLERATED_FAILURES
+    return ExitCode.OK
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """How this invocation runs: options, progress, where chunks go, time and chance."""
+
+    options: RunOptions
+    progress: ProgressReporter
+    executor_factory: ExecutorFactory
+    clock: Clock
+    rng: random.Random
+
+    @property
+    def faults(self) -> FaultPlan:
+        return self.options.faults or FaultPlan()
+
+
+def _session(
+    options: RunOptions,
+    progress: ProgressReporter | None,
+    executor_factory: ExecutorFactory,
+    clock: Clock | None,
+    rng: random.Random | None,
+) -> Session:
+    if options.faults is not None:  # workers that kill the driver need to know who it is
+        options = msgspec.structs.replace(
+            options, faults=msgspec.structs.replace(options.faults, driver_pid=os.getpid())
+        )
+    return Session(
+        options,
+        progress or NullProgress(),
+        executor_factory,
+        clock or SystemClock(),
+        rng or random.Random(),
+    )
 
 
 def prepare_plan(
@@ -79,64 +126,15 @@ def prepare_plan(
     return storage, calculate_chunks(job, source, storage, options.plan)
 
 
-def _claim_batch(storage: Storage, batch_id: str, overwrite: bool) -> None:
-    """Refuse to mix two runs' outputs under one batch id, unless told to replace them."""
-    key = layout.plan_key(batch_id)
-    if not storage.exists(key):
-        return
-    if not overwrite:
-        raise BatchExistsError(
-            f"batch {batch_id!r} already has outputs in {storage.uri} ({key}); "
-            "use another batch id, or --overwrite to replace them"
-        )
-    for prefix in layout.batch_prefixes(batch_id):
-        storage.delete_prefix(prefix)
-
-
-def process_chunks(
-    plan: ChunkPlan, executor: ChunkExecutor, progress: ProgressReporter, started: float
-) -> tuple[list[ChunkResult], list[ChunkFailure]]:
-    """ProcessChunksInParallel: every chunk submitted, collected as it completes.
-
-    A chunk that raises is recorded as failed and the others carry on.
-    """
-    pending: dict[Future[ChunkResult], ChunkTask] = {executor.submit(t): t for t in plan.chunks}
-    results: list[ChunkResult] = []
-    failures: list[ChunkFailure] = []
-    finished_lines = 0
-
-    def snapshot() -> ProgressSnapshot:
-        live = executor.lines_done()
-        return ProgressSnapshot(
-            lines_done=min(plan.total_records, live if live is not None else finished_lines),
-            lines_total=plan.total_records,
-            chunks_done=len(results),
-            chunks_failed=len(failures),
-            chunks_total=len(plan.chunks),
-            elapsed=time.perf_counter() - started,
-        )
-
-    while pending:
-        done, _ = wait(pending, timeout=progress.interval, return_when=FIRST_COMPLETED)
-        for future in done:
-            task = pending.pop(future)
-            error = future.exception()
-            if error is None:
-                result = future.result()
-                results.append(result)
-                finished_lines += result.lines
-            else:
-                failures.append(
-                    ChunkFailure(
-                        chunk_id=task.chunk_id,
-                        chunk_number=task.chunk_number,
-                        error_type=type(error).__name__,
-                        message=str(error),
-                    )
-                )
-        progress.update(snapshot())
-    progress.finish(snapshot())
-    return results, failures
+def _same_batch(planned: JobInput, asked: JobInput) -> str | None:
+    """The first field in which ``asked`` differs from the planned input, or ``None``."""
+    theirs = msgspec.structs.asdict(planned)
+    for name, value in msgspec.structs.asdict(asked).items():
+        if name == "processed_at" and value is None:
+            continue  # not pinned: the plan's own timestamp is the one to keep
+        if theirs[name] != value:
+            return f"{name}: planned {theirs[name]!r}, now {value!r}"
+    return None
 
 
 def run_batch(
@@ -145,49 +143,226 @@ def run_batch(
     *,
     progress: ProgressReporter | None = None,
     executor_factory: ExecutorFactory = local_executor,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
 ) -> RunReport:
-    """Run one batch end to end on this machine."""
-    reporter = progress or NullProgress()
-    started_at = datetime.now(UTC)
-    started = time.perf_counter()
-    storage, plan = prepare_plan(job, options, reporter)
-    job = plan.job
-    _claim_batch(storage, job.batch_id, options.overwrite)
-    write_plan(plan, storage)
-    reporter.phase(
-        f"ProcessChunksInParallel: {plan.chunk_count} chunks of up to {plan.chunk_size:,} records "
-        f"on {options.workers} workers"
-    )
-    executor = executor_factory(options)
-    try:
-        results, failures = process_chunks(plan, executor, reporter, started)
-    except BaseException:
-        executor.shutdown(cancel=True)
-        raise
-    executor.shutdown(cancel=False)
+    """Run one batch end to end on this machine, or resume it if its plan exists."""
+    session = _session(options, progress, executor_factory, clock, rng)
+    started_at, started = datetime.now(UTC), time.perf_counter()
+    job = validate_batch_config(job, options)
+    storage = open_storage(job.bucket)
+    ledger = Ledger(storage, job.batch_id)
+    plan = ledger.load_plan()
+    if plan is not None and options.overwrite:
+        for prefix in layout.batch_prefixes(job.batch_id):
+            storage.delete_prefix(prefix)
+        plan = None
+    if plan is not None:
+        difference = _same_batch(plan.job, job)
+        if difference is not None:
+            raise BatchExistsError(
+                f"batch {job.batch_id!r} in {storage.uri} was planned with other input "
+                f"({difference}); resume it as planned, use another batch id, or --overwrite"
+            )
+        session.progress.phase(f"resuming batch {job.batch_id} from its plan")
+    else:
+        _, plan = prepare_plan(job, options, session.progress)
+        session.faults.crash_driver_at("during-planning")
+        write_plan(plan, storage)
+        session.faults.crash_driver_at("after-plan")
+    return _carry_out(plan, storage, ledger, session, started_at, started)
+
+
+def resume_batch(
+    bucket: str,
+    batch_id: str,
+    options: RunOptions,
+    *,
+    progress: ProgressReporter | None = None,
+    executor_factory: ExecutorFactory = local_executor,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+) -> RunReport:
+    """Continue a batch from the plan and ledger in its bucket."""
+    session = _session(options, progress, executor_factory, clock, rng)
+    started_at, started = datetime.now(UTC), time.perf_counter()
+    storage = open_storage(bucket)
+    ledger = Ledger(storage, batch_id)
+    plan = ledger.load_plan()
+    if plan is None:
+        raise NothingToResumeError(
+            f"batch {batch_id!r} has no plan in {storage.uri} ({layout.plan_key(batch_id)}); "
+            "start it with 'scm-batch run'"
+        )
+    validate_batch_config(plan.job, options)
+    session.progress.phase(f"resuming batch {batch_id} from its plan")
+    return _carry_out(plan, storage, ledger, session, started_at, started)
+
+
+def _check_input_unchanged(plan: ChunkPlan, storage: Storage) -> None:
+    info = storage.stat(plan.source.key)
+    planned = (plan.source.size, plan.source.mtime_ns, plan.source.etag)
+    if (info.size, info.mtime_ns, info.etag) != planned:
+        raise InputChangedError(
+            f"{storage.uri_for(plan.source.key)} changed since batch {plan.batch_id!r} was planned "
+            f"(size {info.size:,}, planned {plan.source.size:,}); its finished chunks no longer "
+            "match it: start a new batch id, or --overwrite this one"
+        )
+
+
+def _carry_out(
+    plan: ChunkPlan,
+    storage: Storage,
+    ledger: Ledger,
+    session: Session,
+    started_at: datetime,
+    started: float,
+) -> RunReport:
+    """Everything after the plan: process what is not done, aggregate, notify."""
+    _check_input_unchanged(plan, storage)
+    ledger.discard_incomplete()
+    done_before = ledger.done()
+    notified = ledger.notified()
+    if (
+        notified is not None
+        and notified.batch_status == StatusWord.SUBMITTED_FOR_PROCESSING
+        and len(done_before) == len(plan.chunks)
+    ):
+        session.progress.phase(f"batch {plan.batch_id} is already complete")
+        return _stored_report(plan, storage, notified)
+
+    todo = [c for c in plan.chunks if c.chunk_id not in done_before]
+    lines_before = sum(r.lines for r in done_before.values())
+    session_lines = 0
+    if todo:
+        session.progress.phase(
+            f"ProcessChunksInParallel: {len(todo)} of {plan.chunk_count} chunks of up to "
+            f"{plan.chunk_size:,} records on {session.options.workers} workers"
+        )
+        outcome = _process(plan, todo, ledger, session, lines_before, len(done_before), started)
+        session_lines = sum(r.lines for r in outcome.results)
     elapsed = time.perf_counter() - started
 
-    reporter.phase("AggregateResults")
+    session.progress.phase("AggregateResults")
+    done = ledger.done()
     summary, validation = aggregate_results(
         plan,
-        results,
-        failures,
+        done.values(),
+        ledger.failures().values(),
         storage=storage,
         started_at=started_at,
         finished_at=datetime.now(UTC),
         elapsed_seconds=elapsed,
+        tolerance=session.options.tolerance,
+        chunks_resumed=len(done_before),
+        session_records=session_lines,
     )
-    aggregated_key = write_aggregate(summary, validation, storage)
+    storage.put_bytes(summary.validation_key, msgspec.json.format(msgspec.json.encode(validation)))
+    session.faults.crash_driver_at("during-aggregation")
+    aggregated_key = layout.aggregated_key(plan.batch_id)
+    storage.put_bytes(aggregated_key, msgspec.json.format(msgspec.json.encode(summary)))
+    session.faults.crash_driver_at("before-notify")
+
     notifications = send_notifications(
-        summary, OutboxNotifier(storage, job.batch_id), bucket=job.bucket
+        summary, OutboxNotifier(storage, plan.batch_id), bucket=plan.job.bucket
     )
+    ledger.record_notified(
+        NotificationRecord(
+            batch_status=_sent_status(summary),
+            sent_at=utc_timestamp(),
+            channels=[n.channel for n in notifications],
+        )
+    )
+    return _report(plan, storage, summary, validation, notifications)
+
+
+def _sent_status(summary: RunSummary) -> StatusWord:
+    if failure_reason(summary) is not None:
+        return StatusWord.SUBMISSION_FAILED
+    return StatusWord.SUBMITTED_FOR_PROCESSING
+
+
+def _process(
+    plan: ChunkPlan,
+    todo: list[ChunkTask],
+    ledger: Ledger,
+    session: Session,
+    lines_before: int,
+    chunks_before: int,
+    started: float,
+) -> Outcome:
+    """ProcessChunksInParallel for the chunks not done yet."""
+    executor = session.executor_factory(session.options)
+
+    def snapshot(tally: Tally) -> ProgressSnapshot:
+        return ProgressSnapshot(
+            lines_done=min(plan.total_records, lines_before + tally.lines_done),
+            lines_total=plan.total_records,
+            chunks_done=chunks_before + tally.results,
+            chunks_failed=tally.failures,
+            chunks_total=len(plan.chunks),
+            elapsed=time.perf_counter() - started,
+            lines_resumed=lines_before,
+        )
+
+    def committed(chunks_done: int) -> None:
+        session.faults.crash_driver_at("after-chunks", chunks_done=chunks_done)
+
+    scheduler = ChunkScheduler(
+        executor=executor,
+        ledger=ledger,
+        retry=session.options.retry,
+        tolerance=session.options.tolerance,
+        total_chunks=len(plan.chunks),
+        clock=session.clock,
+        rng=session.rng,
+        interval=session.progress.interval,
+        on_tick=lambda tally: session.progress.update(snapshot(tally)),
+        on_commit=committed,
+        previously_failed=frozenset(ledger.failures()),
+    )
+    try:
+        outcome = scheduler.run(todo)
+    except BaseException:
+        executor.shutdown(cancel=True)
+        raise
+    executor.shutdown(cancel=False)
+    tally = Tally(len(outcome.results), len(outcome.failures), executor.lines_done() or 0)
+    session.progress.finish(snapshot(tally))
+    return outcome
+
+
+def _report(
+    plan: ChunkPlan,
+    storage: Storage,
+    summary: RunSummary,
+    validation: ValidationReport,
+    notifications: list[Delivered],
+    *,
+    already_complete: bool = False,
+) -> RunReport:
     return RunReport(
         plan=plan,
         summary=summary,
         validation=validation,
-        aggregated_uri=storage.uri_for(aggregated_key),
-        validation_uri=storage.uri_for(summary.validation_key),
-        results_uri=storage.uri_for(layout.results_prefix(job.batch_id)) + "/",
-        errors_uri=storage.uri_for(layout.errors_prefix(job.batch_id)) + "/",
+        aggregated_uri=storage.uri_for(layout.aggregated_key(plan.batch_id)),
+        validation_uri=storage.uri_for(layout.validation_key(plan.batch_id)),
+        results_uri=storage.uri_for(layout.results_prefix(plan.batch_id)) + "/",
+        errors_uri=storage.uri_for(layout.errors_prefix(plan.batch_id)) + "/",
         notifications=notifications,
+        already_complete=already_complete,
     )
+
+
+def _stored_report(plan: ChunkPlan, storage: Storage, notified: NotificationRecord) -> RunReport:
+    summary = msgspec.json.decode(
+        storage.get_bytes(layout.aggregated_key(plan.batch_id)), type=RunSummary
+    )
+    validation = msgspec.json.decode(
+        storage.get_bytes(layout.validation_key(plan.batch_id)), type=ValidationReport
+    )
+    sent = [
+        Delivered(channel, storage.uri_for(layout.notification_key(plan.batch_id, channel)))
+        for channel in notified.channels
+    ]
+    return _report(plan, storage, summary, validation, sent, already_complete=True)

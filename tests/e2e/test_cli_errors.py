@@ -145,14 +145,25 @@ def test_usage_errors_are_one_line_too(cli: Cli, good_input: Path, tmp_path: Pat
     assert_one_line_error(result, 2, "not a directory")
 
 
-def test_an_existing_batch_is_not_mixed_with_a_new_run(cli: Cli, good_input: Path) -> None:
+def test_an_existing_batch_is_resumed_never_mixed_with_other_input(
+    cli: Cli, good_input: Path
+) -> None:
     first = cli("run", *job_flags(good_input), "--progress", "none")
     assert first.returncode == 0, first.stderr
-    assert_one_line_error(
-        cli("run", *job_flags(good_input)), 2, "already has outputs", "--overwrite"
+    same = cli("run", *job_flags(good_input), "--progress", "none")
+    assert same.returncode == 0, same.stderr
+    assert "already complete" in same.stdout
+    other = cli("run", *job_flags(good_input, customer_id="someone-else"))
+    assert_one_line_error(other, 2, "planned with other input", "customer_id", "--overwrite")
+    again = cli(
+        "run",
+        *job_flags(good_input, customer_id="someone-else"),
+        "--overwrite",
+        "--progress",
+        "none",
     )
-    again = cli("run", *job_flags(good_input), "--overwrite", "--progress", "none")
     assert again.returncode == 0, again.stderr
+    assert "already complete" not in again.stdout
 
 
 def test_generate_rejects_impossible_rates(cli: Cli, tmp_path: Path) -> None:

@@ -99,7 +99,11 @@ def test_summary_samples_and_failures(bucket: Path) -> None:
     assert plan.chunk_count == 3
     results: list[ChunkResult] = [process_chunk(t, storage=storage) for t in plan.chunks[:2]]
     failure = ChunkFailure(
-        chunk_id="chunk_000002", chunk_number=3, error_type="StorageError", message="disk full"
+        chunk_id="chunk_000002",
+        chunk_number=3,
+        error_type="StorageError",
+        message="disk full",
+        transient=True,
     )
     now = datetime.now(UTC)
     summary, report = aggregate_results(

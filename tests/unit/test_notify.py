@@ -39,7 +39,15 @@ def finished(bucket: Path, deployment: Deployment, *, fail_one: bool = False) ->
     tasks = plan.chunks[1:] if fail_one else plan.chunks
     results = [process_chunk(t, storage=storage) for t in tasks]
     failures = (
-        [ChunkFailure(chunk_id="chunk_000000", chunk_number=1, error_type="X", message="m")]
+        [
+            ChunkFailure(
+                chunk_id="chunk_000000",
+                chunk_number=1,
+                error_type="X",
+                message="m",
+                transient=False,
+            )
+        ]
         if fail_one
         else []
     )

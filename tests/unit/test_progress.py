@@ -32,6 +32,17 @@ def test_describe_gives_rate_chunks_and_eta() -> None:
     assert "chunks 2/10 done, 1 failed" in text
     assert "ETA 00:15" in text
     assert "ETA --:--" in describe(snap(0, 0.0))
+    resumed = ProgressSnapshot(
+        lines_done=600,
+        lines_total=1000,
+        chunks_done=6,
+        chunks_failed=0,
+        chunks_total=10,
+        elapsed=2.0,
+        lines_resumed=500,
+    )
+    assert resumed.rate == 50.0  # only this session's lines count
+    assert resumed.eta == 8.0
 
 
 def test_log_progress_is_throttled_to_its_interval() -> None:

@@ -1,66 +1,284 @@
-"""A local process pool: one worker process per core by default.
+"""A local pool of worker processes, one per core by default.
 
-Workers are started with ``forkserver`` (``spawn`` where that is missing) rather than ``fork``: the
-driver runs a progress display thread, and forking a process that has threads can deadlock.
+Why not ``concurrent.futures.ProcessPoolExecutor``: when one of its workers dies (SIGKILL, the
+out-of-memory killer) the whole pool breaks, every running chunk fails with it, and nothing tells
+which chunk was to blame. Here each worker has a pipe of its own: a death fails exactly the chunk
+that worker was running (a transient ``WorkerDiedError``, so it is retried), a fresh worker takes
+its place, and the others carry on. The pipe also carries progress, a message per block.
 
-Live progress: every worker adds the lines it has finished to one shared counter, once per block,
-so the driver can show records/s while chunks are still running. The counter reaches a worker
-through the pool initializer, the only way to hand a shared value to a pool process; it is kept in
-a module variable of that worker process and nowhere else.
+Workers are started by the ``forkserver`` (``spawn`` where there is none), never by ``fork`` from
+this multi-threaded driver. On Linux each worker asks to be killed when the fork server exits,
+which it does when the driver dies: a killed driver leaves no orphan writing into the bucket.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import pickle
 import signal
-from concurrent.futures import Future, ProcessPoolExecutor
-from multiprocessing.sharedctypes import Synchronized
+import sys
+import threading
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from contextlib import suppress
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Any, cast
 
-from scm_batch.model import ChunkResult, ChunkTask
+from scm_batch.errors import ChunkFailedError, WorkerDiedError
+from scm_batch.faults import FaultPlan
+from scm_batch.model import Attempt, ChunkResult, ChunkTask
 from scm_batch.stages.process import process_chunk
 
-_worker_lines: Synchronized[int] | None = None
+if TYPE_CHECKING:
+    from multiprocessing.context import ForkServerContext, SpawnContext
+
+_PR_SET_PDEATHSIG = 1
 
 
-def _init_worker(counter: Synchronized[int]) -> None:
-    global _worker_lines  # noqa: PLW0603 - per-process state handed over by the pool initializer
-    _worker_lines = counter
-    # Ctrl-C goes to the whole process group; the driver decides what happens, not each worker.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _die_with_parent() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
 
 
-def _count_lines(lines: int) -> None:
-    counter = _worker_lines
-    if counter is not None:
-        with counter.get_lock():
-            counter.value += lines
+def _portable(error: BaseException, task: ChunkTask) -> BaseException:
+    """The error itself if it survives the trip to the driver, else a faithful stand-in."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return ChunkFailedError(task.chunk_id, type(error).__name__, str(error))
+    return error
 
 
-def run_chunk(task: ChunkTask, block_size: int) -> ChunkResult:
-    """The function each worker runs: process one chunk, reporting progress per block."""
-    return process_chunk(task, on_progress=_count_lines, block_size=block_size)
+def _worker_main(conn: Connection, block_size: int, faults: FaultPlan | None) -> None:
+    """A worker's life: receive (task, attempt, previous attempts), process, answer; repeat."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+
+    def report(lines: int) -> None:
+        conn.send(("progress", lines))
+
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        task, attempt, previous = message
+        try:
+            result = process_chunk(
+                task,
+                on_progress=report,
+                block_size=block_size,
+                attempt=attempt,
+                previous_attempts=previous,
+                fault_hook=faults.hook(task.chunk_id, attempt) if faults else None,
+            )
+        except BaseException as exc:
+            conn.send(("error", _portable(exc, task)))
+        else:
+            conn.send(("ok", result))
+
+
+@dataclass(slots=True)
+class _Job:
+    task: ChunkTask
+    attempt: int
+    previous: list[Attempt]
+    future: Future[ChunkResult]
+    lines: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Worker:
+    process: BaseProcess
+    conn: Connection
+    job: _Job | None = field(default=None)
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = " (killed, perhaps by the out-of-memory killer)" if name == "SIGKILL" else ""
+        return f"terminated by {name}{hint}"
+    return f"exited with status {exitcode}"
 
 
 class LocalExecutor:
     """Chunk tasks on a pool of local worker processes."""
 
-    def __init__(self, workers: int, *, block_size: int) -> None:
+    def __init__(self, workers: int, *, block_size: int, faults: FaultPlan | None = None) -> None:
         methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        self._lines: Synchronized[int] = context.Value("q", 0)
-        self._block_size = block_size
-        self._pool = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=context,
-            initializer=_init_worker,
-            initargs=(self._lines,),
+        self._context = cast(
+            "ForkServerContext | SpawnContext",
+            multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn"),
         )
+        self._block_size = block_size
+        self._faults = faults
+        self._lock = threading.Lock()
+        self._queue: deque[_Job] = deque()
+        self._finished_lines = 0
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._workers = [self._spawn() for _ in range(workers)]
+        self._thread = threading.Thread(target=self._dispatch, name="scm-batch-pool", daemon=True)
+        self._thread.start()
 
-    def submit(self, task: ChunkTask) -> Future[ChunkResult]:
-        return self._pool.submit(run_chunk, task, self._block_size)
+    # ---- the driver's side ----------------------------------------------------------------
+    def submit(
+        self, task: ChunkTask, attempt: int = 1, previous: Sequence[Attempt] = ()
+    ) -> Future[ChunkResult]:
+        future: Future[ChunkResult] = Future()
+        with self._lock:
+            if self._stopping:
+                raise RuntimeError("the executor has been shut down")
+            self._queue.append(_Job(task, attempt, list(previous), future))
+        self._wake()
+        return future
 
     def lines_done(self) -> int:
-        return int(self._lines.value)
+        with self._lock:
+            running = sum(w.job.lines for w in self._workers if w.job is not None)
+            return self._finished_lines + running
 
     def shutdown(self, *, cancel: bool) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=cancel)
+        """Stop. Without ``cancel``, queued and running chunks finish first; with it, queued
+        chunks are dropped and running ones are stopped where they are."""
+        with self._lock:
+            self._stopping = True
+            if cancel:
+                for job in self._queue:
+                    job.future.cancel()
+                self._queue.clear()
+                for worker in self._workers:
+                    if worker.job is not None:
+                        worker.process.terminate()
+        self._wake()
+        self._thread.join()
+        for worker in self._workers:
+            with suppress(OSError):
+                worker.conn.send(None)
+            worker.process.join(timeout=10)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    # ---- the dispatcher thread ----------------------------------------------------------------
+    def _wake(self) -> None:
+        with suppress(BlockingIOError):  # a full pipe already holds enough wake-ups
+            os.write(self._wake_w, b"\0")
+
+    def _spawn(self) -> _Worker:
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=_worker_main,
+            args=(child, self._block_size, self._faults),
+            name="scm-batch-worker",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        return _Worker(process, parent)
+
+    def _assign(self) -> None:
+        for worker in self._workers:
+            while worker.job is None and self._queue:
+                job = self._queue.popleft()
+                if not job.future.set_running_or_notify_cancel():
+                    continue  # cancelled while queued
+                worker.job = job
+                with suppress(OSError):  # a dying worker: its sentinel will fail the job
+                    worker.conn.send((job.task, job.attempt, job.previous))
+
+    def _dispatch(self) -> None:
+        try:
+            self._dispatch_until_stopped()
+        except BaseException as exc:
+            with self._lock:
+                self._stopping = True
+                jobs = [w.job for w in self._workers if w.job is not None] + list(self._queue)
+                self._queue.clear()
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+
+    def _dispatch_until_stopped(self) -> None:
+        while True:
+            with self._lock:
+                self._assign()
+                busy = any(w.job is not None for w in self._workers)
+                if self._stopping and not busy and not self._queue:
+                    return
+                by_handle: dict[Any, tuple[str, _Worker | None]] = {self._wake_r: ("wake", None)}
+                for worker in self._workers:
+                    by_handle[worker.conn] = ("message", worker)
+                    by_handle[worker.process.sentinel] = ("death", worker)
+            for handle in wait(list(by_handle)):
+                kind, sender = by_handle[handle]
+                with self._lock:
+                    if kind == "wake":
+                        os.read(self._wake_r, 4096)
+                    elif (
+                        sender is not None
+                        and sender in self._workers
+                        and (kind == "death" or not self._receive(sender))
+                    ):
+                        self._bury(sender)
+
+    def _receive(self, worker: _Worker) -> bool:
+        """Handle one message from a worker; ``False`` when its pipe is closed."""
+        try:
+            kind, payload = worker.conn.recv()
+        except (EOFError, OSError):
+            return False
+        job = worker.job
+        if job is None:
+            return True
+        if kind == "progress":
+            job.lines += payload
+            return True
+        worker.job = None
+        if kind == "ok":
+            self._finished_lines += payload.lines
+            job.future.set_result(payload)
+        else:
+            job.future.set_exception(payload)
+        return True
+
+    def _bury(self, worker: _Worker) -> None:
+        """A worker exited: read what it still said, fail its chunk if any, replace it."""
+        while _poll(worker.conn) and self._receive(worker):
+            pass
+        self._workers.remove(worker)
+        worker.process.join()
+        worker.conn.close()
+        job = worker.job
+        if job is not None:
+            job.future.set_exception(
+                WorkerDiedError(
+                    f"the worker running {job.task.chunk_id} (pid {worker.process.pid}) "
+                    f"{_death(worker.process.exitcode)}"
+                )
+            )
+        if not self._stopping:
+            self._workers.append(self._spawn())
+
+
+def _poll(conn: Connection) -> bool:
+    try:
+        return conn.poll()
+    except (EOFError, OSError):
+        return False

@@ -27,11 +27,13 @@ class ProgressSnapshot:
     chunks_failed: int
     chunks_total: int
     elapsed: float
+    lines_resumed: int = 0  # done by earlier sessions of a resumed batch: not this session's rate
 
     @property
     def rate(self) -> float:
-        """Lines per second so far."""
-        return self.lines_done / self.elapsed if self.elapsed > 0 else 0.0
+        """Lines per second so far in this session."""
+        done_now = self.lines_done - self.lines_resumed
+        return done_now / self.elapsed if self.elapsed > 0 else 0.0
 
     @property
     def eta(self) -> float | None:

@@ -23,6 +23,7 @@ from scm_batch.model import (
     ContractSummary,
     RunSummary,
     StatusWord,
+    Tolerance,
     Totals,
     ValidationReport,
     ValidationThresholds,
@@ -171,6 +172,7 @@ def _detail(
             valid_records=result.valid_records,
             errors=result.errors,
             duration_seconds=result.duration_seconds,
+            attempts=max(1, len(result.attempts)),
             result_key=result.result_key,
             error_key=result.error_key,
         )
@@ -181,10 +183,11 @@ def _detail(
         valid_records=0,
         errors=0,
         duration_seconds=0.0,
+        attempts=len(failure.attempts) if failure else 0,
         result_key=None,
         error_key=None,
         error_type=failure.error_type if failure else "NotProcessed",
-        message=failure.message if failure else "the chunk was not processed",
+        message=failure.message if failure else "not started: the run failed fast",
     )
 
 
@@ -197,20 +200,32 @@ def aggregate_results(
     started_at: datetime,
     finished_at: datetime,
     elapsed_seconds: float,
+    tolerance: Tolerance | None = None,
+    chunks_resumed: int = 0,
+    session_records: int | None = None,
     thresholds: ValidationThresholds | None = None,
 ) -> tuple[RunSummary, ValidationReport]:
-    """The aggregated results and the validation report of a run."""
+    """The aggregated results and the validation report of a batch.
+
+    ``results`` are every done chunk's manifest, from this session and earlier ones
+    (``chunks_resumed`` of them were done before); ``failures`` the chunks given up on. Time and
+    records/s describe this session: ``elapsed_seconds`` and ``session_records`` (default: all).
+    """
     limits = thresholds or ValidationThresholds()
+    allowed = tolerance or Tolerance()
     by_id = {r.chunk_id: r for r in results}
-    failed = {f.chunk_id: f for f in failures}
+    failed = {f.chunk_id: f for f in failures if f.chunk_id not in by_id}
     ordered = [by_id[c.chunk_id] for c in plan.chunks if c.chunk_id in by_id]
+    failed_chunks = [failed[c.chunk_id] for c in plan.chunks if c.chunk_id in failed]
+    not_processed = len(plan.chunks) - len(ordered) - len(failed_chunks)
+    beyond_tolerance = not_processed > 0 or allowed.exceeded(len(failed_chunks), len(plan.chunks))
     totals, by_category, field_errors = _totals(ordered)
     verdict, reasons = judge(totals, limits)
     samples, truncated = collect_samples(storage, ordered, limits.max_samples)
     job = plan.job
     elapsed = max(elapsed_seconds, 1e-9)
     details = [_detail(c, by_id.get(c.chunk_id), failed.get(c.chunk_id)) for c in plan.chunks]
-    chunks_failed = len(plan.chunks) - len(ordered)
+    processed_now = totals.records if session_records is None else session_records
     summary = RunSummary(
         batch_id=plan.batch_id,
         customer_id=job.customer_id,
@@ -218,21 +233,25 @@ def aggregate_results(
         snapshot_id=job.snapshot_id,
         deployment=job.deployment,
         destination=job.destination,
-        status=StatusWord.CHUNK_FAILED if chunks_failed else StatusWord.COMPLETED,
+        status=StatusWord.CHUNK_FAILED if beyond_tolerance else StatusWord.COMPLETED,
         validation_status=verdict,
         summary=ContractSummary(
             total_records_processed=totals.records,
             total_errors=totals.errors,
             success_rate=round(100.0 * _rate(totals.valid_records, totals.records), 4),
             processing_time=round(elapsed_seconds, 3),
-            records_per_second=round(totals.records / elapsed, 1),
+            records_per_second=round(processed_now / elapsed, 1),
         ),
         totals=totals,
         errors_by_category=by_category,
         field_errors=field_errors,
         chunks_total=len(plan.chunks),
         chunks_succeeded=len(ordered),
-        chunks_failed=chunks_failed,
+        chunks_failed=len(failed_chunks),
+        chunks_not_processed=not_processed,
+        chunks_resumed=chunks_resumed,
+        tolerance=allowed,
+        failed_chunks=failed_chunks,
         chunk_details=details,
         result_keys=[r.result_key for r in ordered],
         error_keys=[r.error_key for r in ordered],

@@ -1,9 +1,11 @@
 """Notifications: the completion message and the status message, in the contract's shapes.
 
 ``DeploymentChoiceState``: a ``CORE`` deployment sends its completion message to SQS Core, any
-other to Kafka. Then ``SendToSQS`` puts the status message on the ``batch-proc`` queue. A batch that
-failed (chunks failed, or a critical validation verdict) sends no completion message, only the
-status message's failure form (``ReportFailure``) with an ``errorMessage``.
+other to Kafka. Then ``SendToSQS`` puts the status message on the ``batch-proc`` queue. A batch
+that failed (more chunks failed than tolerated, or a critical validation verdict) sends no
+completion message, only the status message's failure form (``ReportFailure``) with an
+``errorMessage``. Failed chunks within the tolerance do not make a batch fail: it completes, and
+its summary lists them.
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ def completion_channel(deployment: Deployment) -> str:
 
 def failure_reason(summary: RunSummary) -> str | None:
     """Why a finished run counts as failed, or ``None`` when it succeeded."""
-    if summary.chunks_failed:
-        return f"{summary.chunks_failed} of {summary.chunks_total} chunks failed"
+    if summary.status == StatusWord.CHUNK_FAILED:
+        reason = f"{summary.chunks_failed} of {summary.chunks_total} chunks failed"
+        if summary.chunks_not_processed:
+            reason += f" and {summary.chunks_not_processed} were not started"
+        return reason
     if summary.validation_status == StatusWord.VALIDATION_FAILED_CRITICAL:
         return f"validation failed critically; see {summary.validation_key}"
     return None

@@ -12,7 +12,7 @@ import base64
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,8 @@ import msgspec
 
 from scm_batch import layout
 from scm_batch.errors import InputChangedError
-from scm_batch.model import ChunkResult, ChunkTask
+from scm_batch.ledger import write_manifest
+from scm_batch.model import Attempt, ChunkResult, ChunkTask, StatusWord
 from scm_batch.records.codecs import BOM, DECODE_ERRORS, iter_line_blocks, undecodable
 from scm_batch.records.transform import TransformContext, transform_records
 from scm_batch.records.validate import (
@@ -136,8 +137,15 @@ def process_chunk(
     storage: Storage | None = None,
     on_progress: ProgressCallback | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
+    attempt: int = 1,
+    previous_attempts: Sequence[Attempt] = (),
+    fault_hook: Callable[[], None] | None = None,
 ) -> ChunkResult:
-    """Process one chunk task and write its parts; return its counts."""
+    """Process one chunk task: write its parts, then its manifest; return its counts.
+
+    ``attempt`` and ``previous_attempts`` are recorded in the manifest. ``fault_hook`` is the
+    test-only fault switch (:mod:`scm_batch.faults`), called once the first block is written.
+    """
     started = time.perf_counter()
     store = storage if storage is not None else open_storage(task.bucket)
     ctx = TransformContext.create(
@@ -155,6 +163,9 @@ def process_chunk(
     number_base = task.start_index + 1 if task.indices_exact else None
     offset = task.byte_start
     _check_source(task, store.stat(task.file))
+    # Whatever an earlier, interrupted attempt left half-written goes first.
+    store.discard_incomplete(result_key)
+    store.discard_incomplete(error_key)
     blocks = store.iter_range(task.file, task.byte_start, task.byte_end, block_size)
 
     bad: list[dict[str, Any]] = []
@@ -200,10 +211,15 @@ def process_chunk(
                 bad.clear()
             if on_progress is not None:
                 on_progress(len(lines))
+            if fault_hook is not None:
+                fault_hook()
+                fault_hook = None
         # Checked before the writers commit, so a chunk of a changed file leaves no parts behind.
         _check_consumed(task, consumed=offset - task.byte_start, lines=tally.lines)
 
-    return ChunkResult(
+    duration = round(time.perf_counter() - started, 6)
+    done = Attempt(attempt=attempt, status=StatusWord.CHUNK_PROCESSED, duration_seconds=duration)
+    result = ChunkResult(
         chunk_id=task.chunk_id,
         chunk_number=task.chunk_number,
         route=task.route,
@@ -217,6 +233,9 @@ def process_chunk(
         bytes_read=task.byte_end - task.byte_start,
         result_key=result_key,
         error_key=error_key,
-        duration_seconds=round(time.perf_counter() - started, 6),
+        duration_seconds=duration,
         worker_peak_rss_bytes=_peak_rss_bytes(),
+        attempts=[*previous_attempts, done],
     )
+    write_manifest(store, task.batch_id, result)  # the commit: last, after the parts
+    return result

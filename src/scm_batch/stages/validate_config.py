@@ -66,6 +66,15 @@ def validate_batch_config(job: JobInput, options: RunOptions) -> JobInput:
 
     _check_range("workers", options.workers, 1, MAX_WORKERS)
     _check_range("blockSize", options.block_size, 4096, 1 << 30)
+    retry = options.retry
+    _check_range("retryAttempts", retry.attempts, 1, 100)
+    _check_range("retryBaseDelay", retry.base_delay_seconds, 0, 3600)
+    _check_range("retryBackoffRate", retry.backoff_rate, 1, 100)
+    _check_range("retryMaxDelay", retry.max_delay_seconds, 0, 86_400)
+    if options.tolerance.percentage is not None:
+        _check_range("toleratedFailurePercentage", options.tolerance.percentage, 0, 100)
+    if options.tolerance.count is not None:
+        _check_range("toleratedFailureCount", options.tolerance.count, 0)
     plan = options.plan
     _check_range("minChunkSize", plan.min_chunk_size, 1)
     _check_range("sampleBytes", plan.sample_bytes, 4096, 1 << 30)

@@ -70,6 +70,19 @@ class Storage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def delete(self, key: str) -> None:
+        """Remove one object; nothing happens if there is none."""
+        ...
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Keys of the complete objects whose key starts with ``prefix``, sorted."""
+        ...
+
+    def discard_incomplete(self, prefix: str) -> int:
+        """Remove what interrupted writes left behind for keys starting with ``prefix``
+        (temporary files, unfinished uploads); return how many were removed."""
+        ...
+
     def delete_prefix(self, prefix: str) -> None:
         """Remove every object whose key starts with ``prefix`` (which ends in ``/``)."""
         ...

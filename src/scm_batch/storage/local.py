@@ -7,6 +7,7 @@ under its final name.
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
 import shutil
@@ -20,6 +21,10 @@ from scm_batch.storage.base import ObjectInfo, check_key
 
 TEMP_SUFFIX = ".tmp"
 _WRITE_BUFFER = 1 << 20
+
+
+def _is_temporary(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
 @contextmanager
@@ -116,6 +121,41 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        with _os_errors(str(path)), suppress(FileNotFoundError):
+            path.unlink()
+
+    def _directory_of(self, prefix: str) -> tuple[Path, str]:
+        """The directory a prefix points into, and the start of names within it."""
+        head, _, name_start = prefix.rpartition("/")
+        return (self._path(head) if head else self._root), name_start
+
+    def list_keys(self, prefix: str) -> list[str]:
+        directory, _ = self._directory_of(prefix)
+        if not directory.is_dir():
+            return []
+        with _os_errors(str(directory)):
+            keys = [
+                path.relative_to(self._root).as_posix()
+                for path in directory.rglob("*")
+                if path.is_file() and not _is_temporary(path.name)
+            ]
+        return sorted(key for key in keys if key.startswith(prefix))
+
+    def discard_incomplete(self, prefix: str) -> int:
+        directory, name_start = self._directory_of(prefix)
+        if not directory.is_dir():
+            return 0
+        pattern = f".{glob.escape(name_start)}*{TEMP_SUFFIX}"
+        found = directory.glob(pattern) if name_start else directory.rglob(f".*{TEMP_SUFFIX}")
+        removed = 0
+        for path in list(found):
+            with suppress(FileNotFoundError):  # another cleaner got there first
+                path.unlink()
+                removed += 1
+        return removed
 
     def delete_prefix(self, prefix: str) -> None:
         if not prefix.endswith("/"):

@@ -1,0 +1,49 @@
+"""Retry policy for chunks: which errors deserve another try, and how long to wait first.
+
+The backoff is exponential with "full jitter" (a uniform draw between 0 and the exponential
+bound, capped), the strategy Step Functions calls ``JitterStrategy: FULL``: retries of many chunks
+that failed together spread out instead of hitting a struggling service in waves.
+"""
+
+from __future__ import annotations
+
+import random
+
+from scm_batch.errors import ScmBatchError
+from scm_batch.model import Record
+
+# Failures of the machinery rather than the data: worth trying again.
+_TRANSIENT_BUILTINS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    MemoryError,
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether trying the same chunk again may succeed.
+
+    The project's errors say so themselves; of the rest, connection problems, timeouts and memory
+    exhaustion are transient, and anything else (a bug, input that can never parse) is terminal.
+    """
+    if isinstance(error, ScmBatchError):
+        return error.transient
+    return isinstance(error, _TRANSIENT_BUILTINS)
+
+
+class RetryPolicy(Record, frozen=True):
+    """How often, and after how long, a failed chunk is tried again."""
+
+    attempts: int = 3
+    base_delay_seconds: float = 1.0
+    backoff_rate: float = 2.0
+    max_delay_seconds: float = 30.0
+
+    def delay_before(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before ``attempt`` (2 for the first retry), with full jitter."""
+        bound = self.base_delay_seconds * self.backoff_rate ** max(0, attempt - 2)
+        return rng.uniform(0.0, min(self.max_delay_seconds, bound))
+
+    def allows(self, attempt: int) -> bool:
+        """Whether ``attempt`` (1-based) may be made at all."""
+        return attempt <= self.attempts
