@@ -393,6 +393,26 @@ def _progress_mode(value: str) -> ProgressMode:
     return value  # type: ignore[return-value]
 
 
+def _fault_handling(
+    attempts: int,
+    base_delay: float,
+    backoff_rate: float,
+    max_delay: float,
+    tolerated_percentage: float | None,
+    tolerated_count: int | None,
+) -> dict[str, Any]:
+    """The retry policy and tolerance from their flags, as ``_run_options`` arguments."""
+    return {
+        "retry": RetryPolicy(
+            attempts=attempts,
+            base_delay_seconds=base_delay,
+            backoff_rate=backoff_rate,
+            max_delay_seconds=max_delay,
+        ),
+        "tolerance": Tolerance(percentage=tolerated_percentage, count=tolerated_count),
+    }
+
+
 def _run_options(
     *,
     workers: int | None,
@@ -523,14 +543,13 @@ def run(
                 estimated_time_per_record,
                 batch_processing_threshold,
             ),
-            retry=RetryPolicy(
-                attempts=retry_attempts,
-                base_delay_seconds=retry_base_delay,
-                backoff_rate=retry_backoff_rate,
-                max_delay_seconds=retry_max_delay,
-            ),
-            tolerance=Tolerance(
-                percentage=tolerated_failure_percentage, count=tolerated_failure_count
+            **_fault_handling(
+                retry_attempts,
+                retry_base_delay,
+                retry_backoff_rate,
+                retry_max_delay,
+                tolerated_failure_percentage,
+                tolerated_failure_count,
             ),
         )
         report = run_batch(job, options, progress=choose_progress(_progress_mode(progress)))
@@ -566,14 +585,13 @@ def resume(
     def action() -> int:
         options = _run_options(
             workers=workers,
-            retry=RetryPolicy(
-                attempts=retry_attempts,
-                base_delay_seconds=retry_base_delay,
-                backoff_rate=retry_backoff_rate,
-                max_delay_seconds=retry_max_delay,
-            ),
-            tolerance=Tolerance(
-                percentage=tolerated_failure_percentage, count=tolerated_failure_count
+            **_fault_handling(
+                retry_attempts,
+                retry_base_delay,
+                retry_backoff_rate,
+                retry_max_delay,
+                tolerated_failure_percentage,
+                tolerated_failure_count,
             ),
         )
         report = resume_batch(

@@ -87,6 +87,8 @@ class Session:
     executor_factory: ExecutorFactory
     clock: Clock
     rng: random.Random
+    started_at: datetime
+    started: float  # perf_counter() at the start
 
     @property
     def faults(self) -> FaultPlan:
@@ -105,11 +107,13 @@ def _session(
             options, faults=msgspec.structs.replace(options.faults, driver_pid=os.getpid())
         )
     return Session(
-        options,
-        progress or NullProgress(),
-        executor_factory,
-        clock or SystemClock(),
-        rng or random.Random(),
+        options=options,
+        progress=progress or NullProgress(),
+        executor_factory=executor_factory,
+        clock=clock or SystemClock(),
+        rng=rng or random.Random(),
+        started_at=datetime.now(UTC),
+        started=time.perf_counter(),
     )
 
 
@@ -148,7 +152,6 @@ def run_batch(
 ) -> RunReport:
     """Run one batch end to end on this machine, or resume it if its plan exists."""
     session = _session(options, progress, executor_factory, clock, rng)
-    started_at, started = datetime.now(UTC), time.perf_counter()
     job = validate_batch_config(job, options)
     storage = open_storage(job.bucket)
     ledger = Ledger(storage, job.batch_id)
@@ -170,7 +173,7 @@ def run_batch(
         session.faults.crash_driver_at("during-planning")
         write_plan(plan, storage)
         session.faults.crash_driver_at("after-plan")
-    return _carry_out(plan, storage, ledger, session, started_at, started)
+    return _carry_out(plan, storage, ledger, session)
 
 
 def resume_batch(
@@ -185,7 +188,6 @@ def resume_batch(
 ) -> RunReport:
     """Continue a batch from the plan and ledger in its bucket."""
     session = _session(options, progress, executor_factory, clock, rng)
-    started_at, started = datetime.now(UTC), time.perf_counter()
     storage = open_storage(bucket)
     ledger = Ledger(storage, batch_id)
     plan = ledger.load_plan()
@@ -196,7 +198,7 @@ def resume_batch(
         )
     validate_batch_config(plan.job, options)
     session.progress.phase(f"resuming batch {batch_id} from its plan")
-    return _carry_out(plan, storage, ledger, session, started_at, started)
+    return _carry_out(plan, storage, ledger, session)
 
 
 def _check_input_unchanged(plan: ChunkPlan, storage: Storage) -> None:
@@ -215,8 +217,6 @@ def _carry_out(
     storage: Storage,
     ledger: Ledger,
     session: Session,
-    started_at: datetime,
-    started: float,
 ) -> RunReport:
     """Everything after the plan: process what is not done, aggregate, notify."""
     _check_input_unchanged(plan, storage)
@@ -239,9 +239,9 @@ def _carry_out(
             f"ProcessChunksInParallel: {len(todo)} of {plan.chunk_count} chunks of up to "
             f"{plan.chunk_size:,} records on {session.options.workers} workers"
         )
-        outcome = _process(plan, todo, ledger, session, lines_before, len(done_before), started)
+        outcome = _process(plan, todo, ledger, session, lines_before, len(done_before))
         session_lines = sum(r.lines for r in outcome.results)
-    elapsed = time.perf_counter() - started
+    elapsed = time.perf_counter() - session.started
 
     session.progress.phase("AggregateResults")
     done = ledger.done()
@@ -250,7 +250,7 @@ def _carry_out(
         done.values(),
         ledger.failures().values(),
         storage=storage,
-        started_at=started_at,
+        started_at=session.started_at,
         finished_at=datetime.now(UTC),
         elapsed_seconds=elapsed,
         tolerance=session.options.tolerance,
@@ -289,7 +289,6 @@ def _process(
     session: Session,
     lines_before: int,
     chunks_before: int,
-    started: float,
 ) -> Outcome:
     """ProcessChunksInParallel for the chunks not done yet."""
     executor = session.executor_factory(session.options)
@@ -301,7 +300,7 @@ def _process(
             chunks_done=chunks_before + tally.results,
             chunks_failed=tally.failures,
             chunks_total=len(plan.chunks),
-            elapsed=time.perf_counter() - started,
+            elapsed=time.perf_counter() - session.started,
             lines_resumed=lines_before,
         )
 
