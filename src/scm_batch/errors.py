@@ -126,12 +126,20 @@ class NothingToResumeError(ScmBatchError):
 
 
 class ChunkFailedError(ScmBatchError):
-    """A chunk could not be processed; carries the chunk id and the underlying error."""
+    """A chunk could not be processed; stands in for an error that could not cross processes,
+    keeping its class name, its message and whether it was worth another try."""
 
     exit_code = ExitCode.CHUNKS_FAILED
 
-    def __init__(self, chunk_id: str, error_type: str, detail: str) -> None:
+    def __init__(
+        self, chunk_id: str, error_type: str, detail: str, *, retryable: bool = False
+    ) -> None:
         super().__init__(f"{chunk_id} failed: {error_type}: {detail}")
         self.chunk_id = chunk_id
         self.error_type = error_type
         self.detail = detail
+        self.retryable = retryable
+
+
+class ExecutorBrokenError(ScmBatchError):
+    """The executor itself failed (not a chunk): the run stops; resume it once the cause is gone."""

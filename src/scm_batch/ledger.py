@@ -10,6 +10,7 @@ on a local directory as on S3, whatever executor ran the chunks.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TypeVar
 
 import msgspec
@@ -70,8 +71,17 @@ class Ledger:
             layout.failure_key(self._batch_id, failure.chunk_id), _encode(failure)
         )
 
-    def clear_failure(self, chunk_id: str) -> None:
-        self._storage.delete(layout.failure_key(self._batch_id, chunk_id))
+    def forget_failures_of_done_chunks(self, done: Iterable[str]) -> None:
+        """Drop failure records that a later success made stale."""
+        for chunk_id in set(self.failures()) & set(done):
+            self._storage.delete(layout.failure_key(self._batch_id, chunk_id))
+
+    def reopen(self) -> None:
+        """Withdraw the batch's recorded outcome (aggregate, verdict, notified marker) before a
+        session that will change it, so a crash in between cannot leave a stale one in place."""
+        self._storage.delete(layout.notified_key(self._batch_id))
+        self._storage.delete(layout.aggregated_key(self._batch_id))
+        self._storage.delete(layout.validation_key(self._batch_id))
 
     def notified(self) -> NotificationRecord | None:
         key = layout.notified_key(self._batch_id)

@@ -222,12 +222,9 @@ def _carry_out(
     _check_input_unchanged(plan, storage)
     ledger.discard_incomplete()
     done_before = ledger.done()
+    ledger.forget_failures_of_done_chunks(done_before)
     notified = ledger.notified()
-    if (
-        notified is not None
-        and notified.batch_status == StatusWord.SUBMITTED_FOR_PROCESSING
-        and len(done_before) == len(plan.chunks)
-    ):
+    if notified is not None and len(done_before) == len(plan.chunks):
         session.progress.phase(f"batch {plan.batch_id} is already complete")
         return _stored_report(plan, storage, notified)
 
@@ -235,6 +232,7 @@ def _carry_out(
     lines_before = sum(r.lines for r in done_before.values())
     session_lines = 0
     if todo:
+        ledger.reopen()
         session.progress.phase(
             f"ProcessChunksInParallel: {len(todo)} of {plan.chunk_count} chunks of up to "
             f"{plan.chunk_size:,} records on {session.options.workers} workers"
@@ -245,6 +243,7 @@ def _carry_out(
 
     session.progress.phase("AggregateResults")
     done = ledger.done()
+    ledger.forget_failures_of_done_chunks(done)
     summary, validation = aggregate_results(
         plan,
         done.values(),
@@ -318,7 +317,6 @@ def _process(
         interval=session.progress.interval,
         on_tick=lambda tally: session.progress.update(snapshot(tally)),
         on_commit=committed,
-        previously_failed=frozenset(ledger.failures()),
     )
     try:
         outcome = scheduler.run(todo)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from scm_batch.errors import ScmBatchError
+from scm_batch.errors import ChunkFailedError, ScmBatchError
 from scm_batch.model import Record
 
 # Failures of the machinery rather than the data: worth trying again.
@@ -26,6 +26,8 @@ def is_transient(error: BaseException) -> bool:
     The project's errors say so themselves; of the rest, connection problems, timeouts and memory
     exhaustion are transient, and anything else (a bug, input that can never parse) is terminal.
     """
+    if isinstance(error, ChunkFailedError):
+        return error.retryable
     if isinstance(error, ScmBatchError):
         return error.transient
     return isinstance(error, _TRANSIENT_BUILTINS)

@@ -7,7 +7,8 @@ gives up at once. Chunks given up on are recorded in the ledger. When they excee
 the run fails fast: chunks not yet started are cancelled and retries abandoned, while chunks
 already running may finish (stopping them mid-write would only leave debris).
 
-Time comes from an injectable clock, so tests drive the backoff without waiting for it.
+Time passes only through an injectable clock and an injectable wait for futures, so tests drive
+the backoff without waiting for it.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from __future__ import annotations
 import heapq
 import random
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from collections.abc import Callable, Iterable
+from concurrent import futures
+from concurrent.futures import FIRST_COMPLETED, Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from scm_batch.errors import ChunkFailedError
+from scm_batch.errors import ChunkFailedError, ExecutorBrokenError
 from scm_batch.executors.base import ChunkExecutor
 from scm_batch.ledger import Ledger
 from scm_batch.model import Attempt, ChunkFailure, ChunkResult, ChunkTask, StatusWord, Tolerance
@@ -33,6 +35,15 @@ class Clock(Protocol):
     def monotonic(self) -> float: ...
 
     def sleep(self, seconds: float) -> None: ...
+
+
+Waiter = Callable[[Iterable[Future[ChunkResult]], float], set[Future[ChunkResult]]]
+"""Waits up to ``timeout`` seconds for at least one future to finish; returns the finished ones."""
+
+
+def wait_first(pending: Iterable[Future[ChunkResult]], timeout: float) -> set[Future[ChunkResult]]:
+    done, _ = futures.wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+    return done
 
 
 class SystemClock:
@@ -92,7 +103,7 @@ class ChunkScheduler:
     interval: float = 1.0
     on_tick: Callable[[Tally], None] | None = None
     on_commit: Callable[[int], None] | None = None
-    previously_failed: frozenset[str] = frozenset()
+    waiter: Waiter = wait_first
 
     def run(self, tasks: list[ChunkTask]) -> Outcome:
         outcome = Outcome()
@@ -116,8 +127,10 @@ class ChunkScheduler:
             timeout = self.interval
             if waiting:
                 timeout = min(timeout, max(0.0, waiting[0].ready_at - now))
-            done, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
-            for future in done:
+            done = self.waiter(list(in_flight), timeout)
+            now = self.clock.monotonic()  # backoffs count from when the failures were seen
+            # In plan order, so that what happens does not depend on which future finished first.
+            for future in sorted(done, key=lambda f: in_flight[f][0].chunk_number):
                 task, attempt, history = in_flight.pop(future)
                 if future.cancelled():
                     outcome.not_started.append(task)
@@ -125,11 +138,11 @@ class ChunkScheduler:
                 error = future.exception()
                 if error is None:
                     outcome.results.append(future.result())
-                    if task.chunk_id in self.previously_failed:
-                        self.ledger.clear_failure(task.chunk_id)
                     if self.on_commit is not None:
                         self.on_commit(len(outcome.results))
                     continue
+                if isinstance(error, ExecutorBrokenError):
+                    raise error  # not this chunk's failure: the run stops, to be resumed
                 error_type, message = describe_error(error)
                 transient = is_transient(error)
                 history = [
@@ -143,7 +156,10 @@ class ChunkScheduler:
                         transient=transient,
                     ),
                 ]
-                if transient and self.retry.allows(attempt + 1) and not outcome.failed_fast:
+                if transient and self.retry.allows(attempt + 1):
+                    if outcome.failed_fast:  # it would be retried, but nothing new starts now
+                        outcome.not_started.append(task)
+                        continue
                     delay = self.retry.delay_before(attempt + 1, self.rng)
                     heapq.heappush(
                         waiting, _Retry(now + delay, sequence, task, attempt + 1, history)
@@ -182,7 +198,9 @@ class ChunkScheduler:
         in_flight: dict[Future[ChunkResult], tuple[ChunkTask, int, list[Attempt]]],
         waiting: list[_Retry],
     ) -> None:
-        """Too many failures: start nothing new; what is running may finish."""
+        """Too many failures: start nothing new; what is running may finish. Chunks still queued
+        and chunks waiting for a retry are aborted, not failed, as a Distributed Map aborts its
+        pending items: a resume runs them."""
         outcome.failed_fast = True
         for future, (task, _, _) in list(in_flight.items()):
             # Only chunks still queued can be cancelled. A cancelled future is not "done" for
@@ -190,6 +208,5 @@ class ChunkScheduler:
             if future.cancel():
                 del in_flight[future]
                 outcome.not_started.append(task)
-        for retry in waiting:
-            self._give_up(outcome, retry.task, retry.history)
+        outcome.not_started.extend(retry.task for retry in waiting)
         waiting.clear()

@@ -128,9 +128,12 @@ def test_a_batch_killed_at_every_stage_ends_exactly_like_an_uninterrupted_one(
         RECORDS,
     )
 
+    sent = (bucket / "metadata/crash/notified.json").read_bytes()
     again = cli(*run_args(bucket))  # a finished batch is reported, not redone
     assert again.returncode == 0, again.stderr
+    assert "batch crash is already complete" in again.stderr
     assert counts(json.loads(again.stdout)) == counts(expected)
+    assert (bucket / "metadata/crash/notified.json").read_bytes() == sent
 
 
 @pytest.mark.slow

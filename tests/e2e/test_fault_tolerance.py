@@ -17,7 +17,8 @@ from scm_batch.observe.status import batch_status
 from scm_batch.pipeline import RunReport, resume_batch, run_batch
 from scm_batch.records.generate import generate_file
 from scm_batch.retry import RetryPolicy
-from tests.helpers import job_input
+from tests.conftest import Cli
+from tests.helpers import job_input, plan_input
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay_seconds=0.01, max_delay_seconds=0.05)
 PROCESSED_AT = "2026-02-01T00:00:00.000Z"
@@ -188,3 +189,83 @@ def test_resume_refuses_an_input_that_changed(bucket_with: Path) -> None:
         out.write(b'{"appended": true}\n')
     with pytest.raises(InputChangedError, match="changed since batch 'b' was planned"):
         resume_batch(str(bucket_with), "b", options())
+
+
+def test_the_only_worker_dying_is_replaced(bucket_with: Path, reference: dict[str, bytes]) -> None:
+    report = run(bucket_with, "chunk_000000=kill:2", workers=1)
+    assert report.exit_code == ExitCode.OK
+    assert [a.error_type for a in manifest(bucket_with, "chunk_000000").attempts] == [
+        "WorkerDiedError",
+        "WorkerDiedError",
+        None,
+    ]
+    assert parts(bucket_with) == reference
+
+
+def test_shutdown_finishes_queued_chunks_even_when_a_worker_dies(bucket_with: Path) -> None:
+    from scm_batch.errors import WorkerDiedError
+    from scm_batch.executors.local import LocalExecutor
+
+    _, plan = plan_input(
+        bucket_with,
+        job_input(bucket_with, "records.jsonl", max_concurrent_chunks=10),
+        min_chunk_size=1,
+    )
+    pool = LocalExecutor(1, block_size=1 << 20, faults=parse_faults("chunk_000000=kill"))
+    futures = [pool.submit(task) for task in plan.chunks[:3]]
+    pool.shutdown(cancel=False)  # returns only when every queued chunk has run
+    assert isinstance(futures[0].exception(timeout=0), WorkerDiedError)
+    assert [f.result(timeout=0).chunk_id for f in futures[1:]] == ["chunk_000001", "chunk_000002"]
+
+
+def test_a_finished_batch_is_reported_not_redone(bucket_with: Path) -> None:
+    first = run(bucket_with)
+    marker = bucket_with / "metadata/b/notified.json"
+    sent = marker.read_bytes()
+    again = run(bucket_with)
+    assert again.already_complete
+    assert again.exit_code == first.exit_code
+    assert marker.read_bytes() == sent  # nothing re-sent
+
+
+def test_a_critical_batch_is_final_too(tmp_path: Path) -> None:
+    bucket = tmp_path / "bucket"
+    generate_file(bucket / "records.jsonl", 5_000, seed=4, malformed_rate=0.05)
+    assert run(bucket).exit_code == ExitCode.VALIDATION_CRITICAL
+    sent = (bucket / "notifications/b/batch-proc.json").read_bytes()
+    again = run(bucket)
+    assert (again.already_complete, again.exit_code) == (True, ExitCode.VALIDATION_CRITICAL)
+    assert (bucket / "notifications/b/batch-proc.json").read_bytes() == sent
+
+
+def test_a_resumed_batch_never_reports_an_outcome_older_than_its_ledger(
+    bucket_with: Path, reference: dict[str, bytes], cli: Cli
+) -> None:
+    # Session 1 completes with a tolerated failure and notifies; session 2 fixes the chunk but is
+    # killed during aggregation; session 3 must aggregate afresh, not reuse session 1's outcome.
+    args = [
+        "run", "--bucket", str(bucket_with), "--file", "records.jsonl", "--customer-id", "c",
+        "--tenant-id", "t", "--batch-id", "b", "--max-concurrent-chunks", "10",
+        "--min-chunk-size", "1", "--processed-at", PROCESSED_AT, "--retry-base-delay", "0.01",
+        "--tolerated-failure-count", "1", "--progress", "none", "--json",
+    ]  # fmt: skip
+    first = cli(*args, env={"SCM_BATCH_FAULTS": "chunk_000003=terminal"})
+    assert first.returncode == ExitCode.COMPLETED_WITH_TOLERATED_FAILURES, first.stderr
+    first_id = json.loads((bucket_with / "notifications/b/batch-proc.json").read_text())[
+        "notificationId"
+    ]
+    killed = cli(*args, env={"SCM_BATCH_FAULTS": "driver=during-aggregation"})
+    assert killed.returncode < 0
+    state = batch_status(str(bucket_with), "b")
+    assert (state.phase, state.chunks_done, state.batch_status) == ("processing", 10, None)
+
+    final = cli(*args)
+    assert final.returncode == ExitCode.OK, final.stderr
+    summary = json.loads(final.stdout)
+    assert (summary["chunksFailed"], summary["failedChunks"]) == (0, [])
+    assert summary["summary"]["totalRecordsProcessed"] == 20_000
+    completion = json.loads((bucket_with / "notifications/b/kafka.json").read_text())
+    assert completion["summary"]["totalRecordsProcessed"] == 20_000
+    status = json.loads((bucket_with / "notifications/b/batch-proc.json").read_text())
+    assert status["notificationId"] != first_id  # a different outcome is a different message
+    assert parts(bucket_with) == reference

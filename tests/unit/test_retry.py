@@ -8,13 +8,14 @@ checked exactly, without waiting for it.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 
 from scm_batch.errors import (
+    ChunkFailedError,
     ConfigError,
     InjectedTerminalError,
     InjectedTransientError,
@@ -22,6 +23,7 @@ from scm_batch.errors import (
     StorageError,
     WorkerDiedError,
 )
+from scm_batch.executors.local import _portable
 from scm_batch.ledger import Ledger
 from scm_batch.model import Attempt, ChunkResult, ChunkTask, StatusWord, Tolerance
 from scm_batch.retry import RetryPolicy, is_transient
@@ -231,23 +233,71 @@ def test_beyond_tolerance_nothing_new_starts(tasks: tuple[Ledger, list[ChunkTask
     clock = FakeClock()
     outcome = scheduler(ledger, executor, clock).run(chunks)
     assert outcome.failed_fast
-    assert {f.chunk_id for f in outcome.failures} == {chunks[0].chunk_id, chunks[1].chunk_id}
-    assert {t.chunk_id for t in outcome.not_started} == {chunks[2].chunk_id, chunks[3].chunk_id}
+    assert [f.chunk_id for f in outcome.failures] == [chunks[0].chunk_id]
+    # Aborted, not failed: a chunk that would have been retried, and chunks still queued.
+    assert {t.chunk_id for t in outcome.not_started} == {c.chunk_id for c in chunks[1:]}
+    assert set(ledger.failures()) == {chunks[0].chunk_id}
     assert outcome.results == []
     assert clock.sleeps == []  # the pending retry was abandoned, not waited for
     assert [call for call in executor.calls if call[1] > 1] == []
 
 
-def test_success_after_an_earlier_session_gave_up_clears_the_record(
+def test_the_backoff_counts_from_when_the_failure_is_seen(
     tasks: tuple[Ledger, list[ChunkTask]],
 ) -> None:
     ledger, chunks = tasks
-    first = ScriptedExecutor({c.chunk_id: [None] for c in chunks})
-    first.script[chunks[3].chunk_id] = [InjectedTerminalError("no")]
-    scheduler(ledger, first, FakeClock(), tolerance=Tolerance(count=1)).run(chunks)
+    executor = ScriptedExecutor({chunks[0].chunk_id: [StorageError("slow failure"), None]})
+    clock = FakeClock()
+    submitted: dict[int, float] = {}
+    real_submit = executor.submit
+
+    def timed_submit(
+        task: ChunkTask, attempt: int = 1, previous: Sequence[Attempt] = ()
+    ) -> Future[ChunkResult]:
+        submitted[attempt] = clock.now
+        return real_submit(task, attempt, previous)
+
+    def slow_wait(
+        pending: Iterable[Future[ChunkResult]], timeout: float
+    ) -> set[Future[ChunkResult]]:
+        clock.now += 0.9  # the chunk takes 0.9 s to fail
+        return {f for f in pending if f.done()}
+
+    executor.submit = timed_submit  # type: ignore[method-assign]
+    policy = RetryPolicy(attempts=2, base_delay_seconds=5.0, max_delay_seconds=5.0)
+    outcome = scheduler(ledger, executor, clock, retry=policy, waiter=slow_wait).run(chunks[:1])
+    assert [r.chunk_id for r in outcome.results] == [chunks[0].chunk_id]
+    delay = policy.delay_before(2, random.Random(7))
+    assert submitted[2] - submitted[1] == pytest.approx(0.9 + delay)
+
+
+class RefusedError(ConnectionError):
+    """Like many client libraries' errors: required constructor arguments, so pickling fails."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"{host}:{port} refused")
+
+
+def test_an_error_that_cannot_travel_keeps_its_transience(
+    tasks: tuple[Ledger, list[ChunkTask]],
+) -> None:
+    _, chunks = tasks
+    stand_in = _portable(RefusedError("broker", 9092), chunks[0])
+    assert isinstance(stand_in, ChunkFailedError)
+    assert (stand_in.error_type, stand_in.detail) == ("RefusedError", "broker:9092 refused")
+    assert is_transient(stand_in)
+    assert not is_transient(_portable(InputChangedError("x"), chunks[0]))
+
+
+def test_failure_records_of_chunks_done_later_are_forgotten(
+    tasks: tuple[Ledger, list[ChunkTask]],
+) -> None:
+    ledger, chunks = tasks
+    executor = ScriptedExecutor({c.chunk_id: [None] for c in chunks})
+    executor.script[chunks[3].chunk_id] = [InjectedTerminalError("no")]
+    scheduler(ledger, executor, FakeClock(), tolerance=Tolerance(count=1)).run(chunks)
     assert set(ledger.failures()) == {chunks[3].chunk_id}
-    second = ScriptedExecutor({chunks[3].chunk_id: [None]})
-    scheduler(ledger, second, FakeClock(), previously_failed=frozenset(ledger.failures())).run(
-        chunks[3:]
-    )
+    ledger.forget_failures_of_done_chunks([chunks[0].chunk_id])
+    assert set(ledger.failures()) == {chunks[3].chunk_id}
+    ledger.forget_failures_of_done_chunks([chunks[3].chunk_id])
     assert ledger.failures() == {}

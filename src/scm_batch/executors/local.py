@@ -29,9 +29,10 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any, cast
 
-from scm_batch.errors import ChunkFailedError, WorkerDiedError
+from scm_batch.errors import ChunkFailedError, ExecutorBrokenError, WorkerDiedError
 from scm_batch.faults import FaultPlan
 from scm_batch.model import Attempt, ChunkResult, ChunkTask
+from scm_batch.retry import is_transient
 from scm_batch.stages.process import process_chunk
 
 if TYPE_CHECKING:
@@ -53,8 +54,10 @@ def _portable(error: BaseException, task: ChunkTask) -> BaseException:
     """The error itself if it survives the trip to the driver, else a faithful stand-in."""
     try:
         pickle.loads(pickle.dumps(error))
-    except Exception:
-        return ChunkFailedError(task.chunk_id, type(error).__name__, str(error))
+    except Exception:  # any unpicklable error is replaced, whatever breaks
+        return ChunkFailedError(
+            task.chunk_id, type(error).__name__, str(error), retryable=is_transient(error)
+        )
     return error
 
 
@@ -206,14 +209,22 @@ class LocalExecutor:
     def _dispatch(self) -> None:
         try:
             self._dispatch_until_stopped()
-        except BaseException as exc:
+        except BaseException as exc:  # a dead dispatcher must not leave the driver waiting
+            # The pool itself broke (a worker could not be started, say): no chunk's fault. Stop
+            # every worker; fail every pending chunk with an error the scheduler re-raises.
+            broken = ExecutorBrokenError(
+                f"the local worker pool broke: {type(exc).__name__}: {exc}"
+            )
             with self._lock:
                 self._stopping = True
                 jobs = [w.job for w in self._workers if w.job is not None] + list(self._queue)
                 self._queue.clear()
+                for worker in self._workers:
+                    worker.job = None
+                    worker.process.kill()
             for job in jobs:
                 if not job.future.done():
-                    job.future.set_exception(exc)
+                    job.future.set_exception(broken)
 
     def _dispatch_until_stopped(self) -> None:
         while True:
@@ -273,7 +284,7 @@ class LocalExecutor:
                     f"{_death(worker.process.exitcode)}"
                 )
             )
-        if not self._stopping:
+        if not self._stopping or self._queue:  # queued chunks still need someone to run them
             self._workers.append(self._spawn())
 
 

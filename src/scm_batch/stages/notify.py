@@ -124,7 +124,12 @@ def send_notifications(
         "progress": progress,
         "total_records_processed": summary.summary.total_records_processed,
         "processing_time": summary.summary.processing_time,
-        "discriminator": summary.processed_at,
+        # Same batch and same outcome: same id, so consumers can drop a re-sent duplicate; a
+        # resumed batch whose outcome changed gets a new id.
+        "discriminator": (
+            f"{summary.processed_at}|{summary.status}|{summary.chunks_succeeded}|"
+            f"{summary.chunks_failed}|{summary.summary.total_records_processed}"
+        ),
     }
     if reason is None:
         channel = completion_channel(summary.deployment)

@@ -164,8 +164,8 @@ def process_chunk(
     offset = task.byte_start
     _check_source(task, store.stat(task.file))
     # Whatever an earlier, interrupted attempt left half-written goes first.
-    store.discard_incomplete(result_key)
-    store.discard_incomplete(error_key)
+    for key in (result_key, error_key, layout.manifest_key(task.batch_id, task.chunk_id)):
+        store.discard_incomplete(key)
     blocks = store.iter_range(task.file, task.byte_start, task.byte_end, block_size)
 
     bad: list[dict[str, Any]] = []

@@ -1,8 +1,9 @@
 """A directory on the local disk as the working bucket.
 
-Objects are files below the root; writes go to a hidden temporary file beside the target and are
-renamed over it with ``os.replace`` once complete, so no reader ever sees a half-written object
-under its final name.
+Objects are files below the root; writes go to a hidden temporary file beside the target, which is
+flushed to disk (``fsync``) and then renamed over it with ``os.replace``, the directory synced in
+turn: no reader ever sees a half-written object under its final name, and an object written before
+another (a chunk's parts before its manifest) is on disk before it, even across a power loss.
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ from scm_batch.storage.base import ObjectInfo, check_key
 
 TEMP_SUFFIX = ".tmp"
 _WRITE_BUFFER = 1 << 20
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _is_temporary(name: str) -> bool:
@@ -104,7 +113,10 @@ class LocalStorage:
             with _os_errors(str(path)):
                 with os.fdopen(fd, "wb", buffering=_WRITE_BUFFER) as fh:
                     yield fh
+                    fh.flush()
+                    os.fsync(fh.fileno())  # the data is on disk before its name says it is
                 os.replace(tmp, path)
+                _fsync_directory(path.parent)  # and the new name itself survives a power loss
         except BaseException:
             with suppress(OSError):
                 tmp.unlink()
