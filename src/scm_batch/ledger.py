@@ -50,7 +50,15 @@ class Ledger:
         return msgspec.json.decode(self._storage.get_bytes(key), type=kind)
 
     def _read_all(self, prefix: str, kind: type[T]) -> list[T]:
-        return [self._read(key, kind) for key in self._storage.list_keys(prefix)]
+        """Every entry under ``prefix``. An entry that does not decode (a disk that filled up, a
+        hand edit) is dropped: for a manifest that means the chunk is simply done again."""
+        entries = []
+        for key in self._storage.list_keys(prefix):
+            try:
+                entries.append(self._read(key, kind))
+            except msgspec.MsgspecError:
+                self._storage.delete(key)
+        return entries
 
     def load_plan(self) -> ChunkPlan | None:
         key = layout.plan_key(self._batch_id)

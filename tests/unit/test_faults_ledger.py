@@ -82,3 +82,19 @@ def test_listing_skips_and_discarding_removes_interrupted_writes(tmp_path: Path)
     storage.delete("results/b/chunk_000001.jsonl")
     storage.delete("results/b/chunk_000001.jsonl")  # deleting nothing is fine
     assert storage.list_keys("results/") == []
+
+
+def test_an_unreadable_manifest_means_the_chunk_is_redone(bucket: Path) -> None:
+    from scm_batch.ledger import Ledger
+    from scm_batch.stages.process import process_chunk
+    from tests.helpers import job_input, plan_input
+
+    (bucket / "in.jsonl").write_text('{"n": 1}\n' * 20)
+    storage, plan = plan_input(bucket, job_input(bucket, max_concurrent_chunks=2), min_chunk_size=1)
+    for task in plan.chunks:
+        process_chunk(task, storage=storage)
+    ledger = Ledger(storage, "b")
+    assert set(ledger.done()) == {"chunk_000000", "chunk_000001"}
+    (bucket / "metadata/b/chunks/chunk_000001.json").write_bytes(b"")  # torn by a full disk
+    assert set(ledger.done()) == {"chunk_000000"}
+    assert not (bucket / "metadata/b/chunks/chunk_000001.json").exists()
