@@ -20,7 +20,14 @@ from rich.console import Console
 from rich.table import Table
 
 from scm_batch._version import __version__
-from scm_batch.config import RunOptions, load_input_file, parse_job_input, unknown_input_fields
+from scm_batch.config import (
+    RunOptions,
+    load_input_file,
+    load_manifest,
+    manifest_of_event,
+    parse_job_input,
+    unknown_input_fields,
+)
 from scm_batch.errors import ConfigError, ExitCode, ScmBatchError
 from scm_batch.faults import FAULTS_ENV, parse_faults
 from scm_batch.model import JobInput, PlanOptions, RoutingPolicy, Tolerance
@@ -30,6 +37,7 @@ from scm_batch.pipeline import RunReport, prepare_plan, resume_batch, run_batch
 from scm_batch.records.generate import generate_file
 from scm_batch.retry import RetryPolicy
 from scm_batch.stages.plan import encode_plan
+from scm_batch.storage import S3Options, StorageOptions
 
 app = typer.Typer(
     add_completion=False,
@@ -52,7 +60,7 @@ InputOpt = Annotated[
 BucketOpt = Annotated[
     str | None,
     typer.Option(
-        help="Working bucket: a local directory, as a path or file:// URI.",
+        help="Working bucket: s3://name, or a local directory (path or file:// URI).",
         envvar="SCM_BATCH_BUCKET",
     ),
 ]
@@ -91,10 +99,11 @@ MinChunkOpt = Annotated[
     ),
 ]
 CountOpt = Annotated[
-    bool,
+    bool | None,
     typer.Option(
         "--count-records/--estimate-records",
-        help="Count lines exactly before splitting (exact indices), or estimate from a sample.",
+        help="Count lines exactly before splitting (exact indices; the default for local files),"
+        " or estimate them from a sample (the default for S3, where counting means reading twice).",
         envvar="SCM_BATCH_COUNT_RECORDS",
     ),
 ]
@@ -153,8 +162,82 @@ def _guarded(ctx: typer.Context, action: Callable[[], T]) -> T:
         ) from None
 
 
-def _job_input(input_file: Path | None, flags: dict[str, Any]) -> JobInput:
-    mapping: dict[str, Any] = load_input_file(input_file) if input_file is not None else {}
+StorageOpt = Annotated[
+    str,
+    typer.Option(
+        "--storage",
+        help="auto: s3:// buckets are S3, others local directories; s3: bare names are S3 buckets.",
+        envvar="SCM_BATCH_STORAGE",
+    ),
+]
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option(help="S3 endpoint URL, for S3-compatible services (AWS_ENDPOINT_URL works too)."),
+]
+RegionOpt = Annotated[str | None, typer.Option(help="AWS region of the bucket (or AWS_REGION).")]
+SseOpt = Annotated[
+    str | None,
+    typer.Option(help="Encrypt written objects: AES256 or aws:kms.", envvar="SCM_BATCH_SSE"),
+]
+SseKeyOpt = Annotated[
+    str | None,
+    typer.Option(help="KMS key id for --sse aws:kms.", envvar="SCM_BATCH_SSE_KMS_KEY_ID"),
+]
+ManifestOpt = Annotated[
+    str | None,
+    typer.Option(help="Read the execution input from a manifest object: s3://bucket/key."),
+]
+EventOpt = Annotated[
+    Path | None,
+    typer.Option(help="An EventBridge S3 'Object Created' event (JSON file) naming a manifest."),
+]
+
+
+def _storage_options(
+    kind: str,
+    endpoint_url: str | None,
+    region: str | None,
+    sse: str | None,
+    sse_kms_key_id: str | None,
+) -> StorageOptions:
+    if kind not in ("auto", "local", "s3"):
+        raise ConfigError("--storage", f"must be auto, local or s3 (got {kind!r})")
+    if sse not in (None, "AES256", "aws:kms"):
+        raise ConfigError("--sse", f"must be AES256 or aws:kms (got {sse!r})")
+    return StorageOptions(
+        kind=kind,  # type: ignore[arg-type]
+        s3=S3Options(
+            endpoint_url=endpoint_url,
+            region=region,
+            sse=sse,  # type: ignore[arg-type]
+            sse_kms_key_id=sse_kms_key_id,
+        ),
+    )
+
+
+def _job_input(
+    input_file: Path | None,
+    flags: dict[str, Any],
+    *,
+    manifest: str | None = None,
+    event: Path | None = None,
+    storage: StorageOptions | None = None,
+) -> JobInput:
+    given = [
+        name
+        for name, value in (("--input", input_file), ("--manifest", manifest), ("--event", event))
+        if value
+    ]
+    if len(given) > 1:
+        raise ConfigError(
+            given[1], f"give one of --input, --manifest or --event, not {' and '.join(given)}"
+        )
+    mapping: dict[str, Any] = {}
+    if input_file is not None:
+        mapping = load_input_file(input_file)
+    elif event is not None or manifest is not None:
+        uri = manifest if manifest is not None else manifest_of_event(event)  # type: ignore[arg-type]
+        mapping = load_manifest(uri, storage or StorageOptions())
     mapping.update({name: value for name, value in flags.items() if value is not None})
     unknown = unknown_input_fields(mapping)
     if unknown:
@@ -164,7 +247,7 @@ def _job_input(input_file: Path | None, flags: dict[str, Any]) -> JobInput:
 
 def _plan_options(
     min_chunk_size: int,
-    count_records: bool,
+    count_records: bool | None,
     lambda_timeout: float,
     per_record: float,
     threshold: int,
@@ -275,25 +358,32 @@ def plan(
     max_chunk_size: ChunkSizeOpt = None,
     processed_at: ProcessedAtOpt = None,
     min_chunk_size: MinChunkOpt = _DEFAULT_PLAN.min_chunk_size,
-    count_records: CountOpt = True,
+    count_records: CountOpt = None,
     lambda_timeout: LambdaTimeoutOpt = _DEFAULT_ROUTING.lambda_timeout_seconds,
     estimated_time_per_record: PerRecordOpt = _DEFAULT_ROUTING.estimated_processing_time_per_record,
     batch_processing_threshold: ThresholdOpt = _DEFAULT_ROUTING.batch_processing_threshold,
+    manifest: ManifestOpt = None,
+    event: EventOpt = None,
+    storage: StorageOpt = "auto",
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Print the chunk plan (byte ranges, records, route) without processing or writing anything."""
     flags = _flags(locals())
 
     def action() -> None:
-        job = _job_input(input_file, flags)
+        storage_options = _storage_options(storage, endpoint_url, region, None, None)
+        job = _job_input(input_file, flags, manifest=manifest, event=event, storage=storage_options)
         options = RunOptions(
+            storage=storage_options,
             plan=_plan_options(
                 min_chunk_size,
                 count_records,
                 lambda_timeout,
                 estimated_time_per_record,
                 batch_processing_threshold,
-            )
+            ),
         )
         _, chunk_plan = prepare_plan(job, options, choose_progress("none"))
         if as_json:
@@ -418,12 +508,14 @@ def _run_options(
     workers: int | None,
     retry: RetryPolicy,
     tolerance: Tolerance,
+    storage: StorageOptions,
     plan: PlanOptions | None = None,
     overwrite: bool = False,
 ) -> RunOptions:
     defaults = RunOptions()
     return RunOptions(
         workers=workers if workers is not None else defaults.workers,
+        storage=storage,
         overwrite=overwrite,
         plan=plan or defaults.plan,
         retry=retry,
@@ -509,7 +601,7 @@ def run(
     processed_at: ProcessedAtOpt = None,
     workers: WorkersOpt = None,
     min_chunk_size: MinChunkOpt = _DEFAULT_PLAN.min_chunk_size,
-    count_records: CountOpt = True,
+    count_records: CountOpt = None,
     lambda_timeout: LambdaTimeoutOpt = _DEFAULT_ROUTING.lambda_timeout_seconds,
     estimated_time_per_record: PerRecordOpt = _DEFAULT_ROUTING.estimated_processing_time_per_record,
     batch_processing_threshold: ThresholdOpt = _DEFAULT_ROUTING.batch_processing_threshold,
@@ -522,6 +614,13 @@ def run(
     overwrite: Annotated[
         bool, typer.Option(help="Replace the outputs of an earlier run of this batch id.")
     ] = False,
+    manifest: ManifestOpt = None,
+    event: EventOpt = None,
+    storage: StorageOpt = "auto",
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
+    sse: SseOpt = None,
+    sse_kms_key_id: SseKeyOpt = None,
     progress: ProgressOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
@@ -532,9 +631,11 @@ def run(
     flags = _flags(locals())
 
     def action() -> int:
-        job = _job_input(input_file, flags)
+        storage_options = _storage_options(storage, endpoint_url, region, sse, sse_kms_key_id)
+        job = _job_input(input_file, flags, manifest=manifest, event=event, storage=storage_options)
         options = _run_options(
             workers=workers,
+            storage=storage_options,
             overwrite=overwrite,
             plan=_plan_options(
                 min_chunk_size,
@@ -560,7 +661,9 @@ def run(
 
 RequiredBucketOpt = Annotated[
     str,
-    typer.Option(help="The batch's bucket: a local directory.", envvar="SCM_BATCH_BUCKET"),
+    typer.Option(
+        help="The batch's bucket: s3://name or a local directory.", envvar="SCM_BATCH_BUCKET"
+    ),
 ]
 RequiredBatchOpt = Annotated[str, typer.Option(help="The batch id.")]
 
@@ -577,6 +680,11 @@ def resume(
     retry_max_delay: RetryMaxOpt = _DEFAULT_RETRY.max_delay_seconds,
     tolerated_failure_percentage: TolerancePctOpt = None,
     tolerated_failure_count: ToleranceCountOpt = None,
+    storage: StorageOpt = "auto",
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
+    sse: SseOpt = None,
+    sse_kms_key_id: SseKeyOpt = None,
     progress: ProgressOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
@@ -585,6 +693,7 @@ def resume(
     def action() -> int:
         options = _run_options(
             workers=workers,
+            storage=_storage_options(storage, endpoint_url, region, sse, sse_kms_key_id),
             **_fault_handling(
                 retry_attempts,
                 retry_base_delay,
@@ -607,12 +716,16 @@ def status(
     ctx: typer.Context,
     bucket: RequiredBucketOpt,
     batch_id: RequiredBatchOpt,
+    storage: StorageOpt = "auto",
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Where a batch stands, from its bucket alone: chunks done, failed, pending; records so far."""
 
     def action() -> None:
-        state = batch_status(bucket, batch_id)
+        storage_options = _storage_options(storage, endpoint_url, region, None, None)
+        state = batch_status(bucket, batch_id, storage_options)
         if as_json:
             sys.stdout.write(msgspec.json.format(msgspec.json.encode(state)).decode() + "\n")
             return

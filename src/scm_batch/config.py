@@ -12,14 +12,16 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus, urlparse
 
 import msgspec
 
-from scm_batch.errors import ConfigError
+from scm_batch.errors import ConfigError, ObjectNotFoundError
 from scm_batch.faults import FaultPlan
 from scm_batch.model import JobInput, PlanOptions, Record, Tolerance
 from scm_batch.retry import RetryPolicy
 from scm_batch.stages.process import DEFAULT_BLOCK_SIZE
+from scm_batch.storage import StorageOptions, normalize_bucket, open_storage
 
 _MISSING = re.compile(r"missing required field `(?P<field>[^`]+)`")
 _AT_FIELD = re.compile(r"^(?P<problem>.*) - at `\$\.(?P<field>[^`\[]+)")
@@ -36,6 +38,7 @@ class RunOptions(Record, frozen=True):
     plan: PlanOptions = msgspec.field(default_factory=PlanOptions)
     retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
     tolerance: Tolerance = msgspec.field(default_factory=Tolerance)
+    storage: StorageOptions = msgspec.field(default_factory=StorageOptions)
     faults: FaultPlan | None = None  # test-only: see scm_batch.faults
 
 
@@ -57,16 +60,62 @@ def unknown_input_fields(mapping: Mapping[str, Any]) -> list[str]:
     return sorted(set(mapping) - JOB_INPUT_FIELDS)
 
 
-def load_input_file(path: Path) -> dict[str, Any]:
-    """Read an execution input (event) JSON file."""
+def load_input_file(path: Path, field: str = "--input") -> dict[str, Any]:
+    """Read a JSON object from a file (an execution input, an event)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError("--input", f"cannot read {path}: {exc.strerror or exc}") from None
+        raise ConfigError(field, f"cannot read {path}: {exc.strerror or exc}") from None
     try:
         value = msgspec.json.decode(data.removeprefix(b"\xef\xbb\xbf"))
     except msgspec.DecodeError as exc:
-        raise ConfigError("--input", f"{path} is not valid JSON: {exc}") from None
+        raise ConfigError(field, f"{path} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise ConfigError("--input", f"{path} must hold one JSON object")
+        raise ConfigError(field, f"{path} must hold one JSON object")
     return value
+
+
+def load_manifest(uri: str, storage: StorageOptions) -> dict[str, Any]:
+    """The execution input held in a manifest object (``s3://bucket/key``) of the production
+    variant: the contract's fields, with ``file`` in the manifest's own bucket."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.strip("/"):
+        raise ConfigError("--manifest", f"must be an s3://bucket/key URI (got {uri!r})")
+    bucket = f"s3://{parsed.netloc}"
+    key = parsed.path.lstrip("/")
+    try:
+        data = open_storage(bucket, storage).get_bytes(key)
+    except ObjectNotFoundError as exc:
+        raise ConfigError("--manifest", exc.message) from None
+    try:
+        value = msgspec.json.decode(data.removeprefix(b"\xef\xbb\xbf"))
+    except msgspec.DecodeError as exc:
+        raise ConfigError("--manifest", f"{uri} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError("--manifest", f"{uri} must hold one JSON object")
+    named = value.get("bucket")
+    if named is not None and normalize_bucket(str(named), "s3") != bucket:
+        raise ConfigError(
+            "bucket", f"the manifest {uri} names bucket {named!r}; its file must be in {bucket}"
+        )
+    value["bucket"] = bucket
+    return value
+
+
+def manifest_of_event(path: Path) -> str:
+    """The manifest an EventBridge S3 "Object Created" event points at, as ``s3://bucket/key``."""
+    event = load_input_file(path, field="--event")
+    detail = event.get("detail")
+    try:
+        name = detail["bucket"]["name"]  # type: ignore[index]
+        key = detail["object"]["key"]  # type: ignore[index]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            "--event",
+            f"{path} is not an S3 Object Created event (no detail.bucket.name/object.key)",
+        ) from None
+    if not isinstance(name, str) or not isinstance(key, str):
+        raise ConfigError(
+            "--event", f"{path}: detail.bucket.name and detail.object.key must be strings"
+        )
+    return f"s3://{name}/{unquote_plus(key)}"

@@ -24,6 +24,7 @@ class ExitCode:
     VALIDATION_CRITICAL = 3
     CHUNKS_FAILED = 4
     COMPLETED_WITH_TOLERATED_FAILURES = 5
+    UNAVAILABLE = 6
     INTERRUPTED = 130
 
 
@@ -94,6 +95,27 @@ class StorageAccessError(StorageError):
 
     exit_code = ExitCode.BAD_INPUT
     transient = False
+
+
+class WrongRegionError(StorageError):
+    """The bucket lives in another region than the client was configured for."""
+
+    exit_code = ExitCode.BAD_INPUT
+    transient = False
+
+
+class StorageRequestError(StorageError):
+    """The storage service refused a request for a reason that will not pass by itself."""
+
+    exit_code = ExitCode.BAD_INPUT
+    transient = False
+
+
+class StorageUnavailableError(StorageError):
+    """The storage endpoint does not answer (down, unreachable, timing out)."""
+
+    exit_code = ExitCode.UNAVAILABLE
+    transient = True
 
 
 class BatchExistsError(ScmBatchError):

@@ -93,7 +93,9 @@ class PlanOptions(Record, frozen=True):
     """Planner settings that are not part of the execution input."""
 
     min_chunk_size: int = 10_000
-    count_records: bool = True
+    # None: count the lines of a local file (a pass at disk speed) and estimate those of a remote
+    # object (counting would mean downloading it twice).
+    count_records: bool | None = None
     sample_bytes: int = 1 << 20
     routing: RoutingPolicy = msgspec.field(default_factory=RoutingPolicy)
 
@@ -109,6 +111,12 @@ class SourceInfo(Record, frozen=True):
     sample_records: int
     bytes_per_record: float
     has_bom: bool
+    version_id: str | None = None
+
+    @property
+    def identity(self) -> tuple[int, int, str | None, str | None]:
+        """What must not change between planning a batch and reading it."""
+        return (self.size, self.mtime_ns, self.etag, self.version_id)
 
 
 class ChunkTask(Record, frozen=True):
@@ -142,6 +150,11 @@ class ChunkTask(Record, frozen=True):
     source_size: int
     source_mtime_ns: int
     source_etag: str | None
+    source_version_id: str | None = None
+
+    @property
+    def source_identity(self) -> tuple[int, int, str | None, str | None]:
+        return (self.source_size, self.source_mtime_ns, self.source_etag, self.source_version_id)
 
 
 class ChunkPlan(Record, frozen=True):

@@ -45,7 +45,12 @@ ExecutorFactory = Callable[[RunOptions], ChunkExecutor]
 
 
 def local_executor(options: RunOptions) -> ChunkExecutor:
-    return LocalExecutor(options.workers, block_size=options.block_size, faults=options.faults)
+    return LocalExecutor(
+        options.workers,
+        block_size=options.block_size,
+        storage=options.storage,
+        faults=options.faults,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +127,10 @@ def prepare_plan(
 ) -> tuple[Storage, ChunkPlan]:
     """ValidateBatchConfig, InitializeBatchProcessing and CalculateChunks (nothing written)."""
     job = validate_batch_config(job, options)
-    storage = open_storage(job.bucket)
+    storage = open_storage(job.bucket, options.storage)
     progress.phase(f"InitializeBatchProcessing: {storage.uri_for(job.file)}")
     source = initialize_batch(job, storage, sample_bytes=options.plan.sample_bytes)
-    how = "counting lines" if options.plan.count_records else "estimating lines"
-    progress.phase(f"CalculateChunks: {how} in {source.size:,} bytes")
+    progress.phase(f"CalculateChunks: {source.size:,} bytes")
     return storage, calculate_chunks(job, source, storage, options.plan)
 
 
@@ -153,7 +157,7 @@ def run_batch(
     """Run one batch end to end on this machine, or resume it if its plan exists."""
     session = _session(options, progress, executor_factory, clock, rng)
     job = validate_batch_config(job, options)
-    storage = open_storage(job.bucket)
+    storage = open_storage(job.bucket, options.storage)
     ledger = Ledger(storage, job.batch_id)
     plan = ledger.load_plan()
     if plan is not None and options.overwrite:
@@ -188,7 +192,7 @@ def resume_batch(
 ) -> RunReport:
     """Continue a batch from the plan and ledger in its bucket."""
     session = _session(options, progress, executor_factory, clock, rng)
-    storage = open_storage(bucket)
+    storage = open_storage(bucket, options.storage)
     ledger = Ledger(storage, batch_id)
     plan = ledger.load_plan()
     if plan is None:
@@ -203,12 +207,12 @@ def resume_batch(
 
 def _check_input_unchanged(plan: ChunkPlan, storage: Storage) -> None:
     info = storage.stat(plan.source.key)
-    planned = (plan.source.size, plan.source.mtime_ns, plan.source.etag)
-    if (info.size, info.mtime_ns, info.etag) != planned:
+    if info.identity != plan.source.identity:
         raise InputChangedError(
             f"{storage.uri_for(plan.source.key)} changed since batch {plan.batch_id!r} was planned "
-            f"(size {info.size:,}, planned {plan.source.size:,}); its finished chunks no longer "
-            "match it: start a new batch id, or --overwrite this one"
+            f"(size {info.size:,}, planned {plan.source.size:,}; etag {info.etag}, planned "
+            f"{plan.source.etag}); its finished chunks no longer match it: start a new batch id, "
+            "or --overwrite this one"
         )
 
 
@@ -239,6 +243,9 @@ def _carry_out(
         )
         outcome = _process(plan, todo, ledger, session, lines_before, len(done_before))
         session_lines = sum(r.lines for r in outcome.results)
+        # What attempts killed mid-write left behind (temporary files, open uploads) goes now,
+        # once no worker is writing, rather than chunk by chunk.
+        ledger.discard_incomplete()
     elapsed = time.perf_counter() - session.started
 
     session.progress.phase("AggregateResults")

@@ -34,6 +34,7 @@ from scm_batch.faults import FaultPlan
 from scm_batch.model import Attempt, ChunkResult, ChunkTask
 from scm_batch.retry import is_transient
 from scm_batch.stages.process import process_chunk
+from scm_batch.storage import Storage, StorageOptions, open_storage
 
 if TYPE_CHECKING:
     from multiprocessing.context import ForkServerContext, SpawnContext
@@ -61,10 +62,13 @@ def _portable(error: BaseException, task: ChunkTask) -> BaseException:
     return error
 
 
-def _worker_main(conn: Connection, block_size: int, faults: FaultPlan | None) -> None:
+def _worker_main(
+    conn: Connection, block_size: int, storage: StorageOptions, faults: FaultPlan | None
+) -> None:
     """A worker's life: receive (task, attempt, previous attempts), process, answer; repeat."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    buckets: dict[str, Storage] = {}  # one client per bucket, reused from chunk to chunk
 
     def report(lines: int) -> None:
         conn.send(("progress", lines))
@@ -78,8 +82,12 @@ def _worker_main(conn: Connection, block_size: int, faults: FaultPlan | None) ->
             return
         task, attempt, previous = message
         try:
+            bucket = buckets.get(task.bucket)
+            if bucket is None:
+                bucket = buckets[task.bucket] = open_storage(task.bucket, storage)
             result = process_chunk(
                 task,
+                storage=bucket,
                 on_progress=report,
                 block_size=block_size,
                 attempt=attempt,
@@ -119,13 +127,21 @@ def _death(exitcode: int | None) -> str:
 class LocalExecutor:
     """Chunk tasks on a pool of local worker processes."""
 
-    def __init__(self, workers: int, *, block_size: int, faults: FaultPlan | None = None) -> None:
+    def __init__(
+        self,
+        workers: int,
+        *,
+        block_size: int,
+        storage: StorageOptions | None = None,
+        faults: FaultPlan | None = None,
+    ) -> None:
         methods = multiprocessing.get_all_start_methods()
         self._context = cast(
             "ForkServerContext | SpawnContext",
             multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn"),
         )
         self._block_size = block_size
+        self._storage = storage or StorageOptions()
         self._faults = faults
         self._lock = threading.Lock()
         self._queue: deque[_Job] = deque()
@@ -188,7 +204,7 @@ class LocalExecutor:
         parent, child = self._context.Pipe()
         process = self._context.Process(
             target=_worker_main,
-            args=(child, self._block_size, self._faults),
+            args=(child, self._block_size, self._storage, self._faults),
             name="scm-batch-worker",
             daemon=True,
         )

@@ -14,7 +14,7 @@ from scm_batch import layout
 from scm_batch.errors import NothingToResumeError
 from scm_batch.ledger import Ledger
 from scm_batch.model import ChunkFailure, Record, RunSummary, StatusWord
-from scm_batch.storage import open_storage
+from scm_batch.storage import StorageOptions, open_storage
 
 Phase = Literal["planned", "processing", "aggregated", "notified"]
 
@@ -40,9 +40,9 @@ class BatchStatus(Record, frozen=True):
     notification_status: StatusWord | None
 
 
-def batch_status(bucket: str, batch_id: str) -> BatchStatus:
+def batch_status(bucket: str, batch_id: str, options: StorageOptions | None = None) -> BatchStatus:
     """The status of ``batch_id`` in ``bucket``; ``NothingToResumeError`` if it has no plan."""
-    storage = open_storage(bucket)
+    storage = open_storage(bucket, options)
     ledger = Ledger(storage, batch_id)
     plan = ledger.load_plan()
     if plan is None:

@@ -60,6 +60,7 @@ def initialize_batch(
         size=info.size,
         mtime_ns=info.mtime_ns,
         etag=info.etag,
+        version_id=info.version_id,
         format=file_format,
         sample_records=len(lines),
         bytes_per_record=round(max(bytes_per_record, 1.0), 3),

@@ -189,7 +189,10 @@ def calculate_chunks(
     """The chunk plan for ``job``'s input (read-only: writing it is :func:`write_plan`'s job)."""
     created_at = utc_timestamp(now)
     processed_at = job.processed_at or created_at
-    if options.count_records:
+    exact = options.count_records
+    if exact is None:
+        exact = not job.bucket.startswith("s3://")
+    if exact:
         index = index_lines(storage, source.key, source.size)
         per_chunk = chunk_record_count(index.total_lines, job, options)
         _check_chunk_count(index.total_lines, per_chunk)
@@ -221,13 +224,14 @@ def calculate_chunks(
             byte_start=r.byte_start,
             byte_end=r.byte_end,
             route=routing.route_for(r.records),
-            indices_exact=options.count_records,
+            indices_exact=exact,
             deployment=job.deployment,
             snapshot_id=job.snapshot_id,
             processed_at=processed_at,
             source_size=source.size,
             source_mtime_ns=source.mtime_ns,
             source_etag=source.etag,
+            source_version_id=source.version_id,
         )
         for number, r in enumerate(ranges)
     ]
@@ -239,7 +243,7 @@ def calculate_chunks(
         source=source,
         options=options,
         total_records=total,
-        records_exact=options.count_records,
+        records_exact=exact,
         chunk_size=per_chunk,
         chunk_count=len(chunks),
         processed_at=processed_at,

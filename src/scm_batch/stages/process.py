@@ -101,8 +101,7 @@ def _decode_slow(decode: Callable[[bytes], Any], line: bytes, start: int) -> Any
 
 def _check_source(task: ChunkTask, info: ObjectInfo) -> None:
     """Refuse to start on an input object that is not the one the plan was made from."""
-    planned = (task.source_size, task.source_mtime_ns, task.source_etag)
-    if (info.size, info.mtime_ns, info.etag) != planned:
+    if info.identity != task.source_identity:
         raise InputChangedError(
             f"{task.chunk_id}: {task.file} is no longer the object the plan was made from "
             f"(size {info.size:,}, planned {task.source_size:,}); the input changed after planning"
@@ -163,9 +162,6 @@ def process_chunk(
     number_base = task.start_index + 1 if task.indices_exact else None
     offset = task.byte_start
     _check_source(task, store.stat(task.file))
-    # Whatever an earlier, interrupted attempt left half-written goes first.
-    for key in (result_key, error_key, layout.manifest_key(task.batch_id, task.chunk_id)):
-        store.discard_incomplete(key)
     blocks = store.iter_range(task.file, task.byte_start, task.byte_end, block_size)
 
     bad: list[dict[str, Any]] = []

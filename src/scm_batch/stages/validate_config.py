@@ -16,6 +16,7 @@ from scm_batch.config import RunOptions
 from scm_batch.errors import ConfigError
 from scm_batch.model import JobInput
 from scm_batch.storage import check_key, normalize_bucket
+from scm_batch.storage.s3 import MIN_PART_SIZE
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 ID_RULE = "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -50,7 +51,7 @@ def _check_processed_at(value: str) -> None:
 
 def validate_batch_config(job: JobInput, options: RunOptions) -> JobInput:
     """Check the execution input and run options; return the input with its bucket normalized."""
-    bucket = normalize_bucket(job.bucket)
+    bucket = normalize_bucket(job.bucket, options.storage.kind)
     check_key(job.file, "file")
     _check_id("customerId", job.customer_id)
     _check_id("tenantId", job.tenant_id)
@@ -75,6 +76,10 @@ def validate_batch_config(job: JobInput, options: RunOptions) -> JobInput:
         _check_range("toleratedFailurePercentage", options.tolerance.percentage, 0, 100)
     if options.tolerance.count is not None:
         _check_range("toleratedFailureCount", options.tolerance.count, 0)
+    s3 = options.storage.s3
+    _check_range("s3PartSize", s3.part_size, MIN_PART_SIZE, 5 << 30)
+    if s3.sse_kms_key_id is not None and s3.sse != "aws:kms":
+        raise ConfigError("--sse-kms-key-id", "needs --sse aws:kms")
     plan = options.plan
     _check_range("minChunkSize", plan.min_chunk_size, 1)
     _check_range("sampleBytes", plan.sample_bytes, 4096, 1 << 30)

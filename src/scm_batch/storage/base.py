@@ -24,6 +24,12 @@ class ObjectInfo(msgspec.Struct, frozen=True, kw_only=True):
     size: int
     mtime_ns: int
     etag: str | None = None
+    version_id: str | None = None
+
+    @property
+    def identity(self) -> tuple[int, int, str | None, str | None]:
+        """What must not change between planning a batch and reading it."""
+        return (self.size, self.mtime_ns, self.etag, self.version_id)
 
 
 class ObjectWriter(Protocol):

@@ -1,0 +1,416 @@
+"""An S3 bucket (or any S3-compatible service) as the working bucket.
+
+* **Reads** stream a byte range with one ranged GET. If the connection drops mid-stream, the read
+  resumes with a new ranged GET from the first byte not yet handed to the caller, with ``If-Match``
+  on the object's ETag so a changed object cannot be spliced in: no byte is lost or repeated, so no
+  line either. (Resuming at the next byte rather than the last complete line is the same guarantee
+  with less to re-read.)
+* **Writes** go out as a single PUT when small, and as a multipart upload in parts of
+  ``part_size`` when larger. An upload that fails, or whose writer is interrupted, is aborted, so
+  no partial object ever appears; :meth:`S3Storage.discard_incomplete` aborts what a killed
+  process could not.
+* **Errors** become the project's storage errors with one clear line each: a missing bucket or key,
+  access denied, a bucket in another region, an endpoint that does not answer.
+
+Credentials come from boto3's standard chain; the endpoint from ``--endpoint-url`` or
+``AWS_ENDPOINT_URL``; server-side encryption from ``--sse`` / ``--sse-kms-key-id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import msgspec
+import urllib3.exceptions
+
+from scm_batch.errors import (
+    InputChangedError,
+    ObjectNotFoundError,
+    StorageAccessError,
+    StorageError,
+    StorageRequestError,
+    StorageUnavailableError,
+    WrongRegionError,
+)
+from scm_batch.storage.base import ObjectInfo, check_key
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
+
+Sse = Literal["AES256", "aws:kms"]
+
+_ACCESS_CODES = {
+    "403",
+    "AccessDenied",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+}
+_REGION_CODES = {
+    "301",
+    "PermanentRedirect",
+    "AuthorizationHeaderMalformed",
+    "IllegalLocationConstraintException",
+}
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+    "503",
+    "500",
+}
+_STREAM_ERRORS = (
+    botocore.exceptions.ResponseStreamingError,
+    botocore.exceptions.IncompleteReadError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectionClosedError,
+    urllib3.exceptions.HTTPError,
+    ConnectionError,
+)
+_UNAVAILABLE = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.ReadTimeoutError,
+)
+MIN_PART_SIZE = 5 << 20  # S3's smallest part but the last
+
+
+class S3Options(msgspec.Struct, frozen=True, kw_only=True):
+    """How to reach and write the bucket; plain data, so it travels to workers."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    sse: Sse | None = None
+    sse_kms_key_id: str | None = None
+    part_size: int = 16 << 20
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 60.0
+    max_reconnects: int = 5
+
+
+def make_client(options: S3Options) -> S3Client:
+    config = botocore.config.Config(
+        region_name=options.region,
+        connect_timeout=options.connect_timeout_seconds,
+        read_timeout=options.read_timeout_seconds,
+        retries={"mode": "standard", "max_attempts": 3},
+        max_pool_connections=16,
+    )
+    client: S3Client = boto3.session.Session().client(
+        "s3", endpoint_url=options.endpoint_url, config=config
+    )
+    return client
+
+
+class S3Storage:
+    """A bucket in S3."""
+
+    def __init__(
+        self, bucket: str, options: S3Options | None = None, client: S3Client | None = None
+    ) -> None:
+        self._bucket = bucket
+        self._options = options or S3Options()
+        self._client = client if client is not None else make_client(self._options)
+
+    # ---- naming ---------------------------------------------------------------------------
+    @property
+    def uri(self) -> str:
+        return f"s3://{self._bucket}"
+
+    def uri_for(self, key: str) -> str:
+        return f"s3://{self._bucket}/{key}"
+
+    # ---- errors ---------------------------------------------------------------------------
+    @property
+    def _endpoint(self) -> str:
+        return self._options.endpoint_url or "the S3 endpoint"
+
+    def _raise(self, error: Exception, what: str) -> NoReturn:
+        if isinstance(
+            error,
+            botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError,
+        ):
+            raise StorageAccessError(
+                f"{what}: no AWS credentials found (environment, profile, or instance role)"
+            ) from error
+        if isinstance(error, _UNAVAILABLE):
+            raise StorageUnavailableError(
+                f"{what}: cannot reach {self._endpoint}: {error}"
+            ) from error
+        if not isinstance(error, botocore.exceptions.ClientError):
+            raise StorageError(f"{what}: {type(error).__name__}: {error}") from error
+        details = error.response.get("Error", {})
+        code = str(details.get("Code", ""))
+        status = str(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        if code == "NoSuchBucket":
+            raise ObjectNotFoundError(f"bucket {self.uri} does not exist") from error
+        if code in ("NoSuchKey", "404", "NoSuchUpload"):
+            raise ObjectNotFoundError(f"{what}: no such object") from error
+        if code in _ACCESS_CODES or status == "403":
+            raise StorageAccessError(f"{what}: access denied ({code})") from error
+        if code in _REGION_CODES or status == "301":
+            headers = error.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+            region = headers.get("x-amz-bucket-region", "another region")
+            raise WrongRegionError(
+                f"{what}: bucket {self._bucket} is in {region}; use --region {region} "
+                "(or set AWS_REGION)"
+            ) from error
+        if code == "PreconditionFailed":
+            raise InputChangedError(
+                f"{what}: the object changed while it was being read"
+            ) from error
+        if code in _TRANSIENT_CODES or status.startswith("5"):
+            raise StorageError(f"{what}: {code}: {details.get('Message', '')}") from error
+        raise StorageRequestError(f"{what}: {code}: {details.get('Message', '')}") from error
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            self._raise(error, what)
+
+    # ---- reading --------------------------------------------------------------------------
+    def stat(self, key: str) -> ObjectInfo:
+        check_key(key)
+        with self._errors(self.uri_for(key)):
+            try:
+                head = self._client.head_object(Bucket=self._bucket, Key=key)
+            except botocore.exceptions.ClientError as error:
+                if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                    self._check_bucket()
+                raise
+        modified: datetime = head["LastModified"]
+        return ObjectInfo(
+            key=key,
+            size=head["ContentLength"],
+            mtime_ns=int(modified.timestamp() * 1_000_000_000),
+            etag=head.get("ETag"),
+            version_id=head.get("VersionId"),
+        )
+
+    def _check_bucket(self) -> None:
+        """Tell a missing bucket from a missing key (HEAD answers both with a bare 404)."""
+        try:
+            self._client.head_bucket(Bucket=self._bucket)
+        except botocore.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+                raise ObjectNotFoundError(f"bucket {self.uri} does not exist") from error
+            raise
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        return b"".join(self.iter_range(key, start, end, max(1, end - start)))
+
+    def iter_range(self, key: str, start: int, end: int, block_size: int) -> Iterator[bytes]:
+        check_key(key)
+        position = start
+        etag: str | None = None
+        reconnects = 0
+        while position < end:
+            request: dict[str, Any] = {
+                "Bucket": self._bucket,
+                "Key": key,
+                "Range": f"bytes={position}-{end - 1}",
+            }
+            if etag is not None:
+                request["IfMatch"] = etag  # the same object, or an error: never a spliced one
+            with self._errors(self.uri_for(key)):
+                response = self._client.get_object(**request)
+            etag = etag or response.get("ETag")
+            body = response["Body"]
+            try:
+                while position < end:
+                    block = body.read(min(block_size, end - position))
+                    if not block:
+                        raise botocore.exceptions.IncompleteReadError(
+                            actual_bytes=position - start, expected_bytes=end - start
+                        )
+                    position += len(block)
+                    yield block
+            except _STREAM_ERRORS as error:
+                reconnects += 1
+                if reconnects > self._options.max_reconnects:
+                    raise StorageError(
+                        f"{self.uri_for(key)}: the connection dropped {reconnects} times "
+                        f"reading bytes {start}-{end}: {error}"
+                    ) from error
+            finally:
+                body.close()
+
+    def get_bytes(self, key: str) -> bytes:
+        check_key(key)
+        with self._errors(self.uri_for(key)):
+            return self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        check_key(key)
+        with self._errors(self.uri_for(key)):
+            try:
+                self._client.head_object(Bucket=self._bucket, Key=key)
+            except botocore.exceptions.ClientError as error:
+                if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                    self._check_bucket()
+                    return False
+                raise
+        return True
+
+    def list_keys(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        with self._errors(self.uri_for(prefix)):
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket, Prefix=prefix
+            )
+            for page in pages:
+                keys.extend(item["Key"] for item in page.get("Contents", []))
+        return sorted(keys)
+
+    # ---- writing --------------------------------------------------------------------------
+    def _encryption(self) -> dict[str, str]:
+        options = self._options
+        if options.sse is None:
+            return {}
+        settings: dict[str, str] = {"ServerSideEncryption": options.sse}
+        if options.sse == "aws:kms" and options.sse_kms_key_id:
+            settings["SSEKMSKeyId"] = options.sse_kms_key_id
+        return settings
+
+    @contextmanager
+    def open_writer(self, key: str) -> Iterator[S3Writer]:
+        check_key(key)
+        writer = S3Writer(self, key)
+        try:
+            yield writer
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        check_key(key)
+        with self._errors(self.uri_for(key)):
+            self._client.put_object(Bucket=self._bucket, Key=key, Body=data, **self._encryption())  # type: ignore[arg-type]
+
+    def delete(self, key: str) -> None:
+        check_key(key)
+        with self._errors(self.uri_for(key)):
+            self._client.delete_object(Bucket=self._bucket, Key=key)
+
+    def delete_prefix(self, prefix: str) -> None:
+        if not prefix.endswith("/"):
+            raise ValueError(f"prefix must end with '/': {prefix!r}")
+        self.discard_incomplete(prefix)
+        keys = self.list_keys(prefix)
+        with self._errors(self.uri_for(prefix)):
+            for first in range(0, len(keys), 1000):
+                batch: list[ObjectIdentifierTypeDef] = [
+                    {"Key": key} for key in keys[first : first + 1000]
+                ]
+                self._client.delete_objects(
+                    Bucket=self._bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+
+    def discard_incomplete(self, prefix: str) -> int:
+        """Abort the multipart uploads under ``prefix`` that a killed writer left open."""
+        removed = 0
+        with self._errors(self.uri_for(prefix)):
+            pages = self._client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self._bucket, Prefix=prefix
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    try:
+                        self._client.abort_multipart_upload(
+                            Bucket=self._bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                    except botocore.exceptions.ClientError as error:
+                        if error.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                            raise
+                        continue  # another cleaner got there first
+                    removed += 1
+        return removed
+
+
+class S3Writer:
+    """An object being written: buffered into parts, uploaded, committed or aborted as a whole."""
+
+    def __init__(self, storage: S3Storage, key: str) -> None:
+        self._storage = storage
+        self._client = storage._client
+        self._bucket = storage._bucket
+        self._key = key
+        self._part_size = max(MIN_PART_SIZE, storage._options.part_size)
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+
+    def write(self, data: bytes, /) -> int:
+        self._pending.append(bytes(data))
+        self._pending_size += len(data)
+        if self._pending_size >= self._part_size:
+            self._upload_part(final=False)
+        return len(data)
+
+    def _take(self, size: int) -> bytes:
+        joined = b"".join(self._pending)
+        part, rest = joined[:size], joined[size:]
+        self._pending = [rest] if rest else []
+        self._pending_size = len(rest)
+        return part
+
+    def _upload_part(self, *, final: bool) -> None:
+        where = self._storage.uri_for(self._key)
+        with self._storage._errors(where):
+            if self._upload_id is None:
+                created = self._client.create_multipart_upload(
+                    Bucket=self._bucket,
+                    Key=self._key,
+                    **self._storage._encryption(),  # type: ignore[arg-type]
+                )
+                self._upload_id = created["UploadId"]
+            while self._pending_size >= self._part_size or (final and self._pending_size):
+                body = self._take(self._part_size)
+                number = len(self._parts) + 1
+                answer = self._client.upload_part(
+                    Bucket=self._bucket,
+                    Key=self._key,
+                    UploadId=self._upload_id,
+                    PartNumber=number,
+                    Body=body,
+                )
+                self._parts.append({"ETag": answer["ETag"], "PartNumber": number})
+
+    def finish(self) -> None:
+        if self._upload_id is None:  # small: one PUT
+            self._storage.put_bytes(self._key, self._take(self._pending_size))
+            return
+        self._upload_part(final=True)
+        with self._storage._errors(self._storage.uri_for(self._key)):
+            self._client.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},  # type: ignore[typeddict-item]
+            )
+        self._upload_id = None
+
+    def abort(self) -> None:
+        if self._upload_id is None:
+            return
+        # If even the abort fails, discard_incomplete() on the next run aborts it.
+        with suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            self._client.abort_multipart_upload(
+                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
+            )
+        self._upload_id = None

@@ -1,0 +1,156 @@
+"""Real servers for the integration tests, started on 127.0.0.1 by the tests themselves."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class MotoServer:
+    """A ``moto_server`` process: S3, SQS, IAM … over real HTTP."""
+
+    endpoint: str
+    process: subprocess.Popen[str]
+    log: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def moto_server(**env: str) -> Iterator[MotoServer]:
+    port = free_port()
+    executable = Path(sys.executable).with_name("moto_server")
+    process = subprocess.Popen(
+        [str(executable), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+    assert process.stderr is not None
+    server = MotoServer(f"http://127.0.0.1:{port}", process)
+    # Werkzeug announces the address once it listens: read up to that line, then keep draining
+    # the log in the background so a full pipe never blocks the server.
+    for line in process.stderr:
+        server.log.append(line)
+        if "Running on" in line:
+            break
+    else:
+        raise RuntimeError("moto_server exited before listening:\n" + "".join(server.log))
+    stderr = process.stderr
+    threading.Thread(target=lambda: server.log.extend(stderr), daemon=True).start()
+    try:
+        yield server
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+class FaultProxy:
+    """A TCP proxy in front of a server that can break what passes through it.
+
+    * ``drop_ranged_gets(n, after)``: the next ``n`` responses to ranged GETs are cut off after
+      ``after`` bytes, the connection reset, as a flaky network would.
+    * ``answer_with(raw)``: every request gets these raw HTTP response bytes instead.
+    Requests are recorded (their first lines and Range headers) so tests can see what was asked.
+    """
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.removeprefix("http://").partition(":")
+        self._target = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._lock = threading.Lock()
+        self._drops_left = 0
+        self._drop_after = 0
+        self._canned: bytes | None = None
+        self.drops = 0
+        self.requests: list[str] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def drop_ranged_gets(self, count: int, after: int) -> None:
+        with self._lock:
+            self._drops_left, self._drop_after = count, after
+
+    def answer_with(self, raw: bytes | None) -> None:
+        self._canned = raw
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        if self._canned is not None:
+            with client:
+                client.recv(65536)
+                client.sendall(self._canned)
+            return
+        upstream = socket.create_connection(self._target)
+        state = {"ranged_get": False, "sent": 0}
+
+        def reset(sock: socket.socket) -> None:
+            # shutdown() wakes the thread blocked reading this socket; a linger of 0 makes the
+            # close a reset (RST), as when a connection really breaks.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+        def client_to_server() -> None:
+            with contextlib.suppress(OSError):
+                while data := client.recv(65536):
+                    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+                    if head[:4] in ("GET ", "PUT ", "POST", "HEAD", "DELE"):
+                        lines = head.split("\r\n")
+                        ranged = [line for line in lines if line.lower().startswith("range:")]
+                        with self._lock:
+                            self.requests.append(" ".join([lines[0], *ranged]))
+                        state["ranged_get"] = head.startswith("GET ") and bool(ranged)
+                        state["sent"] = 0
+                    upstream.sendall(data)
+            reset(upstream)
+
+        def server_to_client() -> None:
+            with contextlib.suppress(OSError):
+                while data := upstream.recv(65536):
+                    if state["ranged_get"]:
+                        with self._lock:
+                            cut = (
+                                self._drops_left > 0
+                                and state["sent"] + len(data) > self._drop_after
+                            )
+                            if cut:
+                                self._drops_left -= 1
+                                self.drops += 1
+                        if cut:
+                            client.sendall(data[: max(0, self._drop_after - state["sent"])])
+                            reset(client)
+                            reset(upstream)
+                            return
+                    state["sent"] += len(data)
+                    client.sendall(data)
+            reset(client)
+
+        threading.Thread(target=client_to_server, daemon=True).start()
+        server_to_client()

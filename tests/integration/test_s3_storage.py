@@ -1,0 +1,202 @@
+"""The S3 adapter against a real S3 API server (moto) over HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+
+from scm_batch.errors import (
+    InputChangedError,
+    ObjectNotFoundError,
+    StorageAccessError,
+    StorageUnavailableError,
+    WrongRegionError,
+)
+from scm_batch.storage import S3Options, S3Storage
+from tests.integration.servers import FaultProxy, MotoServer, free_port
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def bucket(s3: S3Client) -> str:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def storage(moto: MotoServer, bucket: str, **options: object) -> S3Storage:
+    return S3Storage(bucket, S3Options(endpoint_url=moto.endpoint, **options))  # type: ignore[arg-type]
+
+
+def open_uploads(s3: S3Client, bucket: str) -> list[str]:
+    return [u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def test_small_objects_are_one_put(moto: MotoServer, s3: S3Client, bucket: str) -> None:
+    store = storage(moto, bucket)
+    with store.open_writer("a/small.jsonl") as out:
+        out.write(b"one\n")
+        out.write(b"two\n")
+    assert s3.get_object(Bucket=bucket, Key="a/small.jsonl")["Body"].read() == b"one\ntwo\n"
+    assert open_uploads(s3, bucket) == []
+    info = store.stat("a/small.jsonl")
+    assert (info.size, info.etag is not None) == (8, True)
+    assert store.exists("a/small.jsonl")
+    assert not store.exists("a/absent")
+
+
+def test_large_objects_are_multipart_and_exact(moto: MotoServer, s3: S3Client, bucket: str) -> None:
+    store = storage(moto, bucket, part_size=5 * MiB)
+    blocks = [bytes([i]) * (MiB + 7) for i in range(12)]
+    with store.open_writer("big.bin") as out:
+        for block in blocks:
+            out.write(block)
+    head = s3.head_object(Bucket=bucket, Key="big.bin")
+    assert "-" in head["ETag"]  # a multipart ETag
+    assert store.get_bytes("big.bin") == b"".join(blocks)
+    assert b"".join(store.iter_range("big.bin", 3, 9 * MiB, MiB)) == b"".join(blocks)[3 : 9 * MiB]
+
+
+def test_a_failed_write_leaves_no_object_and_no_upload(
+    moto: MotoServer, s3: S3Client, bucket: str
+) -> None:
+    store = storage(moto, bucket, part_size=5 * MiB)
+
+    def interrupted() -> None:
+        with store.open_writer("half.bin") as out:
+            out.write(b"x" * (6 * MiB))  # a part is already uploaded
+            raise RuntimeError("worker crashed")
+
+    with pytest.raises(RuntimeError):
+        interrupted()
+    assert not store.exists("half.bin")
+    assert open_uploads(s3, bucket) == []
+
+
+def test_uploads_left_by_a_killed_writer_are_discarded(
+    moto: MotoServer, s3: S3Client, bucket: str
+) -> None:
+    s3.create_multipart_upload(Bucket=bucket, Key="results/b/chunk_000001.jsonl")
+    s3.create_multipart_upload(Bucket=bucket, Key="results/b/chunk_000002.jsonl")
+    store = storage(moto, bucket)
+    assert store.discard_incomplete("results/b/chunk_000001.jsonl") == 1
+    assert open_uploads(s3, bucket) == ["results/b/chunk_000002.jsonl"]
+    assert store.discard_incomplete("results/b/") == 1
+    assert open_uploads(s3, bucket) == []
+
+
+def test_listing_and_deleting(moto: MotoServer, bucket: str) -> None:
+    store = storage(moto, bucket)
+    for key in ["m/b/chunks/c1.json", "m/b/chunks/c2.json", "m/b2/x.json", "r/b/p.jsonl"]:
+        store.put_bytes(key, b"{}")
+    assert store.list_keys("m/b/") == ["m/b/chunks/c1.json", "m/b/chunks/c2.json"]
+    store.delete("m/b/chunks/c1.json")
+    store.delete("m/b/chunks/absent.json")
+    store.delete_prefix("m/")
+    assert store.list_keys("") == ["r/b/p.jsonl"]
+
+
+def test_server_side_encryption_is_requested(moto: MotoServer, s3: S3Client, bucket: str) -> None:
+    store = storage(moto, bucket, sse="AES256", part_size=5 * MiB)
+    store.put_bytes("small", b"x")
+    with store.open_writer("large") as out:
+        out.write(b"y" * (6 * MiB))
+    for key in ("small", "large"):
+        assert s3.head_object(Bucket=bucket, Key=key)["ServerSideEncryption"] == "AES256"
+
+
+def test_a_dropped_connection_resumes_at_the_next_byte(
+    moto: MotoServer, s3: S3Client, bucket: str
+) -> None:
+    data = bytes(range(256)) * (16 * 1024)  # 4 MiB
+    s3.put_object(Bucket=bucket, Key="data", Body=data)
+    proxy = FaultProxy(moto.endpoint)
+    try:
+        store = S3Storage(bucket, S3Options(endpoint_url=proxy.endpoint))
+        proxy.drop_ranged_gets(3, after=300_000)
+        read = b"".join(store.iter_range("data", 1000, len(data) - 5, 64 * 1024))
+        assert read == data[1000:-5]
+        assert proxy.drops == 3
+        ranges = [r for r in proxy.requests if r.startswith("GET")]
+        starts = [int(r.split("bytes=")[1].split("-")[0]) for r in ranges]
+        assert starts[0] == 1000
+        assert len(starts) == 4
+        assert starts == sorted(set(starts))
+    finally:
+        proxy.close()
+
+
+def test_an_object_replaced_during_a_read_is_not_spliced(
+    moto: MotoServer, s3: S3Client, bucket: str
+) -> None:
+    s3.put_object(Bucket=bucket, Key="data", Body=b"a" * (2 * MiB))
+    proxy = FaultProxy(moto.endpoint)
+    try:
+        store = S3Storage(bucket, S3Options(endpoint_url=proxy.endpoint))
+        proxy.drop_ranged_gets(1, after=500_000)
+        blocks = store.iter_range("data", 0, 2 * MiB, 64 * 1024)
+        next(blocks)
+        s3.put_object(Bucket=bucket, Key="data", Body=b"b" * (2 * MiB))
+        with pytest.raises(InputChangedError, match="changed while it was being read"):
+            list(blocks)
+    finally:
+        proxy.close()
+
+
+def test_missing_bucket_and_missing_key(moto: MotoServer, bucket: str) -> None:
+    with pytest.raises(
+        ObjectNotFoundError, match=r"bucket s3://no-such-bucket-here does not exist"
+    ):
+        storage(moto, "no-such-bucket-here").stat("in.jsonl")
+    with pytest.raises(ObjectNotFoundError, match="no such object"):
+        storage(moto, bucket).stat("absent.jsonl")
+    with pytest.raises(ObjectNotFoundError):
+        storage(moto, bucket).get_bytes("absent.jsonl")
+
+
+def test_an_endpoint_that_does_not_answer(bucket: str) -> None:
+    store = S3Storage(
+        bucket, S3Options(endpoint_url=f"http://127.0.0.1:{free_port()}", connect_timeout_seconds=1)
+    )
+    with pytest.raises(StorageUnavailableError, match="cannot reach"):
+        store.stat("in.jsonl")
+
+
+def test_a_bucket_in_another_region(moto: MotoServer, bucket: str) -> None:
+    # moto does not enforce regions; this is S3's own answer to a request sent to the wrong one.
+    body = (
+        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>PermanentRedirect</Code>'
+        b"<Message>The bucket you are attempting to access must be addressed using the specified "
+        b"endpoint.</Message><Endpoint>b.s3.eu-west-1.amazonaws.com</Endpoint></Error>"
+    )
+    proxy = FaultProxy(moto.endpoint)
+    proxy.answer_with(
+        b"HTTP/1.1 301 Moved Permanently\r\nx-amz-bucket-region: eu-west-1\r\n"
+        b"Content-Type: application/xml\r\nContent-Length: " + str(len(body)).encode() + b"\r\n"
+        b"Connection: close\r\n\r\n" + body
+    )
+    try:
+        store = S3Storage(bucket, S3Options(endpoint_url=proxy.endpoint))
+        with pytest.raises(WrongRegionError, match=r"eu-west-1.*--region"):
+            store.get_bytes("in.jsonl")
+    finally:
+        proxy.close()
+
+
+def test_access_denied(
+    locked: tuple[MotoServer, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, credentials = locked
+    for name, value in credentials.items():
+        monkeypatch.setenv(name, value)
+    store = storage(server, "locked-bucket")
+    with pytest.raises(StorageAccessError, match="access denied"):
+        store.stat("in.jsonl")
+    with pytest.raises(StorageAccessError, match="access denied"):
+        store.get_bytes("in.jsonl")
