@@ -11,7 +11,7 @@ from scm_batch.stages.plan import calculate_chunks
 from scm_batch.storage import LocalStorage
 
 
-def job_input(bucket: Path, file: str = "in.jsonl", **changes: Any) -> JobInput:
+def job_input(bucket: Path | str, file: str = "in.jsonl", **changes: Any) -> JobInput:
     """A job for ``file`` in ``bucket``; ``changes`` override fields (snake_case names)."""
     fields: dict[str, Any] = {
         "bucket": str(bucket),

@@ -25,6 +25,7 @@ from scm_batch.config import (
     load_input_file,
     load_manifest,
     manifest_of_event,
+    manifest_ref,
     parse_job_input,
     unknown_input_fields,
 )
@@ -235,9 +236,10 @@ def _job_input(
     mapping: dict[str, Any] = {}
     if input_file is not None:
         mapping = load_input_file(input_file)
-    elif event is not None or manifest is not None:
-        uri = manifest if manifest is not None else manifest_of_event(event)  # type: ignore[arg-type]
-        mapping = load_manifest(uri, storage or StorageOptions())
+    elif manifest is not None:
+        mapping = load_manifest(manifest_ref(manifest), storage or StorageOptions())
+    elif event is not None:
+        mapping = load_manifest(manifest_of_event(event), storage or StorageOptions())
     mapping.update({name: value for name, value in flags.items() if value is not None})
     unknown = unknown_input_fields(mapping)
     if unknown:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus, urlparse
+from urllib.parse import unquote, unquote_plus
 
 import msgspec
 
@@ -75,47 +75,72 @@ def load_input_file(path: Path, field: str = "--input") -> dict[str, Any]:
     return value
 
 
-def load_manifest(uri: str, storage: StorageOptions) -> dict[str, Any]:
-    """The execution input held in a manifest object (``s3://bucket/key``) of the production
-    variant: the contract's fields, with ``file`` in the manifest's own bucket."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.strip("/"):
+class ManifestRef(Record, frozen=True):
+    """Where a manifest object is, and which option named it (for error messages)."""
+
+    bucket: str
+    keys: list[str]  # candidate spellings of the key, tried in order
+    source: str
+
+
+def manifest_ref(uri: str) -> ManifestRef:
+    """``s3://bucket/key`` as given to ``--manifest``; the key is taken verbatim (``?`` and ``#``
+    are legal in S3 keys)."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not uri.startswith("s3://") or not bucket or not key:
         raise ConfigError("--manifest", f"must be an s3://bucket/key URI (got {uri!r})")
-    bucket = f"s3://{parsed.netloc}"
-    key = parsed.path.lstrip("/")
-    try:
-        data = open_storage(bucket, storage).get_bytes(key)
-    except ObjectNotFoundError as exc:
-        raise ConfigError("--manifest", exc.message) from None
-    try:
-        value = msgspec.json.decode(data.removeprefix(b"\xef\xbb\xbf"))
-    except msgspec.DecodeError as exc:
-        raise ConfigError("--manifest", f"{uri} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ConfigError("--manifest", f"{uri} must hold one JSON object")
-    named = value.get("bucket")
-    if named is not None and normalize_bucket(str(named), "s3") != bucket:
-        raise ConfigError(
-            "bucket", f"the manifest {uri} names bucket {named!r}; its file must be in {bucket}"
-        )
-    value["bucket"] = bucket
-    return value
+    return ManifestRef(bucket=bucket, keys=[key], source="--manifest")
 
 
-def manifest_of_event(path: Path) -> str:
-    """The manifest an EventBridge S3 "Object Created" event points at, as ``s3://bucket/key``."""
+def manifest_of_event(path: Path) -> ManifestRef:
+    """The manifest an S3 "Object Created" event points at: an EventBridge event
+    (``detail.bucket.name``, ``detail.object.key``) or an S3 notification (``Records[0].s3``)."""
     event = load_input_file(path, field="--event")
-    detail = event.get("detail")
     try:
-        name = detail["bucket"]["name"]  # type: ignore[index]
-        key = detail["object"]["key"]  # type: ignore[index]
-    except (KeyError, TypeError):
+        if "Records" in event:
+            s3 = event["Records"][0]["s3"]
+            name, key = s3["bucket"]["name"], s3["object"]["key"]
+        else:
+            name, key = event["detail"]["bucket"]["name"], event["detail"]["object"]["key"]
+    except (KeyError, IndexError, TypeError):
         raise ConfigError(
             "--event",
             f"{path} is not an S3 Object Created event (no detail.bucket.name/object.key)",
         ) from None
     if not isinstance(name, str) or not isinstance(key, str):
+        raise ConfigError("--event", f"{path}: the bucket name and object key must be strings")
+    # Keys in events are URL-encoded; S3 notifications also write a space as '+', which a key may
+    # contain literally: the percent-decoded key is tried first, then the '+'-as-space one.
+    candidates = list(dict.fromkeys([unquote(key), unquote_plus(key)]))
+    return ManifestRef(bucket=name, keys=candidates, source="--event")
+
+
+def load_manifest(ref: ManifestRef, storage: StorageOptions) -> dict[str, Any]:
+    """The execution input held in a manifest object of the production variant: the contract's
+    fields, with ``file`` in the manifest's own bucket."""
+    bucket = normalize_bucket(f"s3://{ref.bucket}")
+    store = open_storage(bucket, storage)
+    data: bytes | None = None
+    missing = f"{store.uri_for(ref.keys[0])}: no such object"
+    for key in ref.keys:
+        try:
+            data = store.get_bytes(key)
+            break
+        except ObjectNotFoundError as exc:
+            missing = exc.message
+    if data is None:
+        raise ConfigError(ref.source, missing)
+    where = store.uri_for(key)
+    try:
+        value = msgspec.json.decode(data.removeprefix(b"\xef\xbb\xbf"))
+    except msgspec.DecodeError as exc:
+        raise ConfigError(ref.source, f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(ref.source, f"{where} must hold one JSON object")
+    named = value.get("bucket")
+    if named is not None and normalize_bucket(str(named), "s3") != bucket:
         raise ConfigError(
-            "--event", f"{path}: detail.bucket.name and detail.object.key must be strings"
+            "bucket", f"the manifest {where} names bucket {named!r}; its file must be in {bucket}"
         )
-    return f"s3://{name}/{unquote_plus(key)}"
+    value["bucket"] = bucket
+    return value

@@ -11,8 +11,9 @@ Set ``SCM_BATCH_FAULTS`` to a comma-separated list of ``target=fault`` entries:
   ``before-notify`` — the driver kills itself with SIGKILL at that point.
 
 Chunk faults strike after the chunk's first block has been written to its (uncommitted) parts, so
-they exercise the commit protocol as a real crash would. Nothing here runs unless the variable is
-set; it never is in production.
+they exercise the commit protocol as a real crash would; ``@N`` makes one strike after block N
+instead (``chunk_000002=kill:1@7``: with 1 MiB blocks, once several MiB are written). Nothing
+here runs unless the variable is set; it never is in production.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ DRIVER_POINTS = (
 class ChunkFault(Record, frozen=True):
     kind: ChunkFaultKind
     times: int | None = 1  # attempts it strikes; None: every attempt
+    after_blocks: int = 1  # strikes once this many blocks of the chunk are written
 
 
 class FaultPlan(Record, frozen=True):
@@ -52,11 +54,23 @@ class FaultPlan(Record, frozen=True):
     driver_after_chunks: int = 0
     driver_pid: int | None = None
 
-    def hook(self, chunk_id: str, attempt: int) -> Callable[[], None] | None:
-        """What to do mid-chunk for this attempt, or ``None``."""
+    def hook(self, chunk_id: str, attempt: int) -> Callable[[int], None] | None:
+        """What to do mid-chunk for this attempt, or ``None``: a function told how many blocks
+        of the chunk are written so far, which strikes at the fault's block."""
         fault = self.chunks.get(chunk_id)
         if fault is None or (fault.times is not None and attempt > fault.times):
             return None
+        strike = self._strike(fault, chunk_id, attempt)
+        if strike is None:
+            return None
+
+        def at_block(blocks: int) -> None:
+            if blocks == fault.after_blocks:
+                strike()
+
+        return at_block
+
+    def _strike(self, fault: ChunkFault, chunk_id: str, attempt: int) -> Callable[[], None] | None:
         if fault.kind == "transient":
             message = f"injected transient fault in {chunk_id}, attempt {attempt}"
 
@@ -93,16 +107,20 @@ class FaultPlan(Record, frozen=True):
 
 
 def _chunk_fault(value: str, entry: str) -> ChunkFault:
+    value, _, at = value.partition("@")
+    if at and not at.isdigit():
+        raise ConfigError(FAULTS_ENV, f"bad block number in {entry!r}")
+    after = int(at) if at else 1
     kind, _, times = value.partition(":")
     if kind not in ("transient", "terminal", "kill", "kill-driver"):
         raise ConfigError(FAULTS_ENV, f"unknown fault {kind!r} in {entry!r}")
     if kind == "terminal":
-        return ChunkFault(kind="terminal", times=None)
+        return ChunkFault(kind="terminal", times=None, after_blocks=after)
     try:
         count = int(times) if times else 1
     except ValueError:
         raise ConfigError(FAULTS_ENV, f"bad count in {entry!r}") from None
-    return ChunkFault(kind=kind, times=count)  # type: ignore[arg-type]
+    return ChunkFault(kind=kind, times=count, after_blocks=after)  # type: ignore[arg-type]
 
 
 def parse_faults(spec: str | None) -> FaultPlan | None:

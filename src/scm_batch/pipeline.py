@@ -17,6 +17,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -329,6 +330,10 @@ def _process(
         outcome = scheduler.run(todo)
     except BaseException:
         executor.shutdown(cancel=True)
+        # Workers stopped mid-write leave temporary files or open uploads; remove them now if
+        # the storage lets us (a resume would otherwise do it).
+        with suppress(Exception):
+            ledger.discard_incomplete()
         raise
     executor.shutdown(cancel=False)
     tally = Tally(len(outcome.results), len(outcome.failures), executor.lines_done() or 0)

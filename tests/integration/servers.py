@@ -62,9 +62,11 @@ def moto_server(**env: str) -> Iterator[MotoServer]:
 class FaultProxy:
     """A TCP proxy in front of a server that can break what passes through it.
 
-    * ``drop_ranged_gets(n, after)``: the next ``n`` responses to ranged GETs are cut off after
-      ``after`` bytes, the connection reset, as a flaky network would.
-    * ``answer_with(raw)``: every request gets these raw HTTP response bytes instead.
+    * ``drop_ranged_gets(n, after, longer_than)``: the next ``n`` responses to ranged GETs for more
+      than ``longer_than`` bytes are cut off after ``after`` bytes of their body, the connection
+      reset, as a flaky network would.
+    * ``answer_with(raw, method)``: requests with that method (all, if ``None``) get these raw HTTP
+      response bytes instead of the server's answer.
     Requests are recorded (their first lines and Range headers) so tests can see what was asked.
     """
 
@@ -76,17 +78,18 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._drops_left = 0
         self._drop_after = 0
-        self._canned: bytes | None = None
+        self._longer_than = 0
+        self._canned: dict[str | None, bytes] = {}
         self.drops = 0
         self.requests: list[str] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def drop_ranged_gets(self, count: int, after: int) -> None:
+    def drop_ranged_gets(self, count: int, after: int, longer_than: int = 0) -> None:
         with self._lock:
-            self._drops_left, self._drop_after = count, after
+            self._drops_left, self._drop_after, self._longer_than = count, after, longer_than
 
-    def answer_with(self, raw: bytes | None) -> None:
-        self._canned = raw
+    def answer_with(self, raw: bytes, method: str | None = None) -> None:
+        self._canned[method] = raw
 
     def close(self) -> None:
         self._listener.close()
@@ -100,13 +103,13 @@ class FaultProxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
-        if self._canned is not None:
+        if None in self._canned:
             with client:
                 client.recv(65536)
-                client.sendall(self._canned)
+                client.sendall(self._canned[None])
             return
         upstream = socket.create_connection(self._target)
-        state = {"ranged_get": False, "sent": 0}
+        state = {"ranged_get": False, "sent": 0, "head": 0}
 
         def reset(sock: socket.socket) -> None:
             # shutdown() wakes the thread blocked reading this socket; a linger of 0 makes the
@@ -117,40 +120,53 @@ class FaultProxy:
             with contextlib.suppress(OSError):
                 sock.close()
 
+        def long_range(ranged: list[str]) -> bool:
+            first, _, last = ranged[0].partition("=")[2].partition("-")
+            return int(last) - int(first) + 1 > self._longer_than
+
         def client_to_server() -> None:
             with contextlib.suppress(OSError):
                 while data := client.recv(65536):
                     head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-                    if head[:4] in ("GET ", "PUT ", "POST", "HEAD", "DELE"):
+                    method = head.split(" ", 1)[0]
+                    if method in ("GET", "PUT", "POST", "HEAD", "DELETE"):
                         lines = head.split("\r\n")
                         ranged = [line for line in lines if line.lower().startswith("range:")]
                         with self._lock:
                             self.requests.append(" ".join([lines[0], *ranged]))
-                        state["ranged_get"] = head.startswith("GET ") and bool(ranged)
+                        if method in self._canned:
+                            client.sendall(self._canned[method])
+                            continue
+                        state["ranged_get"] = (
+                            method == "GET" and bool(ranged) and long_range(ranged)
+                        )
                         state["sent"] = 0
                     upstream.sendall(data)
-            reset(upstream)
+            with contextlib.suppress(OSError):
+                upstream.shutdown(socket.SHUT_WR)
 
         def server_to_client() -> None:
             with contextlib.suppress(OSError):
                 while data := upstream.recv(65536):
                     if state["ranged_get"]:
+                        if state["sent"] == 0:  # where the body starts: `after` counts body bytes
+                            state["head"] = data.find(b"\r\n\r\n") + 4
+                        keep = self._drop_after + state["head"] - state["sent"]
                         with self._lock:
-                            cut = (
-                                self._drops_left > 0
-                                and state["sent"] + len(data) > self._drop_after
-                            )
+                            cut = self._drops_left > 0 and len(data) > keep
                             if cut:
                                 self._drops_left -= 1
                                 self.drops += 1
                         if cut:
-                            client.sendall(data[: max(0, self._drop_after - state["sent"])])
+                            client.sendall(data[: max(0, keep)])
                             reset(client)
                             reset(upstream)
                             return
                     state["sent"] += len(data)
                     client.sendall(data)
-            reset(client)
+            # The server closed: pass the close on gently, after everything it sent.
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_WR)
 
         threading.Thread(target=client_to_server, daemon=True).start()
         server_to_client()

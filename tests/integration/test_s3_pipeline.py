@@ -139,17 +139,54 @@ def test_connections_dropped_mid_read_lose_and_repeat_nothing(
     upload(s3, bucket, path)
     proxy = FaultProxy(moto.endpoint)
     try:
-        proxy.drop_ranged_gets(4, after=1_000_000)
-        args = run_args(f"s3://{bucket}", proxy.endpoint, *SMALL)
-        result = cli(*args)
+        # Only chunk reads (a few MB each) are cut, 1 MB into their body; the 1 MiB sample and
+        # the line counting's small reads pass.
+        proxy.drop_ranged_gets(4, after=1_000_000, longer_than=2_000_000)
+        result = cli(*run_args(f"s3://{bucket}", proxy.endpoint, *SMALL))
         assert result.returncode == 0, result.stderr
         assert proxy.drops == 4
         summary = json.loads(result.stdout)
         # Every drop was mended inside the read: no chunk needed a second attempt.
         assert {d["attempts"] for d in summary["chunkDetails"]} == {1}
+        chunk_starts = {d["byteStart"] for d in summary["chunkDetails"]}
+        starts = [int(r.split("bytes=")[1].split("-")[0]) for r in proxy.requests if "bytes=" in r]
+        resumed = [start for start in starts if start not in chunk_starts]
+        assert len(resumed) >= 4  # reads picked up mid-chunk, where they broke off
     finally:
         proxy.close()
     assert s3_parts(s3, bucket) == expected
+
+
+def test_an_upload_left_open_by_a_killed_worker_is_aborted(
+    s3: S3Client, moto: MotoServer, tmp_path: Path
+) -> None:
+    from scm_batch.config import RunOptions
+    from scm_batch.faults import parse_faults
+    from scm_batch.model import PlanOptions
+    from scm_batch.pipeline import run_batch
+    from scm_batch.retry import RetryPolicy
+    from scm_batch.storage import S3Options, StorageOptions
+    from tests.helpers import job_input
+
+    bucket = new_bucket(s3)
+    generate_file(tmp_path / "records.jsonl", 30_000, seed=2)  # ~11 MB: one chunk, two parts
+    upload(s3, bucket, tmp_path / "records.jsonl")
+    options = RunOptions(
+        workers=1,
+        retry=RetryPolicy(base_delay_seconds=0.01),
+        plan=PlanOptions(min_chunk_size=1),
+        storage=StorageOptions(s3=S3Options(endpoint_url=moto.endpoint, part_size=5 << 20)),
+        # The worker dies once 7 MiB of results are written: one part is uploaded, the upload open.
+        faults=parse_faults("chunk_000000=kill:1@7"),
+    )
+    job = job_input(f"s3://{bucket}", "input/records.jsonl", max_concurrent_chunks=1)
+    report = run_batch(job, options)
+    assert report.exit_code == 0
+    (detail,) = report.summary.chunk_details
+    assert detail.attempts == 2
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    body = s3.get_object(Bucket=bucket, Key="results/b/chunk_000000.jsonl")["Body"].read()
+    assert body.count(b"\n") == 30_000
 
 
 def test_resume_on_s3_and_refusal_after_the_input_is_overwritten(
@@ -217,66 +254,38 @@ def test_the_manifest_trigger_and_its_event(
         "deployment": "CORE",
         "snapshotId": "snapshot-001",
     }
-    s3.put_object(Bucket=bucket, Key="manifests/m1.json", Body=json.dumps(manifest).encode())
-    ran = cli(
-        "run",
-        "--manifest",
-        f"s3://{bucket}/manifests/m1.json",
-        "--endpoint-url",
-        moto.endpoint,
-        "--progress",
-        "none",
-    )
-    assert ran.returncode == 0, ran.stderr
-    assert (
-        s3.head_object(Bucket=bucket, Key="notifications/from-manifest/sqs_core.json")[
-            "ContentLength"
-        ]
-        > 0
-    )
 
-    s3.put_object(
-        Bucket=bucket,
-        Key="manifests/m2.json",
-        Body=json.dumps({**manifest, "batchId": "from-event"}).encode(),
-    )
+    def put_manifest(key: str, **changes: str) -> None:
+        body = json.dumps({**manifest, **changes}).encode()
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+    def trigger(*how: str) -> Any:
+        return cli("run", *how, "--endpoint-url", moto.endpoint, "--progress", "none")
+
+    def written(key: str) -> bool:
+        return s3.list_objects_v2(Bucket=bucket, Prefix=key)["KeyCount"] == 1
+
+    put_manifest("manifests/m1.json")
+    ran = trigger("--manifest", f"s3://{bucket}/manifests/m1.json")
+    assert ran.returncode == 0, ran.stderr
+    assert written("notifications/from-manifest/sqs_core.json")  # deployment CORE
+
+    put_manifest("manifests/m 2.json", batchId="from-event")
     event = {
         "version": "0",
         "detail-type": "Object Created",
         "source": "aws.s3",
-        "detail": {"bucket": {"name": bucket}, "object": {"key": "manifests/m2.json", "size": 200}},
+        "detail": {"bucket": {"name": bucket}, "object": {"key": "manifests/m+2.json"}},
     }
     (tmp_path / "event.json").write_text(json.dumps(event))
-    ran = cli(
-        "run",
-        "--event",
-        str(tmp_path / "event.json"),
-        "--endpoint-url",
-        moto.endpoint,
-        "--progress",
-        "none",
-    )
+    ran = trigger("--event", str(tmp_path / "event.json"))
     assert ran.returncode == 0, ran.stderr
-    assert (
-        s3.head_object(Bucket=bucket, Key="final-results/from-event/aggregated-results.json")[
-            "ContentLength"
-        ]
-        > 0
-    )
+    assert written("final-results/from-event/aggregated-results.json")
 
-    s3.put_object(
-        Bucket=bucket,
-        Key="manifests/bad.json",
-        Body=json.dumps({**manifest, "bucket": "elsewhere"}).encode(),
-    )
-    wrong = cli(
-        "run", "--manifest", f"s3://{bucket}/manifests/bad.json", "--endpoint-url", moto.endpoint
-    )
-    assert wrong.returncode == 2
-    assert "its file must be in" in wrong.stderr
-    missing = cli(
-        "run", "--manifest", f"s3://{bucket}/manifests/none.json", "--endpoint-url", moto.endpoint
-    )
+    put_manifest("manifests/bad.json", bucket="elsewhere")
+    wrong = trigger("--manifest", f"s3://{bucket}/manifests/bad.json")
+    assert (wrong.returncode, "its file must be in" in wrong.stderr) == (2, True)
+    missing = trigger("--manifest", f"s3://{bucket}/manifests/none.json")
     assert (missing.returncode, "no such object" in missing.stderr) == (2, True)
     (tmp_path / "not-s3.json").write_text(json.dumps({"detail": {}}))
     odd = cli("run", "--event", str(tmp_path / "not-s3.json"))
@@ -340,3 +349,13 @@ def test_clear_errors_for_s3_trouble(
         )
     finally:
         proxy.close()
+    busy = FaultProxy(moto.endpoint)
+    busy.answer_with(b"HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\n\r\n")
+    try:
+        one_line_error(cli(*plan_args(f"s3://{bucket}", busy.endpoint)), 6, "throttling")
+    finally:
+        busy.close()
+    one_line_error(
+        cli(*plan_args(f"s3://{bucket}", moto.endpoint), "--region", "no way"), 2, "--region"
+    )
+    one_line_error(cli(*plan_args(f"s3://{bucket}", "not a url")), 2, "--endpoint-url")

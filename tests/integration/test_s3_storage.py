@@ -8,13 +8,17 @@ from typing import TYPE_CHECKING
 import pytest
 
 from scm_batch.errors import (
+    ConfigError,
     InputChangedError,
     ObjectNotFoundError,
     StorageAccessError,
+    StorageError,
+    StorageRequestError,
     StorageUnavailableError,
     WrongRegionError,
 )
 from scm_batch.storage import S3Options, S3Storage
+from scm_batch.storage.s3 import make_client
 from tests.integration.servers import FaultProxy, MotoServer, free_port
 
 if TYPE_CHECKING:
@@ -200,3 +204,78 @@ def test_access_denied(
         store.stat("in.jsonl")
     with pytest.raises(StorageAccessError, match="access denied"):
         store.get_bytes("in.jsonl")
+
+
+def test_reads_give_up_after_repeated_drops_without_progress(
+    moto: MotoServer, s3: S3Client, bucket: str
+) -> None:
+    s3.put_object(Bucket=bucket, Key="data", Body=b"z" * (2 * MiB))
+    proxy = FaultProxy(moto.endpoint)
+    try:
+        store = S3Storage(bucket, S3Options(endpoint_url=proxy.endpoint, max_reconnects=2))
+        proxy.drop_ranged_gets(10, after=0)  # every response dies right after its headers
+        with pytest.raises(StorageError, match="dropped 3 times in a row"):
+            b"".join(store.iter_range("data", 0, 2 * MiB, MiB))
+    finally:
+        proxy.close()
+
+
+def canned(status: str, body: bytes = b"", headers: str = "") -> bytes:
+    head = f"HTTP/1.1 {status}\r\n{headers}Content-Length: {len(body)}\r\n\r\n".encode()
+    return head + body
+
+
+def test_a_server_that_ignores_ranges_is_not_believed(
+    moto: MotoServer, s3: S3Client, bucket: str
+) -> None:
+    proxy = FaultProxy(moto.endpoint)
+    proxy.answer_with(canned("200 OK", b"the whole object", 'ETag: "x"\r\n'), method="GET")
+    try:
+        store = S3Storage(bucket, S3Options(endpoint_url=proxy.endpoint))
+        with pytest.raises(StorageRequestError, match="asked for bytes 5-9"):
+            store.read_range("data", 5, 10)
+    finally:
+        proxy.close()
+
+
+def test_keys_a_bulk_delete_could_not_delete_are_reported(moto: MotoServer, bucket: str) -> None:
+    store = storage(moto, bucket)
+    store.put_bytes("m/b/one.json", b"{}")
+    proxy = FaultProxy(moto.endpoint)
+    refused = (
+        b'<?xml version="1.0" encoding="UTF-8"?><DeleteResult><Error><Key>m/b/one.json</Key>'
+        b"<Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+        b"</DeleteResult>"
+    )
+    proxy.answer_with(canned("200 OK", refused, "Content-Type: application/xml\r\n"), method="POST")
+    try:
+        with pytest.raises(
+            StorageError, match=r"1 objects were not deleted.*m/b/one.json: SlowDown"
+        ):
+            S3Storage(bucket, S3Options(endpoint_url=proxy.endpoint)).delete_prefix("m/")
+    finally:
+        proxy.close()
+
+
+def test_a_throttling_or_failing_service_is_unavailable_not_a_bug(
+    moto: MotoServer, bucket: str
+) -> None:
+    proxy = FaultProxy(moto.endpoint)
+    proxy.answer_with(canned("503 Slow Down"), method="HEAD")
+    try:
+        store = S3Storage(bucket, S3Options(endpoint_url=proxy.endpoint))
+        with pytest.raises(StorageUnavailableError, match="failing or throttling"):
+            store.stat("in.jsonl")
+    finally:
+        proxy.close()
+
+
+def test_client_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    assert make_client(S3Options()).meta.region_name == "eu-west-1"
+    assert make_client(S3Options(region="ap-south-1")).meta.region_name == "ap-south-1"
+    with pytest.raises(ConfigError, match="--region"):
+        make_client(S3Options(region="not a region"))
+    with pytest.raises(ConfigError, match="--endpoint-url"):
+        make_client(S3Options(endpoint_url="not a url"))

@@ -13,13 +13,15 @@ from scm_batch.storage import LocalStorage
 
 def test_the_fault_spec() -> None:
     plan = parse_faults(
-        "chunk_000001=transient:2, chunk_000002=terminal,chunk_000003=kill,driver=after-chunks:4"
+        "chunk_000001=transient:2, chunk_000002=terminal,chunk_000003=kill,"
+        "chunk_000004=kill:2@7,driver=after-chunks:4"
     )
     assert plan is not None
     assert plan.chunks == {
         "chunk_000001": ChunkFault(kind="transient", times=2),
         "chunk_000002": ChunkFault(kind="terminal", times=None),
         "chunk_000003": ChunkFault(kind="kill", times=1),
+        "chunk_000004": ChunkFault(kind="kill", times=2, after_blocks=7),
     }
     assert (plan.driver_point, plan.driver_after_chunks) == ("after-chunks", 4)
     assert parse_faults(None) is None
@@ -27,7 +29,8 @@ def test_the_fault_spec() -> None:
 
 
 @pytest.mark.parametrize(
-    "spec", ["chunk_000001", "chunk_000001=explode", "driver=whenever", "x=transient:two"]
+    "spec",
+    ["chunk_000001", "chunk_000001=explode", "driver=whenever", "x=transient:two", "x=kill@z"],
 )
 def test_bad_fault_specs_are_refused(spec: str) -> None:
     with pytest.raises(ConfigError, match="SCM_BATCH_FAULTS"):
@@ -45,12 +48,20 @@ def test_hooks_strike_only_the_attempts_asked_for() -> None:
         hook = plan.hook("a", attempt)
         assert hook is not None
         with pytest.raises(InjectedTransientError):
-            hook()
+            hook(1)
     assert plan.hook("a", 3) is None
     terminal = plan.hook("b", 9)
     assert terminal is not None
     with pytest.raises(InjectedTerminalError):
-        terminal()
+        terminal(1)
+    late = FaultPlan(chunks={"c": ChunkFault(kind="terminal", times=None, after_blocks=3)}).hook(
+        "c", 1
+    )
+    assert late is not None
+    late(1)
+    late(2)  # not yet
+    with pytest.raises(InjectedTerminalError):
+        late(3)
     assert plan.hook("c", 1) is None
     assert (
         FaultPlan(chunks={"d": ChunkFault(kind="kill-driver")}).hook("d", 1) is None

@@ -44,6 +44,7 @@ ProgressCallback = Callable[[int], None]
 @dataclass(slots=True)
 class _Tally:
     lines: int = 0
+    blocks: int = 0
     blank_lines: int = 0
     valid_records: int = 0
     records_with_missing_fields: int = 0
@@ -138,12 +139,12 @@ def process_chunk(
     block_size: int = DEFAULT_BLOCK_SIZE,
     attempt: int = 1,
     previous_attempts: Sequence[Attempt] = (),
-    fault_hook: Callable[[], None] | None = None,
+    fault_hook: Callable[[int], None] | None = None,
 ) -> ChunkResult:
     """Process one chunk task: write its parts, then its manifest; return its counts.
 
     ``attempt`` and ``previous_attempts`` are recorded in the manifest. ``fault_hook`` is the
-    test-only fault switch (:mod:`scm_batch.faults`), called once the first block is written.
+    test-only fault switch (:mod:`scm_batch.faults`), told the number of blocks written so far.
     """
     started = time.perf_counter()
     store = storage if storage is not None else open_storage(task.bucket)
@@ -162,7 +163,9 @@ def process_chunk(
     number_base = task.start_index + 1 if task.indices_exact else None
     offset = task.byte_start
     _check_source(task, store.stat(task.file))
-    blocks = store.iter_range(task.file, task.byte_start, task.byte_end, block_size)
+    blocks = store.iter_range(
+        task.file, task.byte_start, task.byte_end, block_size, etag=task.source_etag
+    )
 
     bad: list[dict[str, Any]] = []
 
@@ -198,6 +201,7 @@ def process_chunk(
                     diagnosis = diagnose(rec)
                     reject(line, first_index + i, start, diagnosis, diagnosis.error)
             tally.lines += len(lines)
+            tally.blocks += 1
             tally.valid_records += len(good)
             if good:
                 transform_records(good, good_offsets, ctx)
@@ -208,8 +212,7 @@ def process_chunk(
             if on_progress is not None:
                 on_progress(len(lines))
             if fault_hook is not None:
-                fault_hook()
-                fault_hook = None
+                fault_hook(tally.blocks)
         # Checked before the writers commit, so a chunk of a changed file leaves no parts behind.
         _check_consumed(task, consumed=offset - task.byte_start, lines=tally.lines)
 

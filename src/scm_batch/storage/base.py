@@ -58,8 +58,12 @@ class Storage(Protocol):
         """Bytes ``[start, end)`` of an object (shorter only at the end of the object)."""
         ...
 
-    def iter_range(self, key: str, start: int, end: int, block_size: int) -> Iterator[bytes]:
-        """Bytes ``[start, end)`` of an object as consecutive blocks of at most ``block_size``."""
+    def iter_range(
+        self, key: str, start: int, end: int, block_size: int, *, etag: str | None = None
+    ) -> Iterator[bytes]:
+        """Bytes ``[start, end)`` of an object as consecutive blocks of at most ``block_size``.
+
+        With ``etag``, the object must still be that version (where the backend has ETags)."""
         ...
 
     def open_writer(self, key: str) -> AbstractContextManager[ObjectWriter]:

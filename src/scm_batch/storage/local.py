@@ -109,7 +109,10 @@ class LocalStorage:
             fh.seek(start)
             return fh.read(max(0, end - start))
 
-    def iter_range(self, key: str, start: int, end: int, block_size: int) -> Iterator[bytes]:
+    def iter_range(
+        self, key: str, start: int, end: int, block_size: int, *, etag: str | None = None
+    ) -> Iterator[bytes]:
+        del etag  # local files have none; the size and mtime checks stand in for it
         path = self._path(key)
         with _os_errors(str(path)), path.open("rb", buffering=0) as fh:
             fh.seek(start)

@@ -18,6 +18,7 @@ Credentials come from boto3's standard chain; the endpoint from ``--endpoint-url
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
@@ -30,6 +31,7 @@ import msgspec
 import urllib3.exceptions
 
 from scm_batch.errors import (
+    ConfigError,
     InputChangedError,
     ObjectNotFoundError,
     StorageAccessError,
@@ -61,14 +63,7 @@ _REGION_CODES = {
     "AuthorizationHeaderMalformed",
     "IllegalLocationConstraintException",
 }
-_TRANSIENT_CODES = {
-    "SlowDown",
-    "RequestTimeout",
-    "InternalError",
-    "ServiceUnavailable",
-    "503",
-    "500",
-}
+_BUSY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "503", "500"}
 _STREAM_ERRORS = (
     botocore.exceptions.ResponseStreamingError,
     botocore.exceptions.IncompleteReadError,
@@ -82,6 +77,9 @@ _UNAVAILABLE = (
     botocore.exceptions.ConnectTimeoutError,
     botocore.exceptions.ConnectionClosedError,
     botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.SSLError,
+    botocore.exceptions.ProxyConnectionError,
+    botocore.exceptions.HTTPClientError,
 )
 MIN_PART_SIZE = 5 << 20  # S3's smallest part but the last
 
@@ -100,16 +98,23 @@ class S3Options(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def make_client(options: S3Options) -> S3Client:
+    """An S3 client; ``ConfigError`` for an endpoint or region that cannot be right."""
+    region = options.region or os.environ.get("AWS_REGION")  # botocore reads AWS_DEFAULT_REGION
     config = botocore.config.Config(
-        region_name=options.region,
+        region_name=region,
         connect_timeout=options.connect_timeout_seconds,
         read_timeout=options.read_timeout_seconds,
         retries={"mode": "standard", "max_attempts": 3},
         max_pool_connections=16,
     )
-    client: S3Client = boto3.session.Session().client(
-        "s3", endpoint_url=options.endpoint_url, config=config
-    )
+    try:
+        client: S3Client = boto3.session.Session().client(
+            "s3", endpoint_url=options.endpoint_url, config=config
+        )
+    except botocore.exceptions.InvalidRegionError as exc:
+        raise ConfigError("--region", f"{region!r} is not a region name") from exc
+    except ValueError as exc:  # botocore's word for an endpoint URL it cannot use
+        raise ConfigError("--endpoint-url", f"{options.endpoint_url!r}: {exc}") from exc
     return client
 
 
@@ -170,8 +175,11 @@ class S3Storage:
             raise InputChangedError(
                 f"{what}: the object changed while it was being read"
             ) from error
-        if code in _TRANSIENT_CODES or status.startswith("5"):
-            raise StorageError(f"{what}: {code}: {details.get('Message', '')}") from error
+        if code in _BUSY_CODES or status.startswith("5"):
+            raise StorageUnavailableError(
+                f"{what}: {self._endpoint} is failing or throttling ({code or status}) "
+                "even after retries"
+            ) from error
         raise StorageRequestError(f"{what}: {code}: {details.get('Message', '')}") from error
 
     @contextmanager
@@ -210,13 +218,17 @@ class S3Storage:
             raise
 
     def read_range(self, key: str, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
         return b"".join(self.iter_range(key, start, end, max(1, end - start)))
 
-    def iter_range(self, key: str, start: int, end: int, block_size: int) -> Iterator[bytes]:
+    def iter_range(
+        self, key: str, start: int, end: int, block_size: int, *, etag: str | None = None
+    ) -> Iterator[bytes]:
         check_key(key)
+        where = self.uri_for(key)
         position = start
-        etag: str | None = None
-        reconnects = 0
+        failures = 0  # consecutive drops without a byte of progress in between
         while position < end:
             request: dict[str, Any] = {
                 "Bucket": self._bucket,
@@ -225,28 +237,42 @@ class S3Storage:
             }
             if etag is not None:
                 request["IfMatch"] = etag  # the same object, or an error: never a spliced one
-            with self._errors(self.uri_for(key)):
+            with self._errors(where):
                 response = self._client.get_object(**request)
             etag = etag or response.get("ETag")
+            served = response.get("ContentRange", "")  # "bytes first-last/size"
+            if not served.startswith(f"bytes {position}-"):
+                response["Body"].close()
+                raise StorageRequestError(
+                    f"{where}: asked for bytes {position}-{end - 1}, was sent {served or 'all'}"
+                )
+            size = served.rpartition("/")[2]
+            if size.isdigit():
+                end = min(end, int(size))  # a range past the end is cut at the end
             body = response["Body"]
+            dropped: Exception | None = None
             try:
                 while position < end:
-                    block = body.read(min(block_size, end - position))
+                    try:
+                        block = body.read(min(block_size, end - position))
+                    except _STREAM_ERRORS as error:
+                        dropped = error
+                        break
                     if not block:
-                        raise botocore.exceptions.IncompleteReadError(
-                            actual_bytes=position - start, expected_bytes=end - start
-                        )
+                        dropped = ConnectionError("the response ended early")
+                        break
                     position += len(block)
+                    failures = 0
                     yield block
-            except _STREAM_ERRORS as error:
-                reconnects += 1
-                if reconnects > self._options.max_reconnects:
-                    raise StorageError(
-                        f"{self.uri_for(key)}: the connection dropped {reconnects} times "
-                        f"reading bytes {start}-{end}: {error}"
-                    ) from error
             finally:
                 body.close()
+            if dropped is not None:
+                failures += 1
+                if failures > self._options.max_reconnects:
+                    raise StorageError(
+                        f"{where}: the connection dropped {failures} times in a row at byte "
+                        f"{position}: {dropped}"
+                    ) from dropped
 
     def get_bytes(self, key: str) -> bytes:
         check_key(key)
@@ -316,9 +342,16 @@ class S3Storage:
                 batch: list[ObjectIdentifierTypeDef] = [
                     {"Key": key} for key in keys[first : first + 1000]
                 ]
-                self._client.delete_objects(
+                answer = self._client.delete_objects(
                     Bucket=self._bucket, Delete={"Objects": batch, "Quiet": True}
                 )
+                # DeleteObjects succeeds as a whole and reports the keys it could not delete.
+                if failed := answer.get("Errors", []):
+                    example = failed[0]
+                    raise StorageError(
+                        f"{self.uri_for(prefix)}: {len(failed)} objects were not deleted, e.g. "
+                        f"{example.get('Key')}: {example.get('Code')} {example.get('Message', '')}"
+                    )
 
     def discard_incomplete(self, prefix: str) -> int:
         """Abort the multipart uploads under ``prefix`` that a killed writer left open."""
@@ -350,28 +383,23 @@ class S3Writer:
         self._bucket = storage._bucket
         self._key = key
         self._part_size = max(MIN_PART_SIZE, storage._options.part_size)
-        self._pending: list[bytes] = []
-        self._pending_size = 0
+        self._buffer = bytearray()
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
 
     def write(self, data: bytes, /) -> int:
-        self._pending.append(bytes(data))
-        self._pending_size += len(data)
-        if self._pending_size >= self._part_size:
-            self._upload_part(final=False)
+        view = memoryview(data)
+        while view:  # fill parts straight from the caller's bytes, never re-joining the buffer
+            room = self._part_size - len(self._buffer)
+            self._buffer += view[:room]
+            view = view[room:]
+            if len(self._buffer) == self._part_size:
+                self._upload_part(bytes(self._buffer))
+                self._buffer.clear()
         return len(data)
 
-    def _take(self, size: int) -> bytes:
-        joined = b"".join(self._pending)
-        part, rest = joined[:size], joined[size:]
-        self._pending = [rest] if rest else []
-        self._pending_size = len(rest)
-        return part
-
-    def _upload_part(self, *, final: bool) -> None:
-        where = self._storage.uri_for(self._key)
-        with self._storage._errors(where):
+    def _upload_part(self, body: bytes) -> None:
+        with self._storage._errors(self._storage.uri_for(self._key)):
             if self._upload_id is None:
                 created = self._client.create_multipart_upload(
                     Bucket=self._bucket,
@@ -379,23 +407,23 @@ class S3Writer:
                     **self._storage._encryption(),  # type: ignore[arg-type]
                 )
                 self._upload_id = created["UploadId"]
-            while self._pending_size >= self._part_size or (final and self._pending_size):
-                body = self._take(self._part_size)
-                number = len(self._parts) + 1
-                answer = self._client.upload_part(
-                    Bucket=self._bucket,
-                    Key=self._key,
-                    UploadId=self._upload_id,
-                    PartNumber=number,
-                    Body=body,
-                )
-                self._parts.append({"ETag": answer["ETag"], "PartNumber": number})
+            number = len(self._parts) + 1
+            answer = self._client.upload_part(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=body,
+            )
+            self._parts.append({"ETag": answer["ETag"], "PartNumber": number})
 
     def finish(self) -> None:
         if self._upload_id is None:  # small: one PUT
-            self._storage.put_bytes(self._key, self._take(self._pending_size))
+            self._storage.put_bytes(self._key, bytes(self._buffer))
             return
-        self._upload_part(final=True)
+        if self._buffer:
+            self._upload_part(bytes(self._buffer))  # the last part may be small
+            self._buffer.clear()
         with self._storage._errors(self._storage.uri_for(self._key)):
             self._client.complete_multipart_upload(
                 Bucket=self._bucket,
