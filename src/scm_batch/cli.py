@@ -37,6 +37,7 @@ from scm_batch.observe.status import batch_status
 from scm_batch.pipeline import RunReport, prepare_plan, resume_batch, run_batch
 from scm_batch.records.generate import generate_file
 from scm_batch.retry import RetryPolicy
+from scm_batch.sinks.options import DeliveryOptions, KafkaOptions
 from scm_batch.stages.plan import encode_plan
 from scm_batch.storage import S3Options, StorageOptions
 
@@ -192,6 +193,116 @@ EventOpt = Annotated[
     Path | None,
     typer.Option(help="An EventBridge S3 'Object Created' event (JSON file) naming a manifest."),
 ]
+
+
+MessageFormatOpt = Annotated[
+    str,
+    typer.Option(
+        help="envelope: the contract's {record, metadata}; bare: the record, with headers.",
+        envvar="SCM_BATCH_MESSAGE_FORMAT",
+    ),
+]
+KafkaBrokersOpt = Annotated[
+    str | None, typer.Option(help="Kafka bootstrap servers, host:port,…", envvar="KAFKA_BROKERS")
+]
+KafkaTopicOpt = Annotated[str, typer.Option(help="Topic for the records.", envvar="KAFKA_TOPIC")]
+KafkaNotificationTopicOpt = Annotated[
+    str,
+    typer.Option(help="Topic for completion messages.", envvar="KAFKA_NOTIFICATION_TOPIC"),
+]
+KafkaTopicPolicyOpt = Annotated[
+    str,
+    typer.Option(
+        help="require: a missing topic is an error; create: create it.", envvar="KAFKA_TOPIC_POLICY"
+    ),
+]
+KafkaProtocolOpt = Annotated[
+    str,
+    typer.Option(
+        help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.", envvar="KAFKA_SECURITY_PROTOCOL"
+    ),
+]
+KafkaSaslOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (user and password from KAFKA_SASL_USERNAME "
+        "and KAFKA_SASL_PASSWORD).",
+        envvar="KAFKA_SASL_MECHANISM",
+    ),
+]
+KafkaCaOpt = Annotated[
+    str | None, typer.Option(help="CA certificate file for TLS.", envvar="KAFKA_SSL_CA_LOCATION")
+]
+KafkaMskOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Authenticate to MSK with IAM in this region (SASL OAUTHBEARER).",
+        envvar="KAFKA_MSK_IAM_REGION",
+    ),
+]
+SqsCoreOpt = Annotated[
+    str | None, typer.Option(help="SQS Core queue URL.", envvar="SQS_CORE_QUEUE")
+]
+StatusQueueOpt = Annotated[
+    str | None,
+    typer.Option(help="Status queue (batch-proc) URL.", envvar="SQS_STATUS_QUEUE"),
+]
+SqsEndpointOpt = Annotated[
+    str | None,
+    typer.Option(help="SQS endpoint URL (or AWS_ENDPOINT_URL_SQS).", envvar="AWS_ENDPOINT_URL_SQS"),
+]
+_DEFAULT_KAFKA = KafkaOptions()
+
+
+def _delivery_options(
+    message_format: str = "envelope",
+    kafka_brokers: str | None = None,
+    kafka_topic: str = _DEFAULT_KAFKA.topic,
+    kafka_notification_topic: str = _DEFAULT_KAFKA.notification_topic,
+    kafka_topic_policy: str = _DEFAULT_KAFKA.topic_policy,
+    kafka_security_protocol: str = _DEFAULT_KAFKA.security_protocol,
+    kafka_sasl_mechanism: str | None = None,
+    kafka_ssl_ca: str | None = None,
+    kafka_msk_iam_region: str | None = None,
+    sqs_core_queue: str | None = None,
+    status_queue: str | None = None,
+    sqs_endpoint_url: str | None = None,
+    region: str | None = None,
+) -> DeliveryOptions:
+    """Delivery settings from flags and the environment; errors name the flag."""
+    settings = {
+        "message_format": ("--message-format", message_format),
+        "kafka.topic_policy": ("--kafka-topic-policy", kafka_topic_policy),
+        "kafka.security_protocol": ("--kafka-security-protocol", kafka_security_protocol),
+        "kafka.sasl_mechanism": ("--kafka-sasl-mechanism", kafka_sasl_mechanism),
+    }
+    mapping: dict[str, Any] = {
+        "message_format": message_format,
+        "kafka": {
+            "brokers": kafka_brokers,
+            "topic": kafka_topic,
+            "notification_topic": kafka_notification_topic,
+            "topic_policy": kafka_topic_policy,
+            "security_protocol": kafka_security_protocol,
+            "sasl_mechanism": kafka_sasl_mechanism,
+            "sasl_username": os.environ.get("KAFKA_SASL_USERNAME"),
+            "sasl_password": os.environ.get("KAFKA_SASL_PASSWORD"),
+            "ssl_ca_location": kafka_ssl_ca,
+            "msk_iam_region": kafka_msk_iam_region,
+        },
+        "sqs": {
+            "core_queue_url": sqs_core_queue,
+            "status_queue_url": status_queue,
+            "endpoint_url": sqs_endpoint_url,
+            "region": region or os.environ.get("AWS_REGION"),
+        },
+    }
+    try:
+        return msgspec.convert(mapping, DeliveryOptions)
+    except msgspec.ValidationError as exc:
+        where = str(exc).rpartition("$.")[2].rstrip("`")
+        flag, value = settings.get(where, (where, None))
+        raise ConfigError(flag, f"{value!r} is not one of the accepted values") from None
 
 
 def _storage_options(
@@ -369,6 +480,8 @@ def plan(
     storage: StorageOpt = "auto",
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
+    kafka_brokers: KafkaBrokersOpt = None,
+    sqs_core_queue: SqsCoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Print the chunk plan (byte ranges, records, route) without processing or writing anything."""
@@ -379,6 +492,7 @@ def plan(
         job = _job_input(input_file, flags, manifest=manifest, event=event, storage=storage_options)
         options = RunOptions(
             storage=storage_options,
+            delivery=_delivery_options(kafka_brokers=kafka_brokers, sqs_core_queue=sqs_core_queue),
             plan=_plan_options(
                 min_chunk_size,
                 count_records,
@@ -511,6 +625,7 @@ def _run_options(
     retry: RetryPolicy,
     tolerance: Tolerance,
     storage: StorageOptions,
+    delivery: DeliveryOptions,
     plan: PlanOptions | None = None,
     overwrite: bool = False,
 ) -> RunOptions:
@@ -518,6 +633,7 @@ def _run_options(
     return RunOptions(
         workers=workers if workers is not None else defaults.workers,
         storage=storage,
+        delivery=delivery,
         overwrite=overwrite,
         plan=plan or defaults.plan,
         retry=retry,
@@ -623,6 +739,18 @@ def run(
     region: RegionOpt = None,
     sse: SseOpt = None,
     sse_kms_key_id: SseKeyOpt = None,
+    message_format: MessageFormatOpt = "envelope",
+    kafka_brokers: KafkaBrokersOpt = None,
+    kafka_topic: KafkaTopicOpt = _DEFAULT_KAFKA.topic,
+    kafka_notification_topic: KafkaNotificationTopicOpt = _DEFAULT_KAFKA.notification_topic,
+    kafka_topic_policy: KafkaTopicPolicyOpt = _DEFAULT_KAFKA.topic_policy,
+    kafka_security_protocol: KafkaProtocolOpt = _DEFAULT_KAFKA.security_protocol,
+    kafka_sasl_mechanism: KafkaSaslOpt = None,
+    kafka_ssl_ca: KafkaCaOpt = None,
+    kafka_msk_iam_region: KafkaMskOpt = None,
+    sqs_core_queue: SqsCoreOpt = None,
+    status_queue: StatusQueueOpt = None,
+    sqs_endpoint_url: SqsEndpointOpt = None,
     progress: ProgressOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
@@ -638,6 +766,21 @@ def run(
         options = _run_options(
             workers=workers,
             storage=storage_options,
+            delivery=_delivery_options(
+                message_format,
+                kafka_brokers,
+                kafka_topic,
+                kafka_notification_topic,
+                kafka_topic_policy,
+                kafka_security_protocol,
+                kafka_sasl_mechanism,
+                kafka_ssl_ca,
+                kafka_msk_iam_region,
+                sqs_core_queue,
+                status_queue,
+                sqs_endpoint_url,
+                region,
+            ),
             overwrite=overwrite,
             plan=_plan_options(
                 min_chunk_size,
@@ -687,6 +830,18 @@ def resume(
     region: RegionOpt = None,
     sse: SseOpt = None,
     sse_kms_key_id: SseKeyOpt = None,
+    message_format: MessageFormatOpt = "envelope",
+    kafka_brokers: KafkaBrokersOpt = None,
+    kafka_topic: KafkaTopicOpt = _DEFAULT_KAFKA.topic,
+    kafka_notification_topic: KafkaNotificationTopicOpt = _DEFAULT_KAFKA.notification_topic,
+    kafka_topic_policy: KafkaTopicPolicyOpt = _DEFAULT_KAFKA.topic_policy,
+    kafka_security_protocol: KafkaProtocolOpt = _DEFAULT_KAFKA.security_protocol,
+    kafka_sasl_mechanism: KafkaSaslOpt = None,
+    kafka_ssl_ca: KafkaCaOpt = None,
+    kafka_msk_iam_region: KafkaMskOpt = None,
+    sqs_core_queue: SqsCoreOpt = None,
+    status_queue: StatusQueueOpt = None,
+    sqs_endpoint_url: SqsEndpointOpt = None,
     progress: ProgressOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
@@ -696,6 +851,21 @@ def resume(
         options = _run_options(
             workers=workers,
             storage=_storage_options(storage, endpoint_url, region, sse, sse_kms_key_id),
+            delivery=_delivery_options(
+                message_format,
+                kafka_brokers,
+                kafka_topic,
+                kafka_notification_topic,
+                kafka_topic_policy,
+                kafka_security_protocol,
+                kafka_sasl_mechanism,
+                kafka_ssl_ca,
+                kafka_msk_iam_region,
+                sqs_core_queue,
+                status_queue,
+                sqs_endpoint_url,
+                region,
+            ),
             **_fault_handling(
                 retry_attempts,
                 retry_base_delay,

@@ -20,6 +20,7 @@ from scm_batch.errors import ConfigError, ObjectNotFoundError
 from scm_batch.faults import FaultPlan
 from scm_batch.model import JobInput, PlanOptions, Record, Tolerance
 from scm_batch.retry import RetryPolicy
+from scm_batch.sinks.options import DeliveryOptions
 from scm_batch.stages.process import DEFAULT_BLOCK_SIZE
 from scm_batch.storage import StorageOptions, normalize_bucket, open_storage
 
@@ -39,6 +40,7 @@ class RunOptions(Record, frozen=True):
     retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
     tolerance: Tolerance = msgspec.field(default_factory=Tolerance)
     storage: StorageOptions = msgspec.field(default_factory=StorageOptions)
+    delivery: DeliveryOptions = msgspec.field(default_factory=DeliveryOptions)
     faults: FaultPlan | None = None  # test-only: see scm_batch.faults
 
 

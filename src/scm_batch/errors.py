@@ -118,6 +118,24 @@ class StorageUnavailableError(StorageError):
     transient = True
 
 
+class DeliveryError(ScmBatchError):
+    """Records or notifications could not be delivered; the broker or queue may recover."""
+
+    exit_code = ExitCode.UNAVAILABLE
+    transient = True
+
+
+class DeliveryUnavailableError(DeliveryError):
+    """The broker or queue does not answer."""
+
+
+class DeliveryRejectedError(DeliveryError):
+    """The broker or queue refused a message for good (too large, malformed, not allowed)."""
+
+    exit_code = ExitCode.BAD_INPUT
+    transient = False
+
+
 class BatchExistsError(ScmBatchError):
     """A batch with this id already has outputs in the bucket."""
 

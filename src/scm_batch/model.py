@@ -13,7 +13,7 @@ from typing import Literal
 import msgspec
 
 Deployment = Literal["WORKSPACE", "CORE"]
-Destination = Literal["kafka", "sqs_core"]
+Destination = Literal["kafka", "sqs_core", "none"]
 Route = Literal["lambda", "batch"]
 InputFormat = Literal["jsonl"]
 
@@ -58,7 +58,7 @@ class JobInput(Record, frozen=True, forbid_unknown_fields=False):
     batch_id: str
     deployment: Deployment = "WORKSPACE"
     snapshot_id: str | None = None
-    destination: Destination = "kafka"
+    destination: Destination | None = None  # left out: follows the configured brokers/queues
     target_total_records: int | None = None
     max_concurrent_chunks: int = DEFAULT_MAX_CONCURRENT_CHUNKS
     max_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE
@@ -209,6 +209,7 @@ class ChunkResult(Record, frozen=True):
     duration_seconds: float
     worker_peak_rss_bytes: int
     attempts: list[Attempt] = msgspec.field(default_factory=list)
+    delivered: int = 0  # messages the destination acknowledged (0 for destination none)
     status: StatusWord = StatusWord.CHUNK_PROCESSED
 
     @property

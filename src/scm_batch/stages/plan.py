@@ -218,7 +218,7 @@ def calculate_chunks(
             customer_id=job.customer_id,
             tenant_id=job.tenant_id,
             batch_id=job.batch_id,
-            destination=job.destination,
+            destination=job.destination or "none",
             estimated_processing_time=round(r.records * per_record, 3),
             created_at=created_at,
             byte_start=r.byte_start,

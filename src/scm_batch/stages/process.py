@@ -33,6 +33,8 @@ from scm_batch.records.validate import (
     error_kind,
     is_valid,
 )
+from scm_batch.sinks.base import RecordSink
+from scm_batch.sinks.messages import MessageBuilder
 from scm_batch.storage import ObjectInfo, Storage, open_storage
 
 DEFAULT_BLOCK_SIZE = 1 << 20
@@ -131,20 +133,82 @@ def _peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
+class _Scanner:
+    """Sorts a chunk's lines, block by block: valid records out, everything else into ``bad``.
+
+    Keeps the chunk's running byte offset and line count, so each line's offset and number are
+    known without a second pass.
+    """
+
+    def __init__(self, task: ChunkTask) -> None:
+        self.tally = _Tally()
+        self.bad: list[dict[str, Any]] = []
+        self.offset = task.byte_start
+        # Line numbers in error entries are 1-based and absolute when the plan counted exactly.
+        self._number_base = task.start_index + 1 if task.indices_exact else None
+        self._decode = msgspec.json.Decoder().decode
+
+    def _reject(self, line: bytes, index: int, at: int, diagnosis: Diagnosis, error: str) -> None:
+        number = None if self._number_base is None else self._number_base + index
+        self.bad.append(_error_entry(line, number, at, diagnosis, error))
+        self.tally.count_error(diagnosis)
+
+    def scan(self, lines: list[bytes]) -> tuple[list[dict[str, Any]], list[int], list[int]]:
+        """The block's valid records, their lines' byte offsets, and their lines' chunk indices."""
+        decode = self._decode
+        tally = self.tally
+        good: list[dict[str, Any]] = []
+        good_offsets: list[int] = []
+        good_index: list[int] = []
+        first_index = tally.lines
+        offset = self.offset
+        for i, line in enumerate(lines):
+            start = offset
+            offset += len(line) + 1
+            try:
+                rec = decode(line)
+            except DECODE_ERRORS:
+                try:
+                    rec = _decode_slow(decode, line, start)
+                except DECODE_ERRORS as exc:
+                    malformed = Diagnosis(Category.MALFORMED, {})
+                    self._reject(line, first_index + i, start, malformed, undecodable(exc))
+                    continue
+                if rec is _BLANK:
+                    tally.blank_lines += 1
+                    continue
+            if is_valid(rec):
+                good.append(rec)
+                good_offsets.append(start)
+                good_index.append(first_index + i)
+            else:
+                diagnosis = diagnose(rec)
+                self._reject(line, first_index + i, start, diagnosis, diagnosis.error)
+        self.offset = offset
+        tally.lines += len(lines)
+        tally.blocks += 1
+        tally.valid_records += len(good)
+        return good, good_offsets, good_index
+
+
 def process_chunk(
     task: ChunkTask,
     *,
     storage: Storage | None = None,
+    sink: RecordSink | None = None,
     on_progress: ProgressCallback | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
     attempt: int = 1,
     previous_attempts: Sequence[Attempt] = (),
     fault_hook: Callable[[int], None] | None = None,
 ) -> ChunkResult:
-    """Process one chunk task: write its parts, then its manifest; return its counts.
+    """Process one chunk task: write its parts, deliver its records to ``sink`` (if any), then
+    write its manifest; return its counts.
 
-    ``attempt`` and ``previous_attempts`` are recorded in the manifest. ``fault_hook`` is the
-    test-only fault switch (:mod:`scm_batch.faults`), told the number of blocks written so far.
+    The manifest comes only after the parts are complete and every message is acknowledged, so a
+    chunk with a manifest is done and delivered. ``attempt`` and ``previous_attempts`` are recorded
+    in it. ``fault_hook`` is the test-only fault switch (:mod:`scm_batch.faults`), told the number
+    of blocks written so far.
     """
     started = time.perf_counter()
     store = storage if storage is not None else open_storage(task.bucket)
@@ -154,68 +218,45 @@ def process_chunk(
         tenant_id=task.tenant_id,
         processed_at=task.processed_at,
     )
-    decode = msgspec.json.Decoder().decode
     encode_lines = msgspec.json.Encoder().encode_lines
-    tally = _Tally()
     result_key = layout.result_key(task.batch_id, task.chunk_id)
     error_key = layout.error_key(task.batch_id, task.chunk_id)
-    # Line numbers in error entries are 1-based and absolute when the plan counted lines exactly.
-    number_base = task.start_index + 1 if task.indices_exact else None
-    offset = task.byte_start
     _check_source(task, store.stat(task.file))
     blocks = store.iter_range(
         task.file, task.byte_start, task.byte_end, block_size, etag=task.source_etag
     )
+    scanner = _Scanner(task)
+    delivery = sink.begin(task) if sink is not None else None
+    messages = MessageBuilder(task, sink.message_format) if sink is not None else None
+    try:
+        with store.open_writer(result_key) as results, store.open_writer(error_key) as errors:
+            for lines in iter_line_blocks(blocks):
+                good, offsets, indices = scanner.scan(lines)
+                if good:
+                    transform_records(good, offsets, ctx)
+                    encoded = encode_lines(good)
+                    results.write(encoded)
+                    if delivery is not None and messages is not None:
+                        delivery.send(messages.build(good, encoded.split(b"\n")[:-1], indices))
+                if scanner.bad:
+                    errors.write(encode_lines(scanner.bad))
+                    scanner.bad.clear()
+                if on_progress is not None:
+                    on_progress(len(lines))
+                if fault_hook is not None:
+                    fault_hook(scanner.tally.blocks)
+            # Checked before the parts commit, so a chunk of a changed file leaves none behind.
+            _check_consumed(
+                task, consumed=scanner.offset - task.byte_start, lines=scanner.tally.lines
+            )
+            # Every message acknowledged, or the parts are not committed either.
+            delivered = delivery.finish() if delivery is not None else 0
+    except BaseException:
+        if delivery is not None:
+            delivery.abort()
+        raise
 
-    bad: list[dict[str, Any]] = []
-
-    def reject(line: bytes, index: int, at: int, diagnosis: Diagnosis, error: str) -> None:
-        number = None if number_base is None else number_base + index
-        bad.append(_error_entry(line, number, at, diagnosis, error))
-        tally.count_error(diagnosis)
-
-    with store.open_writer(result_key) as results, store.open_writer(error_key) as errors:
-        for lines in iter_line_blocks(blocks):
-            good: list[dict[str, Any]] = []
-            good_offsets: list[int] = []
-            first_index = tally.lines
-            for i, line in enumerate(lines):
-                start = offset
-                offset += len(line) + 1
-                try:
-                    rec = decode(line)
-                except DECODE_ERRORS:
-                    try:
-                        rec = _decode_slow(decode, line, start)
-                    except DECODE_ERRORS as exc:
-                        malformed = Diagnosis(Category.MALFORMED, {})
-                        reject(line, first_index + i, start, malformed, undecodable(exc))
-                        continue
-                    if rec is _BLANK:
-                        tally.blank_lines += 1
-                        continue
-                if is_valid(rec):
-                    good.append(rec)
-                    good_offsets.append(start)
-                else:
-                    diagnosis = diagnose(rec)
-                    reject(line, first_index + i, start, diagnosis, diagnosis.error)
-            tally.lines += len(lines)
-            tally.blocks += 1
-            tally.valid_records += len(good)
-            if good:
-                transform_records(good, good_offsets, ctx)
-                results.write(encode_lines(good))
-            if bad:
-                errors.write(encode_lines(bad))
-                bad.clear()
-            if on_progress is not None:
-                on_progress(len(lines))
-            if fault_hook is not None:
-                fault_hook(tally.blocks)
-        # Checked before the writers commit, so a chunk of a changed file leaves no parts behind.
-        _check_consumed(task, consumed=offset - task.byte_start, lines=tally.lines)
-
+    tally = scanner.tally
     duration = round(time.perf_counter() - started, 6)
     done = Attempt(attempt=attempt, status=StatusWord.CHUNK_PROCESSED, duration_seconds=duration)
     result = ChunkResult(
@@ -235,6 +276,7 @@ def process_chunk(
         duration_seconds=duration,
         worker_peak_rss_bytes=_peak_rss_bytes(),
         attempts=[*previous_attempts, done],
+        delivered=delivered,
     )
-    write_manifest(store, task.batch_id, result)  # the commit: last, after the parts
+    write_manifest(store, task.batch_id, result)  # the commit: last, after parts and delivery
     return result

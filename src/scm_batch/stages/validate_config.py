@@ -15,6 +15,7 @@ import msgspec
 from scm_batch.config import RunOptions
 from scm_batch.errors import ConfigError
 from scm_batch.model import JobInput
+from scm_batch.sinks.routing import resolve_destination
 from scm_batch.storage import check_key, normalize_bucket
 from scm_batch.storage.s3 import MIN_PART_SIZE
 
@@ -91,4 +92,5 @@ def validate_batch_config(job: JobInput, options: RunOptions) -> JobInput:
         raise ConfigError("estimatedProcessingTimePerRecord", f"must be above 0 (got {per_record})")
     _check_range("batchProcessingThreshold", routing.batch_processing_threshold, 1)
 
-    return msgspec.structs.replace(job, bucket=bucket)
+    destination = resolve_destination(job.destination, options.delivery)
+    return msgspec.structs.replace(job, bucket=bucket, destination=destination)

@@ -1,0 +1,235 @@
+"""Records and completion messages to Kafka, with confluent-kafka (librdkafka).
+
+Delivery guarantee: **at least once; duplicates only from a retried chunk, with identical keys.**
+The producer is idempotent (``enable.idempotence``, ``acks=all``), so librdkafka's own retries
+never duplicate or reorder a message. A chunk counts as delivered only when the broker has
+acknowledged every one of its messages; if any delivery report fails, the chunk fails (a transient
+``DeliveryError``) and the retry policy runs it again, sending all of its messages again — under
+the same keys (each record's new id, derived from batch and line) and with the same contents, so
+consumers can drop the repeats. A chunk whose manifest exists has been delivered: a resumed batch
+never sends it again.
+
+Backpressure: the producer's queue is bounded (``queue.buffering.max.kbytes``); when it is full,
+``send`` waits for deliveries instead of buffering more.
+
+Security is configuration only: ``security_protocol`` (``SSL``, ``SASL_SSL`` …), SASL/SCRAM
+username and password, a CA file, and MSK IAM (SASL OAUTHBEARER with tokens from the
+``aws-msk-iam-sasl-signer-python`` package, installed with ``pip install 'scm-batch[msk]'``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgspec
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from scm_batch.errors import ConfigError, DeliveryError, DeliveryUnavailableError
+from scm_batch.model import ChunkTask
+from scm_batch.sinks.messages import MessageBlock
+from scm_batch.sinks.options import KafkaOptions, MessageFormat
+
+_QUEUE_KBYTES = 64 * 1024  # at most 64 MiB of messages waiting per worker: backpressure beyond
+_PREFLIGHT_TIMEOUT = 5.0
+
+
+def _msk_iam_token(region: str) -> Callable[[str], tuple[str, float]]:
+    try:
+        from aws_msk_iam_sasl_signer import (  # type: ignore[import-not-found]  # noqa: PLC0415 - optional
+            MSKAuthTokenProvider,
+        )
+    except ImportError:
+        raise ConfigError(
+            "--kafka-msk-iam-region",
+            "MSK IAM needs the signer: pip install 'scm-batch[msk]'",
+        ) from None
+
+    def token(_config: str) -> tuple[str, float]:
+        value, expiry_ms = MSKAuthTokenProvider.generate_auth_token(region)
+        return value, expiry_ms / 1000
+
+    return token
+
+
+def client_config(options: KafkaOptions) -> dict[str, Any]:
+    """Connection and security settings shared by the producer and the admin client."""
+    if not options.brokers:
+        raise ConfigError("--kafka-brokers", "no Kafka brokers configured (or set KAFKA_BROKERS)")
+    config: dict[str, Any] = {
+        "bootstrap.servers": options.brokers,
+        "client.id": "scm-batch",
+        "security.protocol": options.security_protocol,
+    }
+    if options.msk_iam_region:
+        config["security.protocol"] = "SASL_SSL"
+        config["sasl.mechanism"] = "OAUTHBEARER"
+        config["oauth_cb"] = _msk_iam_token(options.msk_iam_region)
+    elif options.sasl_mechanism:
+        config["sasl.mechanism"] = options.sasl_mechanism
+        if options.sasl_username is not None:
+            config["sasl.username"] = options.sasl_username
+            config["sasl.password"] = options.sasl_password or ""
+    if options.ssl_ca_location:
+        config["ssl.ca.location"] = options.ssl_ca_location
+    return config
+
+
+def producer_config(options: KafkaOptions) -> dict[str, Any]:
+    """An idempotent, compressing, batching producer whose queue is bounded."""
+    return {
+        **client_config(options),
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": options.compression,
+        "linger.ms": options.linger_ms,
+        "batch.size": 1_000_000,
+        "queue.buffering.max.kbytes": _QUEUE_KBYTES,
+        "message.timeout.ms": options.delivery_timeout_ms,
+    }
+
+
+def preflight(options: KafkaOptions, topics: list[str]) -> None:
+    """Before any chunk: the brokers answer and the topics exist (or are created, by policy)."""
+    admin = AdminClient(client_config(options))
+    try:
+        metadata = admin.list_topics(timeout=_PREFLIGHT_TIMEOUT)
+    except KafkaException as exc:
+        raise DeliveryUnavailableError(
+            f"cannot reach the Kafka brokers {options.brokers}: {exc.args[0]}"
+        ) from None
+    known = {name for name, topic in metadata.topics.items() if topic.error is None}
+    missing = [topic for topic in dict.fromkeys(topics) if topic not in known]
+    if not missing:
+        return
+    if options.topic_policy != "create":
+        raise ConfigError(
+            "--kafka-topic",
+            f"topic {missing[0]!r} does not exist on {options.brokers}; create it, or pass "
+            "--kafka-topic-policy create",
+        )
+    futures = admin.create_topics(
+        [NewTopic(topic, num_partitions=options.topic_partitions) for topic in missing]
+    )
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=30)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise DeliveryError(f"cannot create Kafka topic {topic!r}: {exc.args[0]}") from None
+
+
+class _ChunkDelivery:
+    """One chunk's messages: counts what the broker acknowledged and what it refused."""
+
+    def __init__(self, sink: KafkaSink, task: ChunkTask) -> None:
+        self._sink = sink
+        self._producer = sink.producer
+        self._topic = sink.options.topic
+        self._batch_header = task.batch_id.encode()
+        self._sent = 0
+        self._acknowledged = 0
+        self._failed = 0
+        self._first_error: KafkaError | None = None
+
+    def _report(self, error: KafkaError | None, _message: Message) -> None:
+        if error is None:
+            self._acknowledged += 1
+        else:
+            self._failed += 1
+            self._first_error = self._first_error or error
+
+    def send(self, block: MessageBlock) -> None:
+        produce = self._producer.produce
+        poll = self._producer.poll
+        report = self._report
+        topic = self._topic
+        bare = self._sink.bare
+        for key, value, correlation in zip(
+            block.keys, block.values, block.correlation_ids, strict=True
+        ):
+            headers: list[tuple[str, str | bytes | None]] | None = (
+                [("batchId", self._batch_header), ("correlationId", (correlation or "").encode())]
+                if bare
+                else None
+            )
+            while True:
+                try:
+                    produce(topic, value, key, on_delivery=report, headers=headers)
+                    break
+                except BufferError:
+                    poll(0.05)  # the queue is full: wait for deliveries, buffer no more
+        self._sent += len(block)
+        poll(0)
+
+    def finish(self) -> int:
+        deadline = time.monotonic() + self._sink.options.delivery_timeout_ms / 1000 + 30
+        while self._producer.flush(1.0) > 0:
+            if self._sink.fatal is not None:
+                break
+            if time.monotonic() > deadline:
+                break
+        if self._sink.fatal is not None:
+            raise DeliveryError(f"the Kafka producer failed: {self._sink.fatal}")
+        if self._failed or self._acknowledged != self._sent:
+            unanswered = self._sent - self._acknowledged - self._failed
+            raise DeliveryError(
+                f"{self._failed} of {self._sent} messages to Kafka topic {self._topic!r} were not "
+                f"delivered ({unanswered} unanswered); first error: {self._first_error}"
+            )
+        return self._acknowledged
+
+    def abort(self) -> None:
+        # Pending messages stay with the producer and are delivered or reported later; their
+        # chunk is retried whatever happens to them, under the same keys.
+        self._producer.poll(0)
+
+
+class KafkaSink:
+    """A Kafka topic for records, one idempotent producer per worker process."""
+
+    def __init__(
+        self, options: KafkaOptions, message_format: MessageFormat, producer: Producer | None = None
+    ) -> None:
+        self.options = options
+        self.message_format = message_format
+        self.bare = message_format == "bare"
+        self.fatal: KafkaError | None = None
+        config = producer_config(options)
+        config["error_cb"] = self._error
+        self.producer = producer if producer is not None else Producer(config)
+
+    def _error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self.fatal = error
+
+    @property
+    def broken(self) -> bool:
+        return self.fatal is not None
+
+    def begin(self, task: ChunkTask) -> _ChunkDelivery:
+        return _ChunkDelivery(self, task)
+
+    def close(self) -> None:
+        self.producer.flush(10)
+
+
+def send_one(options: KafkaOptions, topic: str, key: str, message: Mapping[str, Any]) -> None:
+    """Deliver one notification and wait for the broker's acknowledgement."""
+    producer = Producer(producer_config(options))
+    outcome: list[KafkaError | None] = []
+    producer.produce(
+        topic,
+        msgspec.json.encode(message),
+        key,
+        on_delivery=lambda error, _msg: outcome.append(error),
+    )
+    producer.flush(options.delivery_timeout_ms / 1000 + 5)
+    if not outcome or outcome[0] is not None:
+        raise DeliveryError(
+            f"the message to Kafka topic {topic!r} was not delivered: "
+            f"{outcome[0] if outcome else 'no acknowledgement'}"
+        )

@@ -1,0 +1,229 @@
+"""Records and completion messages delivered to a real Kafka-protocol broker (tansu)."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scm_batch.records.generate import generate_file
+from tests.conftest import Cli
+from tests.integration.kafka_tools import create_topics, key_of, read_all, unique, value_of
+from tests.integration.servers import FaultProxy, KafkaBroker, free_port, kafka_broker
+
+PROCESSED_AT = "2026-05-01T00:00:00.000Z"
+
+
+def run_args(bucket: Path, brokers: str, records: str, notices: str, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--bucket", str(bucket),
+        "--file", "input/records.jsonl",
+        "--customer-id", "cust-k",
+        "--tenant-id", "ten-k",
+        "--batch-id", "kbatch",
+        "--processed-at", PROCESSED_AT,
+        "--destination", "kafka",
+        "--kafka-brokers", brokers,
+        "--kafka-topic", records,
+        "--kafka-notification-topic", notices,
+        "--workers", "2",
+        "--progress", "log",
+        "--json",
+        *extra,
+    ]  # fmt: skip
+
+
+def result_records(bucket: Path) -> dict[str, bytes]:
+    """Every result line by the record's id."""
+    lines: dict[str, bytes] = {}
+    for part in sorted((bucket / "results" / "kbatch").glob("*.jsonl")):
+        for line in part.read_bytes().splitlines():
+            lines[json.loads(line)["id"]] = line
+    return lines
+
+
+@pytest.fixture(scope="module")
+def records_200k(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("kafka") / "records.jsonl"
+    generate_file(path, 200_000, seed=31, invalid_rate=0.003, malformed_rate=0.0002)
+    return path
+
+
+def bucket_with(tmp_path: Path, source: Path) -> Path:
+    bucket = tmp_path / "bucket"
+    (bucket / "input").mkdir(parents=True)
+    (bucket / "input" / "records.jsonl").symlink_to(source)
+    return bucket
+
+
+@pytest.mark.slow
+def test_every_valid_record_once_then_the_completion_message(
+    cli: Cli, kafka: KafkaBroker, tmp_path: Path, records_200k: Path
+) -> None:
+    records, notices = unique("records"), unique("notices")
+    create_topics(kafka.bootstrap, records, notices)
+    bucket = bucket_with(tmp_path, records_200k)
+    ran = cli(*run_args(bucket, kafka.bootstrap, records, notices))
+    assert ran.returncode == 0, ran.stderr
+    summary = json.loads(ran.stdout)
+    valid = summary["totals"]["validRecords"]
+
+    messages = read_all(kafka.bootstrap, records)
+    assert len(messages) == valid
+    keys = [key_of(m) for m in messages]
+    assert len(set(keys)) == valid
+    expected = result_records(bucket)
+    assert set(keys) == set(expected)
+    for message in messages:
+        envelope = json.loads(value_of(message))
+        key = key_of(message)
+        assert envelope["record"] == json.loads(expected[key])
+        meta = envelope["metadata"]
+        assert (meta["batchId"], meta["customerId"], meta["tenantId"]) == (
+            "kbatch",
+            "cust-k",
+            "ten-k",
+        )
+        assert (meta["processedAt"], meta["source"], meta["destination"]) == (
+            PROCESSED_AT,
+            "scm-batch",
+            "kafka",
+        )
+        assert isinstance(meta["recordIndex"], int)
+    per_chunk = Counter(json.loads(value_of(m))["metadata"]["chunkId"] for m in messages)
+    assert per_chunk == {d["chunkId"]: d["validRecords"] for d in summary["chunkDetails"]}
+
+    (completion,) = read_all(kafka.bootstrap, notices)
+    body = json.loads(value_of(completion))
+    assert (body["type"], body["batchId"], body["status"]) == (
+        "BATCH_COMPLETION_NOTIFICATION",
+        "kbatch",
+        "COMPLETED",
+    )
+    assert body["summary"]["totalRecordsProcessed"] == summary["summary"]["totalRecordsProcessed"]
+    last_record = max(m.timestamp()[1] for m in messages)
+    assert completion.timestamp()[1] >= last_record  # the completion comes after the last record
+
+
+def test_the_bare_variant_with_headers(cli: Cli, kafka: KafkaBroker, tmp_path: Path) -> None:
+    records, notices = unique("records"), unique("notices")
+    create_topics(kafka.bootstrap, records, notices)
+    bucket = tmp_path / "bucket"
+    generate_file(bucket / "input" / "records.jsonl", 3_000, seed=5)
+    ran = cli(*run_args(bucket, kafka.bootstrap, records, notices, "--message-format", "bare"))
+    assert ran.returncode == 0, ran.stderr
+    expected = result_records(bucket)
+    messages = read_all(kafka.bootstrap, records)
+    assert len(messages) == len(expected) == 3_000
+    for message in messages:
+        key = key_of(message)
+        assert value_of(message) == expected[key]
+        headers = dict(message.headers() or [])
+        assert headers["batchId"] == b"kbatch"
+        assert headers["correlationId"] == json.loads(expected[key])["gssId"].encode()
+
+
+@pytest.mark.slow
+def test_a_broker_outage_mid_run_loses_nothing(
+    cli: Cli, tmp_path: Path, records_200k: Path
+) -> None:
+    proxy_port = free_port()
+    with kafka_broker(advertised_port=proxy_port) as broker:
+        proxy = FaultProxy(f"http://127.0.0.1:{broker.listen_port}", port=proxy_port)
+        try:
+            records, notices = unique("records"), unique("notices")
+            create_topics(broker.bootstrap, records, notices)
+            # Once ~3 MB went out (compressed: roughly a third of the records), the broker is
+            # unreachable for 4 seconds.
+            proxy.outage_after(3_000_000, seconds=4.0)
+            bucket = bucket_with(tmp_path, records_200k)
+            ran = cli(*run_args(bucket, broker.bootstrap, records, notices))
+            assert ran.returncode == 0, ran.stderr
+            assert proxy.outages == 1
+            messages = read_all(broker.bootstrap, records)
+        finally:
+            proxy.close()
+    expected = result_records(bucket)
+    by_key: dict[str, set[bytes]] = {}
+    for message in messages:
+        by_key.setdefault(key_of(message), set()).add(value_of(message))
+    assert set(by_key) == set(expected)  # no record missing
+    assert all(len(values) == 1 for values in by_key.values())  # repeats, if any, are identical
+
+
+def test_resume_sends_only_what_was_not_delivered(
+    cli: Cli, kafka: KafkaBroker, tmp_path: Path, records_200k: Path
+) -> None:
+    records, notices = unique("records"), unique("notices")
+    create_topics(kafka.bootstrap, records, notices)
+    bucket = bucket_with(tmp_path, records_200k)
+    args = run_args(bucket, kafka.bootstrap, records, notices)
+    killed = cli(*args, env={"SCM_BATCH_FAULTS": "driver=after-chunks:4"})
+    assert killed.returncode == -signal.SIGKILL
+    done_before = {p.stem for p in (bucket / "metadata/kbatch/chunks").glob("*.json")}
+    assert len(done_before) >= 4
+    resumed = cli(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    expected = result_records(bucket)
+    messages = read_all(kafka.bootstrap, records)
+    counts = Counter(key_of(m) for m in messages)
+    assert set(counts) == set(expected)  # nothing missing
+    chunk_of: dict[str, Any] = {
+        key_of(m): json.loads(value_of(m))["metadata"]["chunkId"] for m in messages
+    }
+    repeated = {key for key, count in counts.items() if count > 1}
+    # Only chunks that were not finished when the driver died can have been sent twice.
+    assert not {chunk_of[key] for key in repeated} & done_before
+
+
+def test_bad_kafka_configuration_is_refused_before_any_chunk(
+    cli: Cli, kafka: KafkaBroker, tmp_path: Path
+) -> None:
+    bucket = tmp_path / "bucket"
+    generate_file(bucket / "input" / "records.jsonl", 1_000, seed=1)
+    base = [
+        "run",
+        "--bucket",
+        str(bucket),
+        "--file",
+        "input/records.jsonl",
+        "--customer-id",
+        "c",
+        "--tenant-id",
+        "t",
+    ]
+
+    def refused(code: int, words: str, *args: str) -> None:
+        batch = unique("b")
+        result = cli(*base, "--batch-id", batch, *args)
+        assert result.returncode == code, result.stderr
+        assert "Traceback" not in result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1, result.stderr
+        assert words in errors[0], result.stderr
+        assert not (bucket / "results" / batch).exists()  # no chunk was processed
+
+    refused(2, "kafka needs brokers", "--destination", "kafka")
+    refused(
+        2, "does not exist", "--kafka-brokers", kafka.bootstrap, "--kafka-topic", unique("absent")
+    )
+    refused(6, "cannot reach the Kafka brokers", "--kafka-brokers", f"127.0.0.1:{free_port()}")
+    refused(
+        2,
+        "--kafka-topic-policy",
+        "--kafka-brokers",
+        kafka.bootstrap,
+        "--kafka-topic-policy",
+        "maybe",
+    )
+    created = cli(
+        *base, "--batch-id", unique("b"), "--kafka-brokers", kafka.bootstrap,
+        "--kafka-topic", unique("made"), "--kafka-notification-topic", unique("made"),
+        "--kafka-topic-policy", "create", "--progress", "none",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
