@@ -17,8 +17,8 @@ from scm_batch.errors import (
     StorageUnavailableError,
     WrongRegionError,
 )
-from scm_batch.storage import S3Options, S3Storage
-from scm_batch.storage.s3 import make_client
+from scm_batch.storage import S3Options
+from scm_batch.storage.s3 import S3Storage, make_client
 from tests.integration.servers import FaultProxy, MotoServer, free_port
 
 if TYPE_CHECKING:

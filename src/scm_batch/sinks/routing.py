@@ -15,7 +15,6 @@ from typing import Any
 
 from scm_batch.errors import ConfigError
 from scm_batch.model import Deployment, Destination
-from scm_batch.sinks import kafka, sqs
 from scm_batch.sinks.base import RecordSink
 from scm_batch.sinks.file import OutboxNotifier
 from scm_batch.sinks.options import DeliveryOptions
@@ -44,14 +43,22 @@ def resolve_destination(asked: Destination | None, options: DeliveryOptions) -> 
     return "none"
 
 
+# The Kafka and SQS clients take a tenth of a second each to import, and a worker that delivers
+# nowhere needs neither: they are loaded where used.
+
+
 def open_record_sink(destination: Destination, options: DeliveryOptions) -> RecordSink | None:
     """The sink for a destination (created in the worker that uses it)."""
     if destination == "kafka":
-        return kafka.KafkaSink(options.kafka, options.message_format)
+        from scm_batch.sinks.kafka import KafkaSink  # noqa: PLC0415 - heavy, loaded when used
+
+        return KafkaSink(options.kafka, options.message_format)
     if destination == "sqs_core":
+        from scm_batch.sinks.sqs import SqsSink  # noqa: PLC0415 - heavy, loaded when used
+
         if not options.sqs.core_queue_url:
             raise ConfigError("--sqs-core-queue", "destination sqs_core needs SQS_CORE_QUEUE")
-        return sqs.SqsSink(options.sqs.core_queue_url, options.sqs, options.message_format)
+        return SqsSink(options.sqs.core_queue_url, options.sqs, options.message_format)
     return None
 
 
@@ -80,9 +87,14 @@ def preflight(destination: Destination, deployment: Deployment, options: Deliver
     if options.sqs.status_queue_url:
         queues.append(("--status-queue", options.sqs.status_queue_url))
     if kafka_topics:
+        from scm_batch.sinks import kafka  # noqa: PLC0415 - heavy, loaded when used
+
         kafka.preflight(options.kafka, kafka_topics)
-    for _flag, url in dict.fromkeys(queues):
-        sqs.preflight(options.sqs, url)
+    if queues:
+        from scm_batch.sinks import sqs  # noqa: PLC0415 - heavy, loaded when used
+
+        for _flag, url in dict.fromkeys(queues):
+            sqs.preflight(options.sqs, url)
 
 
 class DeliveringNotifier:
@@ -97,12 +109,17 @@ class DeliveringNotifier:
         copy = self._outbox.send(channel, message)
         options = self._options
         if channel == KAFKA_CHANNEL and options.kafka.configured:
+            from scm_batch.sinks import kafka  # noqa: PLC0415 - heavy, loaded when used
+
             kafka.send_one(options.kafka, options.kafka.notification_topic, self._batch_id, message)
             return f"kafka topic {options.kafka.notification_topic}"
-        if channel == SQS_CORE_CHANNEL and options.sqs.core_queue_url:
-            sqs.send_one(options.sqs, options.sqs.core_queue_url, message)
-            return options.sqs.core_queue_url
-        if channel == STATUS_CHANNEL and options.sqs.status_queue_url:
-            sqs.send_one(options.sqs, options.sqs.status_queue_url, message)
-            return options.sqs.status_queue_url
+        queue = {
+            SQS_CORE_CHANNEL: options.sqs.core_queue_url,
+            STATUS_CHANNEL: options.sqs.status_queue_url,
+        }.get(channel)
+        if queue:
+            from scm_batch.sinks import sqs  # noqa: PLC0415 - heavy, loaded when used
+
+            sqs.send_one(options.sqs, queue, message)
+            return queue
         return copy

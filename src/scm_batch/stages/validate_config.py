@@ -17,7 +17,7 @@ from scm_batch.errors import ConfigError
 from scm_batch.model import JobInput
 from scm_batch.sinks.routing import resolve_destination
 from scm_batch.storage import check_key, normalize_bucket
-from scm_batch.storage.s3 import MIN_PART_SIZE
+from scm_batch.storage.options import MIN_PART_SIZE
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 ID_RULE = "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"

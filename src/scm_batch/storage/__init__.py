@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
 from urllib.parse import unquote, urlparse
-
-import msgspec
 
 from scm_batch.errors import ConfigError
 from scm_batch.storage.base import ObjectInfo, ObjectWriter, Storage, check_key, key_problem
 from scm_batch.storage.local import LocalStorage
-from scm_batch.storage.s3 import S3Options, S3Storage
+from scm_batch.storage.options import S3Options, StorageKind, StorageOptions
 
 __all__ = [
     "LocalStorage",
     "ObjectInfo",
     "ObjectWriter",
     "S3Options",
-    "S3Storage",
     "Storage",
     "StorageOptions",
     "check_key",
@@ -33,15 +29,7 @@ __all__ = [
     "open_storage",
 ]
 
-StorageKind = Literal["auto", "local", "s3"]
 _S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-
-
-class StorageOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """Which backend a bare bucket name means, and how to reach S3."""
-
-    kind: StorageKind = "auto"
-    s3: S3Options = msgspec.field(default_factory=S3Options)
 
 
 def _s3_bucket(name: str, given: str) -> str:
@@ -89,5 +77,8 @@ def open_storage(bucket: str, options: StorageOptions | None = None) -> Storage:
     settings = options or StorageOptions()
     name = normalize_bucket(bucket, settings.kind)
     if name.startswith("s3://"):
+        # boto3 takes a fifth of a second to import: only when a bucket is on S3.
+        from scm_batch.storage.s3 import S3Storage  # noqa: PLC0415 - heavy, loaded when used
+
         return S3Storage(name.removeprefix("s3://"), settings.s3)
     return LocalStorage(name)

@@ -22,12 +22,11 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import boto3
 import botocore.config
 import botocore.exceptions
-import msgspec
 import urllib3.exceptions
 
 from scm_batch.errors import (
@@ -41,12 +40,11 @@ from scm_batch.errors import (
     WrongRegionError,
 )
 from scm_batch.storage.base import ObjectInfo, check_key
+from scm_batch.storage.options import MIN_PART_SIZE, S3Options
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
-
-Sse = Literal["AES256", "aws:kms"]
 
 _ACCESS_CODES = {
     "403",
@@ -81,20 +79,6 @@ _UNAVAILABLE = (
     botocore.exceptions.ProxyConnectionError,
     botocore.exceptions.HTTPClientError,
 )
-MIN_PART_SIZE = 5 << 20  # S3's smallest part but the last
-
-
-class S3Options(msgspec.Struct, frozen=True, kw_only=True):
-    """How to reach and write the bucket; plain data, so it travels to workers."""
-
-    endpoint_url: str | None = None
-    region: str | None = None
-    sse: Sse | None = None
-    sse_kms_key_id: str | None = None
-    part_size: int = 16 << 20
-    connect_timeout_seconds: float = 5.0
-    read_timeout_seconds: float = 60.0
-    max_reconnects: int = 5
 
 
 def make_client(options: S3Options) -> S3Client:
