@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from scm_batch._version import __version__
@@ -138,7 +139,7 @@ _DEFAULT_PLAN = PlanOptions()
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    _err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    _err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -354,7 +355,8 @@ def _job_input(
     mapping.update({name: value for name, value in flags.items() if value is not None})
     unknown = unknown_input_fields(mapping)
     if unknown:
-        _err.print(f"[yellow]warning:[/] ignoring unknown input fields: {', '.join(unknown)}")
+        names = escape(", ".join(unknown))
+        _err.print(f"[yellow]warning:[/] ignoring unknown input fields: {names}")
     return parse_job_input(mapping)
 
 
@@ -687,18 +689,18 @@ def _print_report(report: RunReport) -> None:
         table.add_row(label, value)
     _out.print(table)
     for reason in report.validation.critical_reasons:
-        _out.print(f"[red]critical:[/] {reason}")
+        _out.print(f"[red]critical:[/] {escape(reason)}")
     for failure in s.failed_chunks:
         _out.print(
             f"[red]failed:[/] {failure.chunk_id} after {len(failure.attempts)} attempt(s): "
-            f"{failure.error_type}: {failure.message}"
+            + escape(f"{failure.error_type}: {failure.message}")
         )
-    _out.print(f"aggregated results: {report.aggregated_uri}")
-    _out.print(f"validation report:  {report.validation_uri}")
-    _out.print(f"result parts:       {report.results_uri}")
-    _out.print(f"error parts:        {report.errors_uri}")
+    _out.print(escape(f"aggregated results: {report.aggregated_uri}"))
+    _out.print(escape(f"validation report:  {report.validation_uri}"))
+    _out.print(escape(f"result parts:       {report.results_uri}"))
+    _out.print(escape(f"error parts:        {report.errors_uri}"))
     for sent in report.notifications:
-        _out.print(f"notification ({sent.channel}): {sent.location}")
+        _out.print(escape(f"notification ({sent.channel}): {sent.location}"))
 
 
 @app.command()
@@ -903,8 +905,8 @@ def status(
             return
         exact = "" if state.records_exact else " (estimated)"
         share = state.records_done / state.records_total if state.records_total else 0.0
-        _out.print(f"batch {state.batch_id} in {state.bucket}: {state.phase}")
-        _out.print(f"input:   {state.file}, planned {state.planned_at}")
+        _out.print(escape(f"batch {state.batch_id} in {state.bucket}: {state.phase}"))
+        _out.print(escape(f"input:   {state.file}, planned {state.planned_at}"))
         _out.print(
             f"chunks:  {state.chunks_done}/{state.chunks_total} done, "
             f"{state.chunks_failed} failed, {state.chunks_pending} pending"
@@ -914,8 +916,10 @@ def status(
         )
         for failure in state.failed_chunks:
             _out.print(
-                f"failed:  {failure.chunk_id} after {len(failure.attempts)} attempt(s): "
-                f"{failure.error_type}: {failure.message}"
+                escape(
+                    f"failed:  {failure.chunk_id} after {len(failure.attempts)} attempt(s): "
+                    f"{failure.error_type}: {failure.message}"
+                )
             )
         if state.batch_status is not None:
             _out.print(f"result:  {state.batch_status}, {state.validation_status}")
@@ -937,6 +941,6 @@ def main() -> None:
         if message:  # empty when the help was shown for a bare command
             ctx = getattr(exc, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-            _err.print(f"[bold red]error:[/] {message}{hint}", soft_wrap=True)
+            _err.print(f"[bold red]error:[/] {escape(message + hint)}", soft_wrap=True)
         sys.exit(ExitCode.BAD_INPUT)
     sys.exit(code if isinstance(code, int) else ExitCode.OK)

@@ -157,6 +157,20 @@ class ChunkTask(Record, frozen=True):
         return (self.source_size, self.source_mtime_ns, self.source_etag, self.source_version_id)
 
 
+class DeliveryTarget(Record, frozen=True):
+    """Where and how a batch delivers its records; fixed at planning, so a resumed batch cannot
+    switch topic or message format halfway."""
+
+    destination: Destination
+    message_format: str
+    address: str | None  # the Kafka topic or the SQS queue URL
+
+    def describe(self) -> str:
+        if self.destination == "none":
+            return "nowhere"
+        return f"{self.destination} {self.address} as {self.message_format} messages"
+
+
 class ChunkPlan(Record, frozen=True):
     """The whole plan, written to ``metadata/{batchId}/chunks.json``."""
 
@@ -173,6 +187,7 @@ class ChunkPlan(Record, frozen=True):
     processed_at: str
     created_at: str
     chunks: list[ChunkTask]
+    delivery: DeliveryTarget | None = None
 
 
 class Attempt(Record, frozen=True):

@@ -35,7 +35,7 @@ from scm_batch.model import ChunkPlan, ChunkTask, JobInput, RunSummary, StatusWo
 from scm_batch.observe.progress import NullProgress, ProgressReporter, ProgressSnapshot
 from scm_batch.scheduler import ChunkScheduler, Clock, Outcome, SystemClock, Tally
 from scm_batch.sinks.file import OutboxNotifier
-from scm_batch.sinks.routing import DeliveringNotifier
+from scm_batch.sinks.routing import DeliveringNotifier, delivery_target
 from scm_batch.sinks.routing import preflight as delivery_preflight
 from scm_batch.stages.aggregate import aggregate_results
 from scm_batch.stages.initialize import initialize_batch
@@ -178,6 +178,10 @@ def run_batch(
         session.progress.phase(f"resuming batch {job.batch_id} from its plan")
     else:
         _, plan = prepare_plan(job, options, session.progress)
+        target = delivery_target(plan.job.destination or "none", options.delivery)
+        plan = msgspec.structs.replace(plan, delivery=target)
+        # Brokers and queues are checked before the plan is stored: bad settings leave nothing.
+        delivery_preflight(target.destination, plan.job.deployment, options.delivery)
         session.faults.crash_driver_at("during-planning")
         write_plan(plan, storage)
         session.faults.crash_driver_at("after-plan")
@@ -220,6 +224,18 @@ def _check_input_unchanged(plan: ChunkPlan, storage: Storage) -> None:
         )
 
 
+def _check_delivery_unchanged(plan: ChunkPlan, options: RunOptions) -> None:
+    if plan.delivery is None:
+        return
+    now = delivery_target(plan.delivery.destination, options.delivery)
+    if now != plan.delivery:
+        raise BatchExistsError(
+            f"batch {plan.batch_id!r} was planned to deliver to {plan.delivery.describe()}; this "
+            f"run would deliver to {now.describe()}: resume it with the planned settings, or "
+            "--overwrite"
+        )
+
+
 def _carry_out(
     plan: ChunkPlan,
     storage: Storage,
@@ -228,6 +244,7 @@ def _carry_out(
 ) -> RunReport:
     """Everything after the plan: process what is not done, aggregate, notify."""
     _check_input_unchanged(plan, storage)
+    _check_delivery_unchanged(plan, session.options)
     ledger.discard_incomplete()
     done_before = ledger.done()
     ledger.forget_failures_of_done_chunks(done_before)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from scm_batch.errors import DeliveryError
 from scm_batch.records.generate import generate_file
 from tests.conftest import Cli
 from tests.integration.kafka_tools import create_topics, key_of, read_all, unique, value_of
@@ -227,3 +228,129 @@ def test_bad_kafka_configuration_is_refused_before_any_chunk(
         "--kafka-topic-policy", "create", "--progress", "none",
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
+
+
+def test_messages_the_broker_never_acknowledges_fail_the_chunk(tmp_path: Path) -> None:
+    from scm_batch.sinks.kafka import KafkaSink
+    from scm_batch.sinks.messages import MessageBlock
+    from scm_batch.sinks.options import KafkaOptions
+    from tests.helpers import job_input, plan_input
+
+    (tmp_path / "in.jsonl").write_text('{"n": 1}\n')
+    _, plan = plan_input(tmp_path, job_input(tmp_path, destination="kafka"))
+    dead = KafkaOptions(brokers=f"127.0.0.1:{free_port()}", delivery_timeout_ms=1500)
+    sink = KafkaSink(dead, "envelope")
+    delivery = sink.begin(plan.chunks[0])
+    delivery.send(MessageBlock(["k1", "k2"], [b"{}", b"{}"], [None, None]))
+    with pytest.raises(DeliveryError, match=r"2 of 2 messages .* were not delivered"):
+        delivery.finish()
+
+
+@pytest.mark.slow
+def test_an_outage_longer_than_the_delivery_timeout_is_retried_until_delivered(
+    tmp_path: Path, records_200k: Path
+) -> None:
+    from scm_batch.config import RunOptions
+    from scm_batch.model import PlanOptions
+    from scm_batch.pipeline import run_batch
+    from scm_batch.retry import RetryPolicy
+    from scm_batch.sinks.options import DeliveryOptions, KafkaOptions
+    from tests.helpers import job_input
+
+    proxy_port = free_port()
+    with kafka_broker(advertised_port=proxy_port) as broker:
+        proxy = FaultProxy(f"http://127.0.0.1:{broker.listen_port}", port=proxy_port)
+        try:
+            records, notices = unique("records"), unique("notices")
+            create_topics(broker.bootstrap, records, notices)
+            proxy.outage_after(3_000_000, seconds=5.0)  # longer than the 1.5 s delivery timeout
+            kafka = KafkaOptions(
+                brokers=broker.bootstrap,
+                topic=records,
+                notification_topic=notices,
+                delivery_timeout_ms=1500,
+            )
+            options = RunOptions(
+                workers=2,
+                plan=PlanOptions(min_chunk_size=1),
+                retry=RetryPolicy(attempts=10, base_delay_seconds=1.0, max_delay_seconds=3.0),
+                delivery=DeliveryOptions(kafka=kafka),
+            )
+            bucket = bucket_with(tmp_path, records_200k)
+            job = job_input(
+                bucket, "input/records.jsonl", batch_id="kbatch", max_concurrent_chunks=20
+            )
+            report = run_batch(job, options)
+            assert report.exit_code == 0, [
+                (a.attempt, a.error_type, (a.message or "")[:60])
+                for f in report.summary.failed_chunks
+                for a in f.attempts
+            ]
+            assert proxy.outages == 1
+            messages = read_all(broker.bootstrap, records)
+        finally:
+            proxy.close()
+    retried = [d for d in report.summary.chunk_details if d.attempts > 1]
+    assert retried  # the outage failed some chunks' deliveries, and they were sent again
+    expected = result_records(bucket)
+    by_key: dict[str, set[bytes]] = {}
+    for message in messages:
+        by_key.setdefault(key_of(message), set()).add(value_of(message))
+    assert set(by_key) == set(expected)
+    assert all(len(values) == 1 for values in by_key.values())
+
+
+def test_a_resumed_batch_cannot_switch_format_or_topic(
+    cli: Cli, kafka: KafkaBroker, tmp_path: Path
+) -> None:
+    records, notices = unique("records"), unique("notices")
+    create_topics(kafka.bootstrap, records, notices)
+    bucket = tmp_path / "bucket"
+    generate_file(bucket / "input" / "records.jsonl", 3_000, seed=6)
+    args = run_args(
+        bucket,
+        kafka.bootstrap,
+        records,
+        notices,
+        "--max-concurrent-chunks",
+        "3",
+        "--min-chunk-size",
+        "1",
+    )
+    killed = cli(
+        *args, "--message-format", "bare", env={"SCM_BATCH_FAULTS": "driver=after-chunks:1"}
+    )
+    assert killed.returncode == -signal.SIGKILL
+    switched = cli(*args)  # the envelope format this time
+    assert switched.returncode == 2
+    assert "was planned to deliver to kafka" in switched.stderr
+    assert "as bare messages" in switched.stderr
+    resumed = cli(*args, "--message-format", "bare")
+    assert resumed.returncode == 0, resumed.stderr
+    assert {m.headers() is not None for m in read_all(kafka.bootstrap, records)} == {True}
+
+
+def test_kafka_settings_librdkafka_refuses_are_configuration_errors(
+    cli: Cli, tmp_path: Path
+) -> None:
+    bucket = tmp_path / "bucket"
+    generate_file(bucket / "input" / "records.jsonl", 100, seed=1)
+    base = [
+        "run", "--bucket", str(bucket), "--file", "input/records.jsonl", "--customer-id", "c",
+        "--tenant-id", "t", "--batch-id", "b", "--kafka-brokers", f"127.0.0.1:{free_port()}",
+    ]  # fmt: skip
+    cases: list[tuple[str, list[str]]] = [
+        (
+            "KAFKA_SASL_USERNAME",
+            ["--kafka-security-protocol", "SASL_PLAINTEXT", "--kafka-sasl-mechanism", "PLAIN"],
+        ),
+        ("ssl.ca.location", ["--kafka-security-protocol", "SSL", "--kafka-ssl-ca", "/no/ca.pem"]),
+        ("pip install 'scm-batch[msk]'", ["--kafka-msk-iam-region", "eu-west-1"]),
+    ]
+    for words, extra in cases:
+        result = cli(*base, *extra)
+        assert result.returncode == 2, result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1, result.stderr
+        assert words in errors[0], result.stderr
+        assert "%3|" not in result.stderr  # librdkafka's own log stays out of the way

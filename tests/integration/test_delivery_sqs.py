@@ -172,21 +172,39 @@ def test_entries_that_keep_failing_fail_the_chunk(
         delivery.finish()
 
 
-def test_batches_respect_the_payload_limit_and_oversized_records_are_refused(
+class MeasuringClient:
+    """The real client, noting how many entries and body bytes each call carried."""
+
+    def __init__(self, real: SQSClient) -> None:
+        self._real = real
+        self.calls: list[tuple[int, int]] = []
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[Any]) -> dict[str, Any]:
+        self.calls.append((len(Entries), sum(len(e["MessageBody"].encode()) for e in Entries)))
+        return dict(self._real.send_message_batch(QueueUrl=QueueUrl, Entries=Entries))
+
+
+def test_calls_respect_the_entry_and_byte_limits_and_oversized_records_are_refused(
     sqs: SQSClient, moto: MotoServer, tmp_path: Path
 ) -> None:
     url = new_queue(sqs)
-    sink = SqsSink(url, SqsOptions(endpoint_url=moto.endpoint, max_batch_bytes=60_000), "envelope")
+    measuring = MeasuringClient(sqs)
+    options = SqsOptions(endpoint_url=moto.endpoint, max_batch_bytes=60_000)
+    sink = SqsSink(url, options, "envelope", client=cast("SQSClient", measuring))
     delivery = sink.begin(chunk_task(tmp_path))
-    delivery.send(block(25, size=20_000))  # two per call fit under 60 kB
-    assert delivery.finish() == 25
-    assert len(drain(sqs, url)) == 25
+    delivery.send(block(25, size=20_000))  # two fit under 60 kB, not three
+    delivery.send(block(23, size=100))  # small ones: ten to a call
+    assert delivery.finish() == 48
+    assert len(drain(sqs, url)) == 48
+    assert all(entries <= 10 and size <= 60_000 for entries, size in measuring.calls)
+    assert max(entries for entries, _ in measuring.calls) == 10
+    assert max(size for _, size in measuring.calls) > 40_000  # calls are filled, not one each
     delivery = sink.begin(chunk_task(tmp_path))
     with pytest.raises(DeliveryRejectedError, match="limit is 60,000"):
         delivery.send(block(1, size=70_000))
 
 
-def test_a_fifo_queue_drops_a_retried_chunk_repeats(
+def test_a_fifo_queue_keeps_order_and_drops_a_retried_chunk_repeats(
     sqs: SQSClient, moto: MotoServer, tmp_path: Path
 ) -> None:
     url = new_queue(sqs, fifo=True)
@@ -194,13 +212,33 @@ def test_a_fifo_queue_drops_a_retried_chunk_repeats(
     task = chunk_task(tmp_path)
     for _attempt in range(2):  # the chunk sent, then sent again as a retry would
         delivery = sink.begin(task)
-        delivery.send(block(30))
+        delivery.send(block(60))
         delivery.finish()
     messages = drain(sqs, url)
-    assert sorted(json.loads(m["Body"])["id"] for m in messages) == sorted(
-        f"record-{n}" for n in range(30)
-    )
+    assert [json.loads(m["Body"])["id"] for m in messages] == [f"record-{n}" for n in range(60)]
     assert {m["MessageAttributes"]["batchId"]["StringValue"] for m in messages} == {task.batch_id}
+    assert all("correlationId" not in m["MessageAttributes"] for m in messages)  # no gssId
+
+
+def test_a_long_batch_id_still_makes_a_valid_fifo_group(
+    sqs: SQSClient, moto: MotoServer, tmp_path: Path
+) -> None:
+    (tmp_path / "in.jsonl").write_text('{"n": 1}\n')
+    _, plan = plan_input(tmp_path, job_input(tmp_path, batch_id="b" * 128, destination="sqs_core"))
+    sent: list[Any] = []
+
+    class Recording:
+        def send_message_batch(self, QueueUrl: str, Entries: list[Any]) -> dict[str, Any]:
+            sent.extend(Entries)
+            return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
+
+    fifo = f"{moto.endpoint}/123456789012/long.fifo"
+    sink = SqsSink(fifo, SqsOptions(), "envelope", client=cast("SQSClient", Recording()))
+    delivery = sink.begin(plan.chunks[0])
+    delivery.send(block(3))
+    delivery.finish()
+    assert {len(e["MessageGroupId"]) for e in sent} == {64}  # hashed: SQS allows 128 at most
+    assert all(len(e["MessageDeduplicationId"]) <= 128 for e in sent)
 
 
 def test_bad_queue_configuration_is_refused_before_any_chunk(

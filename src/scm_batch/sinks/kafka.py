@@ -19,22 +19,57 @@ username and password, a CA file, and MSK IAM (SASL OAUTHBEARER with tokens from
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from scm_batch.errors import ConfigError, DeliveryError, DeliveryUnavailableError
+from scm_batch.errors import (
+    ConfigError,
+    DeliveryError,
+    DeliveryRejectedError,
+    DeliveryUnavailableError,
+)
 from scm_batch.model import ChunkTask
 from scm_batch.sinks.messages import MessageBlock
 from scm_batch.sinks.options import KafkaOptions, MessageFormat
 
+_C = TypeVar("_C", Producer, AdminClient)
+# Delivery errors after which an idempotent producer is refused for good (a broker that fenced
+# its producer id after an outage, say): the chunk fails and a fresh producer retries it.
+_PRODUCER_GONE = frozenset(
+    {
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.UNKNOWN_PRODUCER_ID,
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+        KafkaError.INVALID_PRODUCER_ID_MAPPING,
+    }
+)
 _QUEUE_KBYTES = 64 * 1024  # at most 64 MiB of messages waiting per worker: backpressure beyond
 _PREFLIGHT_TIMEOUT = 5.0
+
+# librdkafka's own log (connection refused, retries…) goes to this logger instead of straight to
+# standard error; failures that matter surface as DeliveryError with librdkafka's message.
+_LOG = logging.getLogger("scm_batch.kafka")
+_LOG.addHandler(logging.NullHandler())
+_LOG.propagate = False
+
+
+def _client(kind: type[_C], config: dict[str, Any]) -> _C:
+    """A producer or admin client; librdkafka's refusal of a setting is a ConfigError."""
+    try:
+        return kind(config)
+    except KafkaException as exc:
+        error = exc.args[0]
+        if error.code() == KafkaError._INVALID_ARG:
+            raise ConfigError("Kafka settings", error.str()) from None
+        raise DeliveryError(f"cannot create the Kafka client: {error.str()}") from None
 
 
 def _msk_iam_token(region: str) -> Callable[[str], tuple[str, float]]:
@@ -63,16 +98,21 @@ def client_config(options: KafkaOptions) -> dict[str, Any]:
         "bootstrap.servers": options.brokers,
         "client.id": "scm-batch",
         "security.protocol": options.security_protocol,
+        "logger": _LOG,
     }
     if options.msk_iam_region:
         config["security.protocol"] = "SASL_SSL"
         config["sasl.mechanism"] = "OAUTHBEARER"
         config["oauth_cb"] = _msk_iam_token(options.msk_iam_region)
     elif options.sasl_mechanism:
+        if not (options.sasl_username and options.sasl_password):
+            raise ConfigError(
+                "--kafka-sasl-mechanism",
+                f"{options.sasl_mechanism} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD",
+            )
         config["sasl.mechanism"] = options.sasl_mechanism
-        if options.sasl_username is not None:
-            config["sasl.username"] = options.sasl_username
-            config["sasl.password"] = options.sasl_password or ""
+        config["sasl.username"] = options.sasl_username
+        config["sasl.password"] = options.sasl_password
     if options.ssl_ca_location:
         config["ssl.ca.location"] = options.ssl_ca_location
     return config
@@ -94,7 +134,7 @@ def producer_config(options: KafkaOptions) -> dict[str, Any]:
 
 def preflight(options: KafkaOptions, topics: list[str]) -> None:
     """Before any chunk: the brokers answer and the topics exist (or are created, by policy)."""
-    admin = AdminClient(client_config(options))
+    admin = _client(AdminClient, client_config(options))
     try:
         metadata = admin.list_topics(timeout=_PREFLIGHT_TIMEOUT)
     except KafkaException as exc:
@@ -138,9 +178,12 @@ class _ChunkDelivery:
     def _report(self, error: KafkaError | None, _message: Message) -> None:
         if error is None:
             self._acknowledged += 1
-        else:
-            self._failed += 1
-            self._first_error = self._first_error or error
+            return
+        self._failed += 1
+        self._first_error = self._first_error or error
+        if error.fatal() or error.code() in _PRODUCER_GONE:
+            # This producer will not deliver again: the worker replaces it before the retry.
+            self._sink.fatal = self._sink.fatal or error
 
     def send(self, block: MessageBlock) -> None:
         produce = self._producer.produce
@@ -151,19 +194,42 @@ class _ChunkDelivery:
         for key, value, correlation in zip(
             block.keys, block.values, block.correlation_ids, strict=True
         ):
-            headers: list[tuple[str, str | bytes | None]] | None = (
-                [("batchId", self._batch_header), ("correlationId", (correlation or "").encode())]
-                if bare
-                else None
-            )
+            headers: list[tuple[str, str | bytes | None]] | None = None
+            if bare:  # correlationId only where the record has a gssId
+                headers = [("batchId", self._batch_header)]
+                if correlation:
+                    headers.append(("correlationId", correlation.encode()))
             while True:
                 try:
                     produce(topic, value, key, on_delivery=report, headers=headers)
                     break
                 except BufferError:
                     poll(0.05)  # the queue is full: wait for deliveries, buffer no more
-        self._sent += len(block)
+                except KafkaException as exc:
+                    raise self._refused(exc.args[0], key, value) from None
+            self._sent += 1
         poll(0)
+        if self._failed or self._sink.fatal is not None:  # no point sending the rest
+            raise self._undelivered()
+
+    def _refused(self, error: KafkaError, key: str, value: bytes) -> DeliveryError:
+        if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+            return DeliveryRejectedError(
+                f"record {key} is {len(value):,} bytes as a message, more than the Kafka "
+                "producer accepts (message.max.bytes)"
+            )
+        if error.fatal():
+            self._sink.fatal = self._sink.fatal or error
+        return DeliveryError(f"Kafka refused a message to {self._topic!r}: {error.str()}")
+
+    def _undelivered(self) -> DeliveryError:
+        if self._sink.fatal is not None:
+            return DeliveryError(f"the Kafka producer failed: {self._sink.fatal.str()}")
+        unanswered = self._sent - self._acknowledged - self._failed
+        return DeliveryError(
+            f"{self._failed} of {self._sent} messages to Kafka topic {self._topic!r} were not "
+            f"delivered ({unanswered} unanswered); first error: {self._first_error}"
+        )
 
     def finish(self) -> int:
         deadline = time.monotonic() + self._sink.options.delivery_timeout_ms / 1000 + 30
@@ -172,14 +238,8 @@ class _ChunkDelivery:
                 break
             if time.monotonic() > deadline:
                 break
-        if self._sink.fatal is not None:
-            raise DeliveryError(f"the Kafka producer failed: {self._sink.fatal}")
-        if self._failed or self._acknowledged != self._sent:
-            unanswered = self._sent - self._acknowledged - self._failed
-            raise DeliveryError(
-                f"{self._failed} of {self._sent} messages to Kafka topic {self._topic!r} were not "
-                f"delivered ({unanswered} unanswered); first error: {self._first_error}"
-            )
+        if self._sink.fatal is not None or self._failed or self._acknowledged != self._sent:
+            raise self._undelivered()
         return self._acknowledged
 
     def abort(self) -> None:
@@ -200,7 +260,7 @@ class KafkaSink:
         self.fatal: KafkaError | None = None
         config = producer_config(options)
         config["error_cb"] = self._error
-        self.producer = producer if producer is not None else Producer(config)
+        self.producer = producer if producer is not None else _client(Producer, config)
 
     def _error(self, error: KafkaError) -> None:
         if error.fatal():
@@ -219,7 +279,7 @@ class KafkaSink:
 
 def send_one(options: KafkaOptions, topic: str, key: str, message: Mapping[str, Any]) -> None:
     """Deliver one notification and wait for the broker's acknowledgement."""
-    producer = Producer(producer_config(options))
+    producer = _client(Producer, producer_config(options))
     outcome: list[KafkaError | None] = []
     producer.produce(
         topic,

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from scm_batch.errors import ConfigError
-from scm_batch.model import Deployment, Destination
+from scm_batch.model import DeliveryTarget, Deployment, Destination
 from scm_batch.sinks.base import RecordSink
 from scm_batch.sinks.file import OutboxNotifier
 from scm_batch.sinks.options import DeliveryOptions
@@ -45,6 +45,16 @@ def resolve_destination(asked: Destination | None, options: DeliveryOptions) -> 
 
 # The Kafka and SQS clients take a tenth of a second each to import, and a worker that delivers
 # nowhere needs neither: they are loaded where used.
+
+
+def delivery_target(destination: Destination, options: DeliveryOptions) -> DeliveryTarget:
+    """What a batch's records go to under these options."""
+    address = {"kafka": options.kafka.topic, "sqs_core": options.sqs.core_queue_url}.get(
+        destination
+    )
+    return DeliveryTarget(
+        destination=destination, message_format=options.message_format, address=address
+    )
 
 
 def open_record_sink(destination: Destination, options: DeliveryOptions) -> RecordSink | None:

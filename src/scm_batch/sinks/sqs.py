@@ -5,12 +5,14 @@ deduplication ids.** Messages go out ten to a call, split by bytes so no call ex
 limit, several calls at a time per worker. Entries a call reports as ``Failed`` are sent again with
 backoff; a chunk counts as delivered only when every entry was accepted, otherwise it fails (a
 transient ``DeliveryError``) and is retried whole. On a FIFO queue each chunk is a message group
-(``{batchId}-{chunkId}``, so a chunk's records stay in order) and the deduplication id is derived
-from the record's id, so SQS itself drops the retried chunk's repeats within its five-minute
-window; on a standard queue consumers can drop them by record id.
+(``{batchId}-{chunkId}``, hashed when longer than SQS's 128 characters) whose calls go out one
+after the other, so its records arrive in file order (but for entries SQS refused once and that
+were sent again); the deduplication id is derived from the record's id, so SQS itself drops a
+retried chunk's repeats within its five-minute window. On a standard queue calls run in parallel
+and consumers can drop repeats by record id.
 
-Backpressure: at most ``2 * parallel_batches`` calls are in flight per worker; ``send`` waits for
-one to finish before starting another.
+Backpressure: at most ``parallel_batches`` calls run and as many wait per worker; ``send`` blocks
+until one finishes before queueing another.
 """
 
 from __future__ import annotations
@@ -40,7 +42,10 @@ from scm_batch.sinks.options import MessageFormat, SqsOptions
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
-    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+    from mypy_boto3_sqs.type_defs import (
+        MessageAttributeValueTypeDef,
+        SendMessageBatchRequestEntryTypeDef,
+    )
 
 MAX_ENTRIES = 10
 _ATTRIBUTE_TYPE = "String"
@@ -94,24 +99,34 @@ class _ChunkDelivery:
     def __init__(self, sink: SqsSink, task: ChunkTask) -> None:
         self._sink = sink
         self._task = task
-        self._group = f"{task.batch_id}-{task.chunk_id}"
+        group = f"{task.batch_id}-{task.chunk_id}"
+        self._group = group if len(group) <= 128 else hashlib.sha256(group.encode()).hexdigest()
         self._futures: list[Future[int]] = []
         self._slots = threading.BoundedSemaphore(sink.options.parallel_batches * 2)
         self._batch: list[SendMessageBatchRequestEntryTypeDef] = []
         self._batch_bytes = 0
+        self._failure: BaseException | None = None
 
     def _entry(
         self, key: str, value: bytes, correlation: str | None
     ) -> SendMessageBatchRequestEntryTypeDef:
+        body = value.decode()
+        if "\ufffe" in body or "\uffff" in body:  # SQS refuses these two; JSON can escape them
+            body = body.replace("\ufffe", "\\ufffe").replace("\uffff", "\\uffff")
         entry: SendMessageBatchRequestEntryTypeDef = {
             "Id": str(len(self._batch)),
-            "MessageBody": value.decode(),
+            "MessageBody": body,
         }
-        if self._sink.bare:
-            entry["MessageAttributes"] = {
-                "batchId": {"DataType": _ATTRIBUTE_TYPE, "StringValue": self._task.batch_id},
-                "correlationId": {"DataType": _ATTRIBUTE_TYPE, "StringValue": correlation or "-"},
+        if self._sink.bare:  # correlationId only where the record has a gssId
+            attributes: dict[str, MessageAttributeValueTypeDef] = {
+                "batchId": {"DataType": _ATTRIBUTE_TYPE, "StringValue": self._task.batch_id}
             }
+            if correlation:
+                attributes["correlationId"] = {
+                    "DataType": _ATTRIBUTE_TYPE,
+                    "StringValue": correlation,
+                }
+            entry["MessageAttributes"] = attributes
         if self._sink.fifo:
             entry["MessageGroupId"] = self._group
             entry["MessageDeduplicationId"] = hashlib.sha256(key.encode()).hexdigest()
@@ -135,13 +150,29 @@ class _ChunkDelivery:
             self._batch_bytes += size
 
     def _flush_batch(self) -> None:
+        if self._failure is not None:  # a call already failed: the chunk fails, stop sending
+            raise self._failure
         if not self._batch:
             return
         batch, self._batch, self._batch_bytes = self._batch, [], 0
-        self._slots.acquire()  # backpressure: wait for a call to finish before starting another
+        if self._sink.fifo:  # one call at a time keeps the group's order
+            future: Future[int] = Future()
+            try:
+                future.set_result(self._sink.send_batch(batch))
+            except DeliveryError as failure:
+                future.set_exception(failure)
+                self._failure = failure
+            self._futures.append(future)
+            return
+        self._slots.acquire()  # backpressure: wait for a call to finish before another
         future = self._sink.pool.submit(self._sink.send_batch, batch)
-        future.add_done_callback(lambda _f: self._slots.release())
+        future.add_done_callback(self._settled)
         self._futures.append(future)
+
+    def _settled(self, future: Future[int]) -> None:
+        self._slots.release()
+        if not future.cancelled() and (failure := future.exception()) is not None:
+            self._failure = self._failure or failure
 
     def finish(self) -> int:
         self._flush_batch()
