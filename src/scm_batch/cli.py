@@ -9,18 +9,16 @@ from __future__ import annotations
 import os
 import sys
 import time
-import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import msgspec
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from scm_batch._version import __version__
+from scm_batch.aws.cli import aws_app
 from scm_batch.config import (
     RunOptions,
     load_input_file,
@@ -30,7 +28,11 @@ from scm_batch.config import (
     parse_job_input,
     unknown_input_fields,
 )
-from scm_batch.errors import ConfigError, ExitCode, ScmBatchError
+from scm_batch.console import err as _err
+from scm_batch.console import fail as _fail
+from scm_batch.console import guarded as _guarded
+from scm_batch.console import out as _out
+from scm_batch.errors import ConfigError, ExitCode
 from scm_batch.faults import FAULTS_ENV, parse_faults
 from scm_batch.model import JobInput, PlanOptions, RoutingPolicy, Tolerance
 from scm_batch.observe.progress import ProgressMode, choose_progress
@@ -48,8 +50,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Split very large JSON Lines files into chunks, process them in parallel, aggregate.",
 )
-_err = Console(stderr=True, highlight=False)
-_out = Console(highlight=False, soft_wrap=True)
 
 T = TypeVar("T")
 
@@ -136,33 +136,6 @@ JsonOpt = Annotated[
 
 _DEFAULT_ROUTING = RoutingPolicy()
 _DEFAULT_PLAN = PlanOptions()
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    _err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _guarded(ctx: typer.Context, action: Callable[[], T]) -> T:
-    """Run a command body, turning failures into one line and an exit code."""
-    debug = bool(ctx.obj)
-    try:
-        return action()
-    except (typer.Exit, typer.Abort):
-        raise
-    except ScmBatchError as exc:
-        if debug:
-            traceback.print_exc()
-        raise _fail(exc.message, exc.exit_code) from None
-    except KeyboardInterrupt:
-        raise _fail("interrupted", ExitCode.INTERRUPTED) from None
-    except Exception as exc:
-        if debug:
-            traceback.print_exc()
-        raise _fail(
-            f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-            ExitCode.INTERNAL,
-        ) from None
 
 
 StorageOpt = Annotated[
@@ -927,6 +900,9 @@ def status(
             _out.print(f"notified: {state.notification_status}")
 
     _guarded(ctx, action)
+
+
+app.add_typer(aws_app, name="aws")
 
 
 def main() -> None:

@@ -95,9 +95,19 @@ def manifest_ref(uri: str) -> ManifestRef:
 
 
 def manifest_of_event(path: Path) -> ManifestRef:
+    """The manifest an S3 "Object Created" event in a file points at (``--event``)."""
+    event = load_input_file(path, field="--event")
+    return manifest_ref_of_event(event, source="--event", where=str(path))
+
+
+def is_object_created_event(event: Mapping[str, Any]) -> bool:
+    """Whether ``event`` looks like an S3 notification rather than an execution input."""
+    return "Records" in event or "detail" in event
+
+
+def manifest_ref_of_event(event: Mapping[str, Any], *, source: str, where: str) -> ManifestRef:
     """The manifest an S3 "Object Created" event points at: an EventBridge event
     (``detail.bucket.name``, ``detail.object.key``) or an S3 notification (``Records[0].s3``)."""
-    event = load_input_file(path, field="--event")
     try:
         if "Records" in event:
             s3 = event["Records"][0]["s3"]
@@ -106,15 +116,15 @@ def manifest_of_event(path: Path) -> ManifestRef:
             name, key = event["detail"]["bucket"]["name"], event["detail"]["object"]["key"]
     except (KeyError, IndexError, TypeError):
         raise ConfigError(
-            "--event",
-            f"{path} is not an S3 Object Created event (no detail.bucket.name/object.key)",
+            source,
+            f"{where} is not an S3 Object Created event (no detail.bucket.name/object.key)",
         ) from None
     if not isinstance(name, str) or not isinstance(key, str):
-        raise ConfigError("--event", f"{path}: the bucket name and object key must be strings")
+        raise ConfigError(source, f"{where}: the bucket name and object key must be strings")
     # Keys in events are URL-encoded; S3 notifications also write a space as '+', which a key may
     # contain literally: the percent-decoded key is tried first, then the '+'-as-space one.
     candidates = list(dict.fromkeys([unquote(key), unquote_plus(key)]))
-    return ManifestRef(bucket=name, keys=candidates, source="--event")
+    return ManifestRef(bucket=name, keys=candidates, source=source)
 
 
 def load_manifest(ref: ManifestRef, storage: StorageOptions) -> dict[str, Any]:

@@ -181,5 +181,11 @@ class ChunkFailedError(ScmBatchError):
         self.retryable = retryable
 
 
+class PlanTooLargeError(ScmBatchError):
+    """The plan has more chunks than the deployment can pass through its state (an inline Map)."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
 class ExecutorBrokenError(ScmBatchError):
     """The executor itself failed (not a chunk): the run stops; resume it once the cause is gone."""

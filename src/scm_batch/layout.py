@@ -21,6 +21,12 @@ def plan_key(batch_id: str) -> str:
     return f"metadata/{batch_id}/chunks.json"
 
 
+def chunk_items_key(batch_id: str) -> str:
+    """The plan's chunk items alone, as a JSON array: what a Step Functions Distributed Map reads
+    its items from (it takes an array, not the plan object around it)."""
+    return f"metadata/{batch_id}/chunk-items.json"
+
+
 def results_prefix(batch_id: str) -> str:
     return f"results/{batch_id}"
 

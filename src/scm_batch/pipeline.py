@@ -26,7 +26,7 @@ import msgspec
 from scm_batch import layout
 from scm_batch.clock import utc_timestamp
 from scm_batch.config import RunOptions
-from scm_batch.errors import BatchExistsError, ExitCode, InputChangedError, NothingToResumeError
+from scm_batch.errors import ExitCode, NothingToResumeError
 from scm_batch.executors.base import ChunkExecutor
 from scm_batch.executors.local import LocalExecutor
 from scm_batch.faults import FaultPlan
@@ -41,6 +41,11 @@ from scm_batch.stages.aggregate import aggregate_results
 from scm_batch.stages.initialize import initialize_batch
 from scm_batch.stages.notify import Delivered, failure_reason, send_notifications
 from scm_batch.stages.plan import calculate_chunks, write_plan
+from scm_batch.stages.reuse import (
+    check_delivery_unchanged,
+    check_input_unchanged,
+    check_same_batch,
+)
 from scm_batch.stages.validate_config import validate_batch_config
 from scm_batch.storage import Storage, open_storage
 
@@ -138,17 +143,6 @@ def prepare_plan(
     return storage, calculate_chunks(job, source, storage, options.plan)
 
 
-def _same_batch(planned: JobInput, asked: JobInput) -> str | None:
-    """The first field in which ``asked`` differs from the planned input, or ``None``."""
-    theirs = msgspec.structs.asdict(planned)
-    for name, value in msgspec.structs.asdict(asked).items():
-        if name == "processed_at" and value is None:
-            continue  # not pinned: the plan's own timestamp is the one to keep
-        if theirs[name] != value:
-            return f"{name}: planned {theirs[name]!r}, now {value!r}"
-    return None
-
-
 def run_batch(
     job: JobInput,
     options: RunOptions,
@@ -169,12 +163,9 @@ def run_batch(
             storage.delete_prefix(prefix)
         plan = None
     if plan is not None:
-        difference = _same_batch(plan.job, job)
-        if difference is not None:
-            raise BatchExistsError(
-                f"batch {job.batch_id!r} in {storage.uri} was planned with other input "
-                f"({difference}); resume it as planned, use another batch id, or --overwrite"
-            )
+        check_same_batch(
+            plan, job, storage, "resume it as planned, use another batch id, or --overwrite"
+        )
         session.progress.phase(f"resuming batch {job.batch_id} from its plan")
     else:
         _, plan = prepare_plan(job, options, session.progress)
@@ -213,29 +204,6 @@ def resume_batch(
     return _carry_out(plan, storage, ledger, session)
 
 
-def _check_input_unchanged(plan: ChunkPlan, storage: Storage) -> None:
-    info = storage.stat(plan.source.key)
-    if info.identity != plan.source.identity:
-        raise InputChangedError(
-            f"{storage.uri_for(plan.source.key)} changed since batch {plan.batch_id!r} was planned "
-            f"(size {info.size:,}, planned {plan.source.size:,}; etag {info.etag}, planned "
-            f"{plan.source.etag}); its finished chunks no longer match it: start a new batch id, "
-            "or --overwrite this one"
-        )
-
-
-def _check_delivery_unchanged(plan: ChunkPlan, options: RunOptions) -> None:
-    if plan.delivery is None:
-        return
-    now = delivery_target(plan.delivery.destination, options.delivery)
-    if now != plan.delivery:
-        raise BatchExistsError(
-            f"batch {plan.batch_id!r} was planned to deliver to {plan.delivery.describe()}; this "
-            f"run would deliver to {now.describe()}: resume it with the planned settings, or "
-            "--overwrite"
-        )
-
-
 def _carry_out(
     plan: ChunkPlan,
     storage: Storage,
@@ -243,8 +211,8 @@ def _carry_out(
     session: Session,
 ) -> RunReport:
     """Everything after the plan: process what is not done, aggregate, notify."""
-    _check_input_unchanged(plan, storage)
-    _check_delivery_unchanged(plan, session.options)
+    check_input_unchanged(plan, storage)
+    check_delivery_unchanged(plan, session.options)
     ledger.discard_incomplete()
     done_before = ledger.done()
     ledger.forget_failures_of_done_chunks(done_before)

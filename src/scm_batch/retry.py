@@ -49,3 +49,26 @@ class RetryPolicy(Record, frozen=True):
     def allows(self, attempt: int) -> bool:
         """Whether ``attempt`` (1-based) may be made at all."""
         return attempt <= self.attempts
+
+
+def _subclasses(root: type[BaseException]) -> list[type[BaseException]]:
+    found = [root]
+    for sub in root.__subclasses__():
+        found.extend(_subclasses(sub))
+    return found
+
+
+def transient_error_names() -> list[str]:
+    """Class names of every error :func:`is_transient` calls transient, sorted.
+
+    A Lambda error's name is its class name, and a Step Functions ``Retry`` matches names exactly
+    (not subclasses), so the state machine's Retry lists them all; it is generated from here.
+    """
+    names = {
+        cls.__name__
+        for cls in _subclasses(ScmBatchError)
+        if issubclass(cls, ScmBatchError) and cls.transient and cls is not ChunkFailedError
+    }
+    for builtin in _TRANSIENT_BUILTINS:
+        names.update(cls.__name__ for cls in _subclasses(builtin))
+    return sorted(names)

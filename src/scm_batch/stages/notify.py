@@ -109,36 +109,41 @@ class Delivered:
     location: str
 
 
+def batch_status_message(summary: RunSummary) -> dict[str, Any]:
+    """The ``batch-proc`` status message of a finished batch: ``SUBMITTED_FOR_PROCESSING``, or
+    the failure form with its ``errorMessage`` (``ReportFailure``)."""
+    progress = (
+        round(100 * summary.chunks_succeeded / summary.chunks_total) if summary.chunks_total else 0
+    )
+    reason = failure_reason(summary)
+    return status_message(
+        batch_id=summary.batch_id,
+        customer_id=summary.customer_id,
+        batch_status=(
+            StatusWord.SUBMITTED_FOR_PROCESSING if reason is None else StatusWord.SUBMISSION_FAILED
+        ),
+        progress=progress,
+        total_records_processed=summary.summary.total_records_processed,
+        processing_time=summary.summary.processing_time,
+        # Same batch and same outcome: same id, so consumers can drop a re-sent duplicate; a
+        # resumed batch whose outcome changed gets a new id.
+        discriminator=(
+            f"{summary.processed_at}|{summary.status}|{summary.chunks_succeeded}|"
+            f"{summary.chunks_failed}|{summary.summary.total_records_processed}"
+        ),
+        error_message=reason,
+    )
+
+
 def send_notifications(
     summary: RunSummary, notifier: Notifier, *, bucket: str, now: datetime | None = None
 ) -> list[Delivered]:
     """Send the completion and status messages for a finished run."""
     delivered: list[Delivered] = []
-    reason = failure_reason(summary)
-    progress = (
-        round(100 * summary.chunks_succeeded / summary.chunks_total) if summary.chunks_total else 0
-    )
-    common: dict[str, Any] = {
-        "batch_id": summary.batch_id,
-        "customer_id": summary.customer_id,
-        "progress": progress,
-        "total_records_processed": summary.summary.total_records_processed,
-        "processing_time": summary.summary.processing_time,
-        # Same batch and same outcome: same id, so consumers can drop a re-sent duplicate; a
-        # resumed batch whose outcome changed gets a new id.
-        "discriminator": (
-            f"{summary.processed_at}|{summary.status}|{summary.chunks_succeeded}|"
-            f"{summary.chunks_failed}|{summary.summary.total_records_processed}"
-        ),
-    }
-    if reason is None:
+    if failure_reason(summary) is None:
         channel = completion_channel(summary.deployment)
         location = notifier.send(channel, completion_message(summary, bucket, now))
         delivered.append(Delivered(channel, location))
-        status = status_message(batch_status=StatusWord.SUBMITTED_FOR_PROCESSING, **common)
-    else:
-        status = status_message(
-            batch_status=StatusWord.SUBMISSION_FAILED, error_message=reason, **common
-        )
+    status = batch_status_message(summary)
     delivered.append(Delivered(STATUS_CHANNEL, notifier.send(STATUS_CHANNEL, status)))
     return delivered

@@ -257,6 +257,11 @@ def encode_plan(plan: ChunkPlan) -> bytes:
     return msgspec.json.format(msgspec.json.encode(plan), indent=2)
 
 
+def encode_chunk_items(plan: ChunkPlan) -> bytes:
+    """The chunk items as one compact JSON array (``metadata/{batchId}/chunk-items.json``)."""
+    return msgspec.json.encode(plan.chunks)
+
+
 def write_plan(plan: ChunkPlan, storage: Storage) -> str:
     """Store the plan at ``metadata/{batchId}/chunks.json``; return its key."""
     key = layout.plan_key(plan.batch_id)

@@ -1,0 +1,166 @@
+"""``scm-batch aws …``: the state machine definition, and the Batch job's entrypoint."""
+
+from __future__ import annotations
+
+import os
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from scm_batch.aws.definition import (
+    DEFAULT_MAX_INLINE_CHUNKS,
+    build_definition,
+    choose_map_mode,
+    deployment_for_account,
+    render,
+    terraform_deployment,
+)
+from scm_batch.console import err, fail, guarded, out
+from scm_batch.errors import ConfigError, ExitCode, ScmBatchError
+from scm_batch.retry import is_transient
+
+aws_app = typer.Typer(
+    no_args_is_help=True,
+    help="The AWS deployment: the state machine's definition and the Batch job's entrypoint.",
+)
+
+
+@aws_app.command()
+def definition(
+    ctx: typer.Context,
+    terraform: Annotated[
+        bool,
+        typer.Option(
+            "--terraform",
+            help="Print the template deploy/terraform uses: ARNs and numbers as ${…} references "
+            "(the other options do not apply).",
+        ),
+    ] = False,
+    account: Annotated[
+        str | None, typer.Option(help="AWS account id the functions and queues live in.")
+    ] = None,
+    region: Annotated[str, typer.Option(help="AWS region.")] = "us-east-1",
+    partition: Annotated[str, typer.Option(help="AWS partition.")] = "aws",
+    map_mode: Annotated[
+        str,
+        typer.Option(
+            "--map",
+            help="inline: chunk items pass through the state (small plans, at most 40 chunks at "
+            "a time); distributed: the Map reads them from S3; auto: inline when "
+            "--max-concurrent-chunks is 40 or less.",
+        ),
+    ] = "auto",
+    max_concurrent_chunks: Annotated[
+        int, typer.Option(help="Chunks processed at the same time (the Map's MaxConcurrency).")
+    ] = 50,
+    max_inline_chunks: Annotated[
+        int, typer.Option(help="Largest plan an inline Map takes, in chunks.")
+    ] = DEFAULT_MAX_INLINE_CHUNKS,
+    lambda_timeout: Annotated[
+        int, typer.Option(help="Timeout of the update-records function, seconds.")
+    ] = 900,
+    batch_job_timeout: Annotated[
+        int, typer.Option(help="Timeout of one Batch job attempt, seconds.")
+    ] = 14_400,
+    batch_job_attempts: Annotated[
+        int, typer.Option(help="Attempts of the Batch job definition's retry strategy.")
+    ] = 3,
+    job_queue: Annotated[str, typer.Option(help="Batch job queue name.")] = "scm-batch-chunks",
+    job_definition: Annotated[
+        str, typer.Option(help="Batch job definition name.")
+    ] = "scm-batch-chunk",
+    status_queue: Annotated[
+        str, typer.Option(help="Status queue name (the contract's batch-proc).")
+    ] = "batch-proc",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")
+    ] = None,
+) -> None:
+    """Print the Amazon States Language definition of the workflow."""
+
+    def action() -> None:
+        if terraform:
+            text = render(build_definition(terraform_deployment()), template=True)
+        else:
+            if account is None or not account.isdigit() or len(account) != 12:
+                raise ConfigError("--account", "give the 12-digit account id (or --terraform)")
+            if map_mode not in ("auto", "inline", "distributed"):
+                raise ConfigError("--map", f"must be auto, inline or distributed, not {map_mode!r}")
+            for name, value, low, high in (
+                ("--max-concurrent-chunks", max_concurrent_chunks, 1, 10_000),
+                ("--max-inline-chunks", max_inline_chunks, 1, 250),
+                ("--lambda-timeout", lambda_timeout, 1, 900),
+                ("--batch-job-timeout", batch_job_timeout, 60, 1_209_600),
+                ("--batch-job-attempts", batch_job_attempts, 1, 10),
+            ):
+                if not low <= value <= high:
+                    raise ConfigError(name, f"must be between {low} and {high} (got {value})")
+            deployment = deployment_for_account(
+                region=region,
+                account=account,
+                partition=partition,
+                job_queue=job_queue,
+                job_definition=job_definition,
+                status_queue=status_queue,
+                max_concurrent_chunks=max_concurrent_chunks,
+                lambda_timeout=lambda_timeout,
+                batch_job_timeout=batch_job_timeout,
+                batch_job_attempts=batch_job_attempts,
+                max_inline_chunks=max_inline_chunks,
+                map_mode=choose_map_mode(max_concurrent_chunks, map_mode),  # type: ignore[arg-type]
+            )
+            text = render(build_definition(deployment))
+        if output is None:
+            out.file.write(text)
+        else:
+            try:
+                output.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError("--output", f"cannot write {output}: {exc.strerror}") from None
+
+    guarded(ctx, action)
+
+
+@aws_app.command("process-chunk")
+def process_chunk_command(
+    ctx: typer.Context,
+    bucket: Annotated[str, typer.Option(help="The batch's bucket (name or s3://name).")],
+    batch_id: Annotated[str, typer.Option(help="The batch id.")],
+    chunk_id: Annotated[str, typer.Option(help="The chunk id, e.g. chunk_000003.")],
+    attempt: Annotated[
+        int,
+        typer.Option(help="This attempt's number (Batch sets it).", envvar="AWS_BATCH_JOB_ATTEMPT"),
+    ] = 1,
+) -> None:
+    """Process one planned chunk: the AWS Batch job's command.
+
+    Exits 0 when the chunk is done (now or before), 75 when it failed for a reason that may pass
+    (the job definition retries exactly those), and another code when it failed for good."""
+    from scm_batch.aws.batch_job import (  # noqa: PLC0415 - loads the stages only when run
+        TRANSIENT_EXIT_CODE,
+        process_planned_chunk,
+    )
+
+    try:
+        result, earlier = process_planned_chunk(
+            bucket, batch_id, chunk_id, attempt=attempt, env=os.environ
+        )
+    except ScmBatchError as exc:
+        if ctx.obj:
+            traceback.print_exc()
+        code = TRANSIENT_EXIT_CODE if is_transient(exc) else exc.exit_code
+        raise fail(f"{type(exc).__name__}: {exc.message}", code) from None
+    except Exception as exc:
+        if ctx.obj:
+            traceback.print_exc()
+        code = TRANSIENT_EXIT_CODE if is_transient(exc) else ExitCode.INTERNAL
+        raise fail(f"internal error: {type(exc).__name__}: {exc}", code) from None
+    if earlier:
+        err.print(f"{escape(chunk_id)} was done before; nothing to do", soft_wrap=True)
+    out.print(
+        f"{escape(chunk_id)}: {result.records:,} records, {result.valid_records:,} valid, "
+        f"{result.delivered:,} delivered, {result.duration_seconds:.1f} s"
+    )

@@ -1,0 +1,60 @@
+"""Checks before a stored plan is carried on: same batch, same input object, same delivery.
+
+A batch whose plan exists is resumed, locally (``scm-batch run`` / ``resume``) and on AWS (an
+execution started again with the same input). Its finished chunks were made from one input object
+and delivered to one place; these checks refuse to mix them with another.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from scm_batch.config import RunOptions
+from scm_batch.errors import BatchExistsError, InputChangedError
+from scm_batch.model import ChunkPlan, JobInput
+from scm_batch.sinks.routing import delivery_target
+from scm_batch.storage import Storage
+
+
+def first_difference(planned: JobInput, asked: JobInput) -> str | None:
+    """The first field in which ``asked`` differs from the planned input, or ``None``."""
+    theirs = msgspec.structs.asdict(planned)
+    for name, value in msgspec.structs.asdict(asked).items():
+        if name == "processed_at" and value is None:
+            continue  # not pinned: the plan's own timestamp is the one to keep
+        if theirs[name] != value:
+            return f"{name}: planned {theirs[name]!r}, now {value!r}"
+    return None
+
+
+def check_same_batch(plan: ChunkPlan, job: JobInput, storage: Storage, hint: str) -> None:
+    """Refuse to resume a batch that was planned with other input; ``hint`` says what to do."""
+    difference = first_difference(plan.job, job)
+    if difference is not None:
+        raise BatchExistsError(
+            f"batch {job.batch_id!r} in {storage.uri} was planned with other input "
+            f"({difference}); {hint}"
+        )
+
+
+def check_input_unchanged(plan: ChunkPlan, storage: Storage) -> None:
+    info = storage.stat(plan.source.key)
+    if info.identity != plan.source.identity:
+        raise InputChangedError(
+            f"{storage.uri_for(plan.source.key)} changed since batch {plan.batch_id!r} was planned "
+            f"(size {info.size:,}, planned {plan.source.size:,}; etag {info.etag}, planned "
+            f"{plan.source.etag}); its finished chunks no longer match it: start a new batch id, "
+            "or --overwrite this one"
+        )
+
+
+def check_delivery_unchanged(plan: ChunkPlan, options: RunOptions) -> None:
+    if plan.delivery is None:
+        return
+    now = delivery_target(plan.delivery.destination, options.delivery)
+    if now != plan.delivery:
+        raise BatchExistsError(
+            f"batch {plan.batch_id!r} was planned to deliver to {plan.delivery.describe()}; this "
+            f"run would deliver to {now.describe()}: resume it with the planned settings, or "
+            "--overwrite"
+        )

@@ -1,0 +1,126 @@
+"""The functions called one after another as the state machine would, on moto's S3: what they
+hand on, and what they write to their logs (never a record)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from scm_batch.aws import handlers
+from scm_batch.errors import InjectedTerminalError
+
+BUCKET = "scm-batch-logs"
+SECRET_EMAIL = "zebediah.quux.7731@example.org"
+SECRET_NAME = "Zebediah Quux-Marker"
+
+
+def records() -> bytes:
+    lines = []
+    for n in range(400):
+        record: dict[str, Any] = {
+            "id": f"r{n}",
+            "name": SECRET_NAME,
+            "email": SECRET_EMAIL,
+            "status": "active",
+            "createdAt": "2026-01-01T00:00:00Z",
+            "updatedAt": "2026-01-01T00:00:00Z",
+        }
+        if n % 50 == 0:
+            record["email"] = (
+                f"not-an-email {SECRET_EMAIL} {SECRET_NAME}"  # invalid: kept in errors
+            )
+        lines.append(json.dumps(record))
+    lines.insert(7, f'{{"broken": "{SECRET_NAME}"')  # malformed
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.fixture
+def s3(deployment_env: pytest.MonkeyPatch) -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        client.put_object(Bucket=BUCKET, Key="in/records.jsonl", Body=records())
+        yield client
+
+
+def run_functions(payload: dict[str, Any]) -> dict[str, Any]:
+    batch = handlers.read_s3(payload, None)
+    batch = handlers.validate_data({"batch": batch}, None)
+    batch = handlers.calculate_chunks({"batch": batch}, None)
+    items = json.loads(
+        boto3.client("s3", region_name="us-east-1")
+        .get_object(Bucket=batch["plan"]["bucket"], Key=batch["plan"]["itemsKey"])["Body"]
+        .read()
+    )
+    assert len(items) == batch["plan"]["chunkCount"]
+    for attempt, item in enumerate(items):
+        with contextlib.suppress(InjectedTerminalError):
+            handlers.update_records({"chunk": item, "attempt": attempt % 2}, None)
+    outcome = handlers.aggregate_results(
+        {"batch": batch, "startedAt": "2026-05-01T00:00:00Z"}, None
+    )
+    handlers.send_to_kafka({"batch": batch, "outcome": outcome}, None)
+    return outcome
+
+
+def test_logs_carry_ids_and_counts_never_record_contents(
+    s3: Any,
+    deployment_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    deployment_env.setenv("SCM_BATCH_FAULTS", "chunk_000002=terminal")
+    caplog.set_level(logging.DEBUG)
+    outcome = run_functions(
+        {
+            "bucket": BUCKET,
+            "file": "in/records.jsonl",
+            "customerId": "c1",
+            "tenantId": "t1",
+            "batchId": "logs",
+            "maxConcurrentChunks": 4,
+        }
+    )
+    assert outcome["chunksFailed"] == 0  # failures reach the ledger through the state machine
+    captured = capsys.readouterr()
+    logs = captured.out + captured.err + caplog.text
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    events = [line.get("event") for line in lines]
+    assert events.count("chunk-started") == 4
+    assert {"initialized", "validated", "planned", "failed", "completion-sent"} <= set(events)
+    failed = next(line for line in lines if line.get("event") == "failed")
+    assert failed["error"] == "InjectedTerminalError"
+    assert any("_aws" in line for line in lines)  # metrics were written
+    # The records really were read: the bucket holds their contents, the logs do not.
+    errors = s3.get_object(Bucket=BUCKET, Key="errors/logs/chunk_000000.jsonl")["Body"].read()
+    assert SECRET_EMAIL.encode() in errors
+    for secret in (SECRET_EMAIL, SECRET_NAME, "zebediah"):
+        assert secret not in logs
+
+
+def test_a_batch_with_a_plan_is_planned_once(s3: Any) -> None:
+    payload = {
+        "bucket": BUCKET,
+        "file": "in/records.jsonl",
+        "customerId": "c1",
+        "tenantId": "t1",
+        "batchId": "twice",
+        "maxConcurrentChunks": 3,
+    }
+    batch = handlers.validate_data({"batch": handlers.read_s3(payload, None)}, None)
+    first = handlers.calculate_chunks({"batch": batch}, None)
+    second = handlers.calculate_chunks({"batch": batch}, None)
+    assert (first["plan"]["resumed"], second["plan"]["resumed"]) == (False, True)
+    assert first["plan"]["chunkCount"] == second["plan"]["chunkCount"] == 3
+    plan = json.loads(s3.get_object(Bucket=BUCKET, Key="metadata/twice/chunks.json")["Body"].read())
+    items = json.loads(
+        s3.get_object(Bucket=BUCKET, Key="metadata/twice/chunk-items.json")["Body"].read()
+    )
+    assert items == plan["chunks"]

@@ -1,0 +1,401 @@
+"""The generated state machine run end to end under moto's Step Functions interpreter.
+
+Its Lambda tasks call the project's handlers and its Batch jobs run ``scm-batch aws
+process-chunk``; S3 and SQS are moto's. Every scenario checks names (states entered, error
+names, status words), not just counts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scm_batch.aws.definition import build_definition
+from scm_batch.config import RunOptions
+from scm_batch.model import JobInput, PlanOptions
+from scm_batch.pipeline import run_batch
+from scm_batch.records.generate import generate_lines
+from tests.aws.sandbox import BUCKET, Sandbox
+
+PROCESSED_AT = "2026-05-01T00:00:00.000Z"
+RECORDS = 3_000
+CHUNKS = 6
+INPUT_KEY = "input/records.jsonl"
+UPDATE_RECORDS = "scm-batch-processor-update-records"
+
+
+def _input_bytes() -> bytes:
+    lines, _ = generate_lines(0, RECORDS, seed=11, invalid_rate=0.004, malformed_rate=0.001)
+    return ("\n".join(lines) + "\n").encode()
+
+
+INPUT = _input_bytes()
+
+
+def execution_input(**changes: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "bucket": BUCKET,
+        "file": INPUT_KEY,
+        "customerId": "cust-aws",
+        "tenantId": "ten-aws",
+        "batchId": "awsbatch",
+        "deployment": "WORKSPACE",
+        "snapshotId": "snap-1",
+        "maxConcurrentChunks": CHUNKS,
+        "processedAt": PROCESSED_AT,
+    }
+    fields.update(changes)
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+LocalRun = dict[tuple[int, int], dict[str, bytes]]
+
+
+@pytest.fixture(scope="module")
+def local_runs(tmp_path_factory: pytest.TempPathFactory) -> LocalRun:
+    return {}
+
+
+def local_parts(
+    local_runs: LocalRun, root: Path, chunks: int = CHUNKS, largest: int = 500_000
+) -> dict[str, bytes]:
+    """The result and error parts of a local run of the same input: what AWS must write."""
+    if (chunks, largest) in local_runs:
+        return local_runs[chunks, largest]
+    (root / "input").mkdir(parents=True)
+    (root / INPUT_KEY).write_bytes(INPUT)
+    job = JobInput(
+        bucket=str(root),
+        file=INPUT_KEY,
+        customer_id="cust-aws",
+        tenant_id="ten-aws",
+        batch_id="awsbatch",
+        snapshot_id="snap-1",
+        max_concurrent_chunks=chunks,
+        max_chunk_size=largest,
+        processed_at=PROCESSED_AT,
+    )
+    options = RunOptions(workers=1, plan=PlanOptions(min_chunk_size=1, count_records=True))
+    report = run_batch(job, options)
+    assert report.summary.chunks_failed == 0
+    parts = {
+        str(path.relative_to(root)): path.read_bytes()
+        for prefix in ("results", "errors")
+        for path in sorted((root / prefix).rglob("*.jsonl"))
+    }
+    local_runs[chunks, largest] = parts
+    return parts
+
+
+def deploy(aws: Sandbox, **settings: Any) -> str:
+    aws.clients["s3"].put_object(Bucket=BUCKET, Key=INPUT_KEY, Body=INPUT)
+    return aws.create_state_machine(build_definition(aws.deployment(**settings)))
+
+
+def s3_parts(aws: Sandbox) -> dict[str, bytes]:
+    return {
+        key: aws.get(key)
+        for prefix in ("results/awsbatch/", "errors/awsbatch/")
+        for key in aws.keys(prefix)
+    }
+
+
+def chunks_on_lambda(aws: Sandbox) -> list[str]:
+    return sorted(call["chunk"]["chunkId"] for call in aws.record.calls_of(UPDATE_RECORDS))
+
+
+def aggregated(aws: Sandbox) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(aws.get("final-results/awsbatch/aggregated-results.json"))
+    return document
+
+
+def test_all_chunks_on_lambda_write_what_a_local_run_writes(
+    aws: Sandbox, local_runs: LocalRun, tmp_path: Path
+) -> None:
+    machine = deploy(aws)
+    run = aws.execute(machine, execution_input(), "all-lambda")
+
+    assert (run.status, run.error) == ("SUCCEEDED", None)
+    entered = run.states_entered()
+    for state in (
+        "InitializeBatchProcessing",
+        "ValidateBatchConfig",
+        "CalculateChunks",
+        "ProcessChunksInParallel",
+        "AggregateResults",
+        "ToleratedFailureCheck",
+        "DeploymentChoiceState",
+        "SendToKafka",
+        "SendToSQS",
+        "SuccessState",
+    ):
+        assert state in entered
+    for absent in ("SendToSqsCore", "ReportFailure", "FailureState"):
+        assert absent not in entered
+    # The Map's iterations run as child executions: what they did is seen in their calls.
+    assert chunks_on_lambda(aws) == [f"chunk_{n:06d}" for n in range(CHUNKS)]
+    assert aws.record.batch_runs == []
+
+    assert s3_parts(aws) == local_parts(local_runs, tmp_path)  # byte for byte, part by part
+    summary = aggregated(aws)
+    assert summary["status"] == "COMPLETED"
+    assert summary["chunksSucceeded"] == CHUNKS
+    assert summary["totals"]["lines"] == RECORDS
+    [status] = aws.status_messages()
+    assert status["batchId"] == "awsbatch"
+    assert status["batchStatus"] == "SUBMITTED_FOR_PROCESSING"
+    assert status["customerId"] == "cust-aws"
+    assert status["totalRecordsProcessed"] == RECORDS
+    assert status["progress"] == 100
+    completion = json.loads(aws.get("notifications/awsbatch/kafka.json"))
+    assert completion["type"] == "BATCH_COMPLETION_NOTIFICATION"
+    assert completion["resultLocation"]["key"] == "final-results/awsbatch/aggregated-results.json"
+    assert run.output["statusMessage"] == status
+
+
+def test_chunks_too_big_for_lambda_run_as_batch_jobs_and_write_the_same(
+    aws: Sandbox, deployment_env: pytest.MonkeyPatch, local_runs: LocalRun, tmp_path: Path
+) -> None:
+    # 3,000 records in chunks of at most 700: four of 700 go to Batch, the last 200 to Lambda.
+    deployment_env.setenv("SCM_BATCH_BATCH_PROCESSING_THRESHOLD", "600")
+    machine = deploy(aws)
+    run = aws.execute(machine, execution_input(maxConcurrentChunks=4, maxChunkSize=700), "mixed")
+
+    assert (run.status, run.error) == ("SUCCEEDED", None)
+    assert chunks_on_lambda(aws) == ["chunk_000004"]
+    jobs = sorted(aws.record.batch_runs, key=lambda r: r.parameters["chunkId"])
+    assert [r.parameters["chunkId"] for r in jobs] == [f"chunk_{n:06d}" for n in range(4)]
+    assert all(r.exit_code == 0 and r.attempt == 1 for r in jobs)
+    # The job ran the job definition's command with the Ref:: parameters filled in: strings.
+    assert jobs[0].argv == [
+        "scm-batch", "aws", "process-chunk",
+        "--bucket", BUCKET, "--batch-id", "awsbatch", "--chunk-id", "chunk_000000",
+    ]  # fmt: skip
+    assert s3_parts(aws) == local_parts(local_runs, tmp_path, chunks=4, largest=700)
+    manifest = json.loads(aws.get("metadata/awsbatch/chunks/chunk_000000.json"))
+    assert manifest["route"] == "batch"
+    assert aggregated(aws)["chunksSucceeded"] == 5
+
+
+def test_a_transient_failure_is_retried_with_backoff_and_then_succeeds(
+    aws: Sandbox, deployment_env: pytest.MonkeyPatch, local_runs: LocalRun, tmp_path: Path
+) -> None:
+    deployment_env.setenv("SCM_BATCH_FAULTS", "chunk_000001=transient:2")
+    machine = deploy(aws)
+    run = aws.execute(machine, execution_input(), "transient")
+
+    assert (run.status, run.error) == ("SUCCEEDED", None)
+    attempts = [
+        call["attempt"]
+        for call in aws.record.calls_of(UPDATE_RECORDS)
+        if call["chunk"]["chunkId"] == "chunk_000001"
+    ]
+    assert attempts == [0, 1, 2]  # the state's retry count, passed to the function
+    # IntervalSeconds 1, BackoffRate 2, full jitter (drawn at the top of its range here).
+    assert aws.record.retry_waits == [1.0, 2.0]
+    manifest = json.loads(aws.get("metadata/awsbatch/chunks/chunk_000001.json"))
+    assert manifest["attempts"][-1]["attempt"] == 3
+    assert s3_parts(aws) == local_parts(local_runs, tmp_path)
+    assert aws.keys("metadata/awsbatch/failures/") == []
+
+
+def test_a_permanent_chunk_failure_is_recorded_and_tolerated(
+    aws: Sandbox, deployment_env: pytest.MonkeyPatch, local_runs: LocalRun, tmp_path: Path
+) -> None:
+    deployment_env.setenv("SCM_BATCH_FAULTS", "chunk_000002=terminal")
+    deployment_env.setenv("SCM_BATCH_TOLERATED_FAILURE_COUNT", "1")
+    machine = deploy(aws)
+    run = aws.execute(machine, execution_input(), "tolerated")
+
+    assert (run.status, run.error) == ("SUCCEEDED", None)
+    tries = [
+        c for c in aws.record.calls_of(UPDATE_RECORDS) if c["chunk"]["chunkId"] == "chunk_000002"
+    ]
+    assert len(tries) == 1  # a terminal error is not retried
+    summary = aggregated(aws)
+    assert summary["status"] == "COMPLETED"
+    assert summary["chunksFailed"] == 1
+    [failed] = summary["failedChunks"]
+    assert failed["chunkId"] == "chunk_000002"
+    assert failed["errorType"] == "InjectedTerminalError"
+    assert failed["message"] == "injected terminal fault in chunk_000002"
+    assert aws.keys("metadata/awsbatch/failures/") == [
+        "metadata/awsbatch/failures/chunk_000002.json"
+    ]
+    expected = {
+        key: data
+        for key, data in local_parts(local_runs, tmp_path).items()
+        if "chunk_000002" not in key
+    }
+    assert s3_parts(aws) == expected  # nothing of the failed chunk, everything of the others
+    [status] = aws.status_messages()
+    assert status["batchStatus"] == "SUBMITTED_FOR_PROCESSING"
+    assert "ReportFailure" not in run.states_entered()
+
+
+def test_too_many_failed_chunks_end_in_failure_state_with_a_failure_status(
+    aws: Sandbox, deployment_env: pytest.MonkeyPatch
+) -> None:
+    deployment_env.setenv("SCM_BATCH_FAULTS", "chunk_000002=terminal,chunk_000004=terminal")
+    deployment_env.setenv("SCM_BATCH_TOLERATED_FAILURE_COUNT", "1")
+    machine = deploy(aws)
+    run = aws.execute(machine, execution_input(), "too-many")
+
+    assert run.status == "FAILED"
+    assert run.error == "ChunksFailed"
+    assert run.cause == "2 of 6 chunks failed"
+    entered = run.states_entered()
+    assert entered[-4:] == [
+        "ToleratedFailureCheck",
+        "DescribeBatchFailure",
+        "ReportFailure",
+        "FailureState",
+    ]
+    assert "SendToKafka" not in entered
+    assert "SendToSQS" not in entered
+    [status] = aws.status_messages()
+    assert status["batchId"] == "awsbatch"
+    assert status["batchStatus"] == "SUBMISSION_FAILED"
+    assert status["errorMessage"] == "2 of 6 chunks failed"
+    summary = aggregated(aws)
+    assert summary["status"] == "CHUNK_FAILED"
+    assert sorted(f["errorType"] for f in summary["failedChunks"]) == ["InjectedTerminalError"] * 2
+    assert aws.keys("notifications/awsbatch/kafka.json") == []  # no completion message
+
+
+def test_batch_jobs_retry_transient_exits_and_record_terminal_ones(
+    aws: Sandbox, deployment_env: pytest.MonkeyPatch
+) -> None:
+    deployment_env.setenv("SCM_BATCH_BATCH_PROCESSING_THRESHOLD", "600")
+    deployment_env.setenv("SCM_BATCH_FAULTS", "chunk_000001=transient:1,chunk_000003=terminal")
+    deployment_env.setenv("SCM_BATCH_TOLERATED_FAILURE_COUNT", "1")
+    machine = deploy(aws)
+    run = aws.execute(
+        machine, execution_input(maxConcurrentChunks=4, maxChunkSize=700), "batch-faults"
+    )
+
+    assert (run.status, run.error) == ("SUCCEEDED", None)
+    exits = {(r.parameters["chunkId"], r.attempt): r.exit_code for r in aws.record.batch_runs}
+    # Exit 75 (transient) is retried by the job definition's strategy; exit 1 (a terminal
+    # error) is not, and the state machine records the chunk as failed.
+    assert exits[("chunk_000001", 1)] == 75
+    assert exits[("chunk_000001", 2)] == 0
+    assert exits[("chunk_000003", 1)] == 1
+    assert ("chunk_000003", 2) not in exits
+    [failed] = aggregated(aws)["failedChunks"]
+    assert failed["chunkId"] == "chunk_000003"
+    assert failed["errorType"] == "States.TaskFailed"
+    assert "exit code 1" in failed["message"]
+    manifest = json.loads(aws.get("metadata/awsbatch/chunks/chunk_000001.json"))
+    assert manifest["attempts"][-1]["attempt"] == 2  # the job attempt Batch reported
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "batch_id"),
+    [
+        ({"batchId": None}, "ConfigError", None),
+        ({"batchId": "bad/id"}, "ConfigError", "bad/id"),
+        ({"file": "input/missing.jsonl"}, "InputError", "awsbatch"),
+    ],
+    ids=["missing-batch-id", "unsafe-batch-id", "missing-file"],
+)
+def test_a_bad_execution_input_is_reported_and_fails_the_execution(
+    aws: Sandbox, changes: dict[str, Any], error: str, batch_id: str | None
+) -> None:
+    machine = deploy(aws)
+    run = aws.execute(machine, execution_input(**changes), "bad-input")
+
+    assert run.status == "FAILED"
+    assert run.error == error
+    entered = run.states_entered()
+    assert entered[0] == "InitializeBatchProcessing"
+    assert entered[-2:] == ["ReportFailure", "FailureState"]
+    assert "ValidateBatchConfig" not in entered
+    [status] = aws.status_messages()
+    # Without a batch id the batch is unknown: the message says so rather than guessing.
+    assert status["batchId"] == batch_id
+    assert status["customerId"] == (None if batch_id is None else "cust-aws")
+    assert status["executionId"].endswith(":bad-input")
+    assert status["batchStatus"] == "SUBMISSION_FAILED"
+    assert status["errorMessage"].startswith(f"{error}: ")
+    assert aws.keys("metadata/") == []  # nothing planned, nothing written
+
+
+def test_an_inline_map_passes_small_plans_through_the_state_and_refuses_large_ones(
+    aws: Sandbox, local_runs: LocalRun, tmp_path: Path
+) -> None:
+    machine = deploy(aws, map_mode="inline", max_concurrent_chunks=4, max_inline_chunks=6)
+    run = aws.execute(machine, execution_input(), "inline")
+    assert (run.status, run.error) == ("SUCCEEDED", None)
+    assert run.states_entered().count("ProcessWithLambda") == CHUNKS  # iterations in the history
+    assert s3_parts(aws) == local_parts(local_runs, tmp_path)
+
+    too_big = aws.execute(machine, execution_input(batchId="big", maxConcurrentChunks=7), "big")
+    assert (too_big.status, too_big.error) == ("FAILED", "PlanTooLargeError")
+    assert aws.keys("metadata/big/") == []
+
+
+def test_an_object_created_event_starts_the_batch_its_manifest_describes(aws: Sandbox) -> None:
+    machine = deploy(aws)
+    manifest = {k: v for k, v in execution_input().items() if k != "bucket"}
+    aws.clients["s3"].put_object(
+        Bucket=BUCKET, Key="manifests/job 1.json", Body=json.dumps(manifest).encode()
+    )
+    event = {
+        "source": "aws.s3",
+        "detail-type": "Object Created",
+        "detail": {"bucket": {"name": BUCKET}, "object": {"key": "manifests/job+1.json"}},
+    }
+    run = aws.execute(machine, event, "from-event")
+    assert (run.status, run.error) == ("SUCCEEDED", None)
+    assert aggregated(aws)["chunksSucceeded"] == CHUNKS
+
+
+def test_an_execution_started_again_resumes_its_batch_and_other_input_is_refused(
+    aws: Sandbox, deployment_env: pytest.MonkeyPatch, local_runs: LocalRun, tmp_path: Path
+) -> None:
+    deployment_env.setenv("SCM_BATCH_FAULTS", "chunk_000003=terminal")
+    deployment_env.setenv("SCM_BATCH_TOLERATED_FAILURE_COUNT", "0")
+    machine = deploy(aws)
+    first = aws.execute(machine, execution_input(), "first")
+    assert (first.status, first.error) == ("FAILED", "ChunksFailed")
+
+    deployment_env.delenv("SCM_BATCH_FAULTS")  # the cause is gone: run the same input again
+    aws.record.lambda_calls.clear()
+    again = aws.execute(machine, execution_input(), "again")
+    assert (again.status, again.error) == ("SUCCEEDED", None)
+    calls = aws.record.calls_of(UPDATE_RECORDS)
+    assert len(calls) == CHUNKS
+    redone = [c["chunk"]["chunkId"] for c in calls]
+    assert sorted(redone) == [f"chunk_{n:06d}" for n in range(CHUNKS)]
+    summary = aggregated(aws)
+    assert (summary["chunksSucceeded"], summary["chunksFailed"]) == (CHUNKS, 0)
+    assert summary["chunksResumed"] == CHUNKS - 1
+    assert aws.keys("metadata/awsbatch/failures/") == []
+    assert s3_parts(aws) == local_parts(local_runs, tmp_path)
+
+    other = aws.execute(machine, execution_input(customerId="someone-else"), "other")
+    assert (other.status, other.error) == ("FAILED", "BatchExistsError")
+    assert "ValidateBatchConfig" in other.states_entered()
+
+
+def test_a_core_deployment_sends_its_completion_to_sqs_core(
+    aws: Sandbox, deployment_env: pytest.MonkeyPatch
+) -> None:
+    core = aws.clients["sqs"].create_queue(QueueName="sqs-core")["QueueUrl"]
+    deployment_env.setenv("SQS_CORE_QUEUE", core)
+    machine = deploy(aws)
+    run = aws.execute(machine, execution_input(deployment="CORE", destination="none"), "core")
+
+    assert (run.status, run.error) == ("SUCCEEDED", None)
+    entered = run.states_entered()
+    assert "SendToSqsCore" in entered
+    assert "SendToKafka" not in entered
+    [message] = aws.clients["sqs"].receive_message(QueueUrl=core).get("Messages", [])
+    completion = json.loads(message["Body"])
+    assert completion["type"] == "BATCH_COMPLETION_NOTIFICATION"
+    assert completion["deployment"] == "CORE"
+    assert completion["status"] == "COMPLETED"
