@@ -399,3 +399,27 @@ def test_a_core_deployment_sends_its_completion_to_sqs_core(
     assert completion["type"] == "BATCH_COMPLETION_NOTIFICATION"
     assert completion["deployment"] == "CORE"
     assert completion["status"] == "COMPLETED"
+
+
+def test_a_critically_invalid_batch_fails_after_aggregating_with_its_verdict(
+    aws: Sandbox,
+) -> None:
+    lines, _ = generate_lines(0, 1_000, seed=3, invalid_rate=0.2, malformed_rate=0.0)
+    aws.clients["s3"].put_object(
+        Bucket=BUCKET, Key="input/bad.jsonl", Body=("\n".join(lines) + "\n").encode()
+    )
+    machine = deploy(aws)
+    run = aws.execute(machine, execution_input(file="input/bad.jsonl"), "critical")
+
+    assert (run.status, run.error) == ("FAILED", "ValidationFailedCritical")
+    assert (
+        run.cause == "validation failed critically; see validation/awsbatch/validation-results.json"
+    )
+    summary = aggregated(aws)
+    assert (summary["status"], summary["validationStatus"]) == (
+        "COMPLETED",
+        "VALIDATION_FAILED_CRITICAL",
+    )
+    [status] = aws.status_messages()
+    assert status["batchStatus"] == "SUBMISSION_FAILED"
+    assert status["totalRecordsProcessed"] == 1_000
