@@ -80,6 +80,12 @@ class FaultProxy:
     * ``outage_after(sent, seconds)``: once clients have sent ``sent`` bytes through it, every
       connection is reset and new ones are refused for ``seconds``: the server is unreachable.
       (This is a real stretch of time: it is the fault being simulated, not a wait for something.)
+      Clients see their connections reset; the server sees them end (what it was sent arrives,
+      then end of stream), as when the network between them fails, so it never has a request
+      torn away while it is storing it. tansu 0.6.0 loses acknowledged batches in that case (one
+      partition's batch in flight, in about one run in ten, when both sides were reset): its
+      produce is not safe against the client vanishing mid-request, which is not what the tests
+      are about.
     Requests are recorded (their first lines and Range headers) so tests can see what was asked.
     """
 
@@ -95,7 +101,8 @@ class FaultProxy:
         self._canned: dict[str | None, bytes] = {}
         self.drops = 0
         self.requests: list[str] = []
-        self._open: set[socket.socket] = set()
+        self._open: set[socket.socket] = set()  # client sides
+        self._upstreams: set[socket.socket] = set()
         self._sent_up = 0
         self._outage: tuple[int, float] | None = None
         self.down = threading.Event()
@@ -113,11 +120,14 @@ class FaultProxy:
                 return
             seconds = self._outage[1]
             self._outage = None
-            victims = list(self._open)
+            victims, upstreams = list(self._open), list(self._upstreams)
             self.down.set()
             self.outages += 1
         for sock in victims:
             _reset(sock)
+        for sock in upstreams:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)
         timer = threading.Timer(seconds, self.down.clear)
         timer.daemon = True
         timer.start()
@@ -151,7 +161,8 @@ class FaultProxy:
             return
         upstream = socket.create_connection(self._target)
         with self._lock:
-            self._open.update((client, upstream))
+            self._open.add(client)
+            self._upstreams.add(upstream)
         state = {"ranged_get": False, "sent": 0, "head": 0}
         reset = _reset
 
