@@ -18,6 +18,20 @@ _TRANSIENT_BUILTINS: tuple[type[BaseException], ...] = (
     TimeoutError,
     MemoryError,
 )
+# Their names as a Lambda reports them, spelled out rather than found by walking subclasses:
+# which subclasses exist depends on what was imported (boto3 brings http.client's
+# RemoteDisconnected, say), and the generated state machine must not. An error raised under any
+# other name (a library's own ConnectionError subclass) is not retried by Step Functions; the
+# storage and sink adapters translate their clients' errors into the project's own.
+_TRANSIENT_BUILTIN_NAMES = (
+    "BrokenPipeError",
+    "ConnectionAbortedError",
+    "ConnectionError",
+    "ConnectionRefusedError",
+    "ConnectionResetError",
+    "MemoryError",
+    "TimeoutError",
+)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -69,6 +83,5 @@ def transient_error_names() -> list[str]:
         for cls in _subclasses(ScmBatchError)
         if issubclass(cls, ScmBatchError) and cls.transient and cls is not ChunkFailedError
     }
-    for builtin in _TRANSIENT_BUILTINS:
-        names.update(cls.__name__ for cls in _subclasses(builtin))
+    names.update(_TRANSIENT_BUILTIN_NAMES)
     return sorted(names)
