@@ -10,7 +10,7 @@ DEMO_RECORDS ?= 1000000
 DEMO_BUCKET  := demo/bucket
 DEMO_INPUT   := $(DEMO_BUCKET)/input/records.jsonl
 
-.PHONY: demo test lint typecheck unit install clean
+.PHONY: demo test lint typecheck unit install clean tools lambda-package
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,38 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Tools that check the deployment (deploy/terraform), in their own venv: checkov pins versions
+# that would fight the project's own. The stamp names the version, so a new pin reinstalls.
+CHECKOV_VERSION := 3.3.30
+TOOLS_VENV      := .venv-tools
+TOOLS_STAMP     := $(TOOLS_VENV)/.checkov-$(CHECKOV_VERSION)
+
+$(TOOLS_STAMP):
+	rm -rf $(TOOLS_VENV)
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS_VENV)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $@
+
+tools: $(TOOLS_STAMP)
+
+# The Lambda deployment package: the project and its runtime dependencies (with the MSK IAM
+# signer) as manylinux x86_64 wheels for Python 3.12, zipped with sorted entries and fixed
+# timestamps so that the same sources give the same zip (and Terraform's source_code_hash).
+# The python3.12 runtime is Amazon Linux 2023 (glibc 2.34), so manylinux_2_28 wheels run there
+# too; without that platform pip falls back to old releases (confluent-kafka 2.4).
+LAMBDA_BUILD := build/lambda
+LAMBDA_ZIP   := dist/scm-batch-lambda.zip
+
+lambda-package: $(STAMP)
+	rm -rf $(LAMBDA_BUILD) build/lambda-wheel
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir build/lambda-wheel .
+	$(BIN)/python -m pip install --quiet --no-compile --target $(LAMBDA_BUILD) \
+		--platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+		--implementation cp --python-version 3.12 \
+		--only-binary=:all: "$$(ls build/lambda-wheel/scm_batch-*.whl)[msk]"
+	$(BIN)/python deploy/lambda_zip.py $(LAMBDA_BUILD) $(LAMBDA_ZIP)
 
 # The main job end to end on the embedded example: 1,000,000 generated records (a few invalid and
 # malformed ones among them), the execution input in examples/demo-event.json.
@@ -34,8 +66,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
-	$(BIN)/python -m pytest
+# SCM_BATCH_REQUIRE_TOOLS=1: the deployment checks fail, rather than skip, without checkov.
+test: lint typecheck $(TOOLS_STAMP)
+	SCM_BATCH_REQUIRE_TOOLS=1 SCM_BATCH_CHECKOV=$(abspath $(TOOLS_VENV)/bin/checkov) \
+		$(BIN)/python -m pytest
 
 clean:
 	rm -rf demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

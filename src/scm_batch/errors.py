@@ -142,6 +142,13 @@ class BatchExistsError(ScmBatchError):
     exit_code = ExitCode.BAD_INPUT
 
 
+class DeliveryChangedError(ScmBatchError):
+    """A batch resumed with delivery settings other than those it was planned with: the same
+    batch, so (unlike :class:`BatchExistsError`) its status is reported."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
 class WorkerDiedError(ScmBatchError):
     """The process running a chunk ended abruptly (killed, out of memory); worth another try."""
 

@@ -17,6 +17,8 @@ DEPLOYMENT_ENV = {
     # input cuts the same chunks.
     "SCM_BATCH_MIN_CHUNK_SIZE": "1",
     "SCM_BATCH_COUNT_RECORDS": "true",
+    # No broker here: completion messages stay in the bucket's outbox, where tests read them.
+    "SCM_BATCH_COMPLETION_OUTBOX_ONLY": "true",
 }
 
 

@@ -8,10 +8,14 @@ Language; S3, SQS, Lambda and Batch are moto's in-memory services. The hooks:
   Lambda runtime's ``Unhandled`` error envelope, so Retry/Catch match the exception's class name
   as they do on AWS.
 * A Batch job runs the command of its job definition with ``Ref::`` parameters substituted, as
-  the Batch agent would, through the real command line, and applies the job definition's retry
-  strategy (``evaluateOnExit``) to its exit code.
+  the Batch agent would, through the real command line (the attempt in ``AWS_BATCH_JOB_ATTEMPT``),
+  and applies the retry strategy ``deploy/terraform/batch.tf`` gives the job definition
+  (``evaluateOnExit``) to its exit code.
 * Retry waits are recorded, not slept; ``JitterStrategy: FULL`` draws the top of its range, so the
   recorded waits are exactly the backoff series' caps.
+* Every AWS API call is recorded with who made it (:class:`ApiCall`): the function whose handler
+  is running, the Batch job, or the state machine itself, so that tests/aws/test_permissions.py
+  can hold each call to that principal's IAM policy in deploy/terraform (moto enforces none).
 * Two moto 5.2.5 defects are worked around: Batch parameters are not re-cased between the States
   Language and boto (every ``submitJob`` would fail with ``KeyError: 'JobName'``), and a retried
   ``.sync`` task reuses its finished task token (it would report ``States.Timeout``).
@@ -20,17 +24,22 @@ Language; S3, SQS, Lambda and Batch are moto's in-memory services. The hooks:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fnmatch
 import json
+import os
 import threading
 import time
 import traceback
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+from botocore.client import BaseClient
+from botocore.exceptions import ClientError
 from botocore.model import ListShape, MapShape, Shape, StructureShape
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
@@ -49,30 +58,36 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service impor
     state_task_service_callback as callback_task,
 )
 
-from scm_batch.aws.batch_job import JOB_COMMAND, TRANSIENT_EXIT_CODE
+from scm_batch.aws.batch_job import JOB_COMMAND
 from scm_batch.aws.definition import FUNCTION_NAMES, Deployment
 from scm_batch.aws.handlers import FUNCTIONS
 from scm_batch.cli import app
+from tests.deploy.hcl import batch_retry_strategy
 
 REGION = "us-east-1"
 BUCKET = "scm-batch-work"
 JOB_QUEUE = "scm-batch-chunks"
 JOB_DEFINITION = "scm-batch-chunk"
 STATUS_QUEUE = "batch-proc"
-BATCH_ATTEMPTS = 3
 MOTO_CONFIG: Any = {
     "stepfunctions": {"execute_state_machine": True},
     "lambda": {"use_docker": False},
     "batch": {"use_docker": False},
 }
-# What deploy/terraform gives the job definition: transient exits retried, the rest final.
-RETRY_STRATEGY: dict[str, Any] = {
-    "attempts": BATCH_ATTEMPTS,
-    "evaluateOnExit": [
-        {"onExitCode": str(TRANSIENT_EXIT_CODE), "action": "RETRY"},
-        {"onReason": "*", "action": "EXIT"},
-    ],
-}
+# What deploy/terraform gives the job definition: the sandbox retries what AWS Batch would.
+RETRY_STRATEGY = batch_retry_strategy()
+BATCH_ATTEMPTS = int(RETRY_STRATEGY["attempts"])
+# What a job that ran and exited reports (the sandbox's jobs always start).
+EXITED_STATUS_REASON = "Essential container in task exited"
+# Who makes an AWS call: a function's name while its handler runs, BATCH_JOB while a job's
+# command runs; a call with neither, from a thread other than the test's, is the interpreter's.
+BATCH_JOB = "batch-job"
+STATE_MACHINE = "state-machine"
+_PRINCIPAL: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "sandbox_principal", default=None
+)
+# The request parameters that name what a call acts on (not bodies: they can be megabytes).
+_TARGET_PARAMETERS = ("Bucket", "Key", "Delete", "QueueUrl", "QueueName")
 
 
 @dataclass
@@ -86,11 +101,23 @@ class BatchRun:
     exit_code: int
 
 
+@dataclass(frozen=True)
+class ApiCall:
+    """One AWS API call a client made (whether or not moto refused it), and who made it."""
+
+    principal: str  # a function's name, BATCH_JOB or STATE_MACHINE
+    service: str  # botocore's name: "s3", "sqs", "lambda", ...
+    operation: str  # the API's: "PutObject", "SendMessageBatch", ...
+    target: dict[str, Any]  # the _TARGET_PARAMETERS the request has
+    error: str | None  # the error code of a refused call ("404", "NoSuchKey", ...)
+
+
 @dataclass
 class Recorder:
     lambda_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     batch_runs: list[BatchRun] = field(default_factory=list)
     retry_waits: list[float] = field(default_factory=list)
+    api_calls: list[ApiCall] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def calls_of(self, function: str) -> list[dict[str, Any]]:
@@ -180,6 +207,7 @@ class Sandbox:
         self.job_queue_arn = ""
         self.job_definition_arn = ""
         self.status_queue_url = ""
+        self._job_lock = threading.Lock()
 
     # -- hooks ---------------------------------------------------------------------------------
     def _invoke(
@@ -197,17 +225,21 @@ class Sandbox:
         with self.record.lock:
             self.record.lambda_calls.append((name, event))
         context = types.SimpleNamespace(function_name=name, aws_request_id=str(time.time_ns()))
+        principal = _PRINCIPAL.set(name)
         try:
             payload = json.dumps(FUNCTIONS[name](event, context))
         except Exception as exc:  # the Lambda runtime's envelope for an unhandled error
             response_headers["x-amz-function-error"] = "Unhandled"
-            payload = json.dumps(
+            payload = json.dumps(  # the Python runtime's fields, in its order
                 {
-                    "errorType": type(exc).__name__,
                     "errorMessage": str(exc),
+                    "errorType": type(exc).__name__,
+                    "requestId": context.aws_request_id,
                     "stackTrace": traceback.format_exception(exc)[-3:],
                 }
             )
+        finally:
+            _PRINCIPAL.reset(principal)
         data = payload.encode()
         response_headers["Content-Length"] = str(len(data))
         return data
@@ -238,14 +270,25 @@ class Sandbox:
             job.job_stopped_reason = f"Essential container in task exited (exit code {code})"
         job._mark_stopped(success=code == 0)
 
-    @staticmethod
-    def _run_command(argv: list[str], attempt: int) -> int:
+    def _run_command(self, argv: list[str], attempt: int) -> int:
+        """The job's command as the Batch agent runs it: the attempt in AWS_BATCH_JOB_ATTEMPT.
+        Jobs run one at a time here, since the environment is the process's."""
         if argv[:1] != ["scm-batch"]:
             return 127
-        try:
-            code = app([*argv[1:], "--attempt", str(attempt)], standalone_mode=False)
-        except SystemExit as exc:
-            return int(exc.code or 0)
+        with self._job_lock:
+            previous = os.environ.get("AWS_BATCH_JOB_ATTEMPT")
+            os.environ["AWS_BATCH_JOB_ATTEMPT"] = str(attempt)
+            principal = _PRINCIPAL.set(BATCH_JOB)
+            try:
+                code = app(argv[1:], standalone_mode=False)
+            except SystemExit as exc:
+                return int(exc.code or 0)
+            finally:
+                _PRINCIPAL.reset(principal)
+                if previous is None:
+                    del os.environ["AWS_BATCH_JOB_ATTEMPT"]
+                else:
+                    os.environ["AWS_BATCH_JOB_ATTEMPT"] = previous
         return int(code) if isinstance(code, int) else 0
 
     def _recording_time(self) -> Any:
@@ -257,9 +300,43 @@ class Sandbox:
 
         return types.SimpleNamespace(sleep=sleep)
 
+    def _recording_api_calls(self) -> Any:
+        """``BaseClient._make_api_call`` recording each call with its principal: every boto3
+        client goes through it, the ones the project's code makes for itself included."""
+        make_api_call = vars(BaseClient)["_make_api_call"]  # private: not in the type stubs
+        record, test_thread = self.record, threading.get_ident()
+
+        def recording(client: Any, operation: str, params: dict[str, Any]) -> Any:
+            principal = _PRINCIPAL.get()
+            if principal is None and threading.get_ident() != test_thread:
+                principal = STATE_MACHINE
+            if principal is None:  # the test itself, setting up or looking
+                return make_api_call(client, operation, params)
+            error = None
+            try:
+                return make_api_call(client, operation, params)
+            except ClientError as exc:
+                error = str(exc.response.get("Error", {}).get("Code"))
+                raise
+            finally:
+                target = {k: params[k] for k in _TARGET_PARAMETERS if k in params}
+                service = client.meta.service_model.service_name
+                with record.lock:
+                    record.api_calls.append(ApiCall(principal, service, operation, target, error))
+
+        return recording
+
     @contextlib.contextmanager
     def hooks(self) -> Iterator[None]:
         me = self
+        submit = ThreadPoolExecutor.submit
+
+        def submit_in_context(
+            pool: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+        ) -> Future[Any]:
+            # A pool's task runs in its submitter's context, so the calls a function makes from
+            # its worker threads (the SQS sink's sends) are the function's.
+            return submit(pool, contextvars.copy_context().run, fn, *args, **kwargs)
 
         def invoke(backend: Any, *args: Any) -> bytes:
             return me._invoke(backend, *args)
@@ -274,6 +351,8 @@ class Sandbox:
             (BatchSimpleBackend, "_mark_job_as_finished", finish),
             (retrier_decl, "time", self._recording_time()),
             (jitter_strategy_decl, "random", top_of_range),
+            (BaseClient, "_make_api_call", self._recording_api_calls()),
+            (ThreadPoolExecutor, "submit", submit_in_context),
             (batch_task.StateTaskServiceBatch, "_normalise_parameters", _normalise_parameters),
             (batch_task.StateTaskServiceBatch, "_normalise_response", _normalise_response),
             (
@@ -429,12 +508,18 @@ class Execution:
 
 
 def _retries(strategy: dict[str, Any], exit_code: int) -> bool:
+    """AWS Batch's reading of ``evaluateOnExit``: the first entry whose every condition matches
+    (globs ending in ``*``) decides; when none does, the job is retried."""
+    facts = {
+        "onExitCode": str(exit_code),
+        "onStatusReason": EXITED_STATUS_REASON,
+        "onReason": "",  # a container that ran and exited gives no reason
+    }
     for rule in strategy.get("evaluateOnExit", []):
-        if "onExitCode" in rule and fnmatch.fnmatch(str(exit_code), rule["onExitCode"]):
+        conditions = {k: v for k, v in rule.items() if k in facts}
+        if all(fnmatch.fnmatchcase(facts[k], v) for k, v in conditions.items()):
             return str(rule["action"]).lower() == "retry"
-        if rule.get("onReason") == "*":
-            return str(rule["action"]).lower() == "retry"
-    return bool(strategy)
+    return True
 
 
 def _role(iam: Any, name: str, service: str) -> str:

@@ -14,7 +14,7 @@ import pytest
 from moto import mock_aws
 
 from scm_batch.aws import handlers
-from scm_batch.errors import InjectedTerminalError
+from scm_batch.errors import ConfigError, InjectedTerminalError
 
 BUCKET = "scm-batch-logs"
 SECRET_EMAIL = "zebediah.quux.7731@example.org"
@@ -122,5 +122,47 @@ def test_a_batch_with_a_plan_is_planned_once(s3: Any) -> None:
     plan = json.loads(s3.get_object(Bucket=BUCKET, Key="metadata/twice/chunks.json")["Body"].read())
     items = json.loads(
         s3.get_object(Bucket=BUCKET, Key="metadata/twice/chunk-items.json")["Body"].read()
+    )
+    assert items == plan["chunks"]
+
+
+@pytest.mark.parametrize(
+    ("deployment", "variable"), [("WORKSPACE", "KAFKA_BROKERS"), ("CORE", "SQS_CORE_QUEUE")]
+)
+def test_a_completion_message_with_nowhere_to_go_is_refused_before_any_work(
+    s3: Any, deployment_env: pytest.MonkeyPatch, deployment: str, variable: str
+) -> None:
+    deployment_env.delenv("SCM_BATCH_COMPLETION_OUTBOX_ONLY")
+    payload = {
+        "bucket": BUCKET,
+        "file": "in/records.jsonl",
+        "customerId": "c1",
+        "tenantId": "t1",
+        "batchId": "nowhere",
+        "deployment": deployment,
+    }
+    batch = handlers.read_s3(payload, None)
+    with pytest.raises(ConfigError, match=rf"^{variable}: is not set"):
+        handlers.validate_data({"batch": batch}, None)
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="metadata/")
+
+
+def test_a_plan_made_by_a_local_run_gets_its_chunk_items(s3: Any) -> None:
+    payload = {
+        "bucket": BUCKET,
+        "file": "in/records.jsonl",
+        "customerId": "c1",
+        "tenantId": "t1",
+        "batchId": "local",
+        "maxConcurrentChunks": 3,
+    }
+    batch = handlers.validate_data({"batch": handlers.read_s3(payload, None)}, None)
+    handlers.calculate_chunks({"batch": batch}, None)
+    s3.delete_object(Bucket=BUCKET, Key="metadata/local/chunk-items.json")  # as a local run
+    again = handlers.calculate_chunks({"batch": batch}, None)
+    assert again["plan"]["resumed"] is True
+    plan = json.loads(s3.get_object(Bucket=BUCKET, Key="metadata/local/chunks.json")["Body"].read())
+    items = json.loads(
+        s3.get_object(Bucket=BUCKET, Key="metadata/local/chunk-items.json")["Body"].read()
     )
     assert items == plan["chunks"]

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from scm_batch.aws.definition import build_definition
+from scm_batch.aws.handlers import FUNCTIONS
 from scm_batch.config import RunOptions
 from scm_batch.model import JobInput, PlanOptions
 from scm_batch.pipeline import run_batch
@@ -248,10 +249,13 @@ def test_too_many_failed_chunks_end_in_failure_state_with_a_failure_status(
     assert run.error == "ChunksFailed"
     assert run.cause == "2 of 6 chunks failed"
     entered = run.states_entered()
-    assert entered[-4:] == [
+    assert entered[-7:] == [
         "ToleratedFailureCheck",
         "DescribeBatchFailure",
         "ReportFailure",
+        "FailureReported",
+        "RecordFailureNotified",
+        "FailureName",
         "FailureState",
     ]
     assert "SendToKafka" not in entered
@@ -294,16 +298,21 @@ def test_batch_jobs_retry_transient_exits_and_record_terminal_ones(
 
 
 @pytest.mark.parametrize(
-    ("changes", "error", "batch_id"),
+    ("changes", "error", "batch_id", "message"),
     [
-        ({"batchId": None}, "ConfigError", None),
-        ({"batchId": "bad/id"}, "ConfigError", "bad/id"),
-        ({"file": "input/missing.jsonl"}, "InputError", "awsbatch"),
+        ({"batchId": None}, "ConfigError", None, "batchId: is required"),
+        ({"batchId": "bad/id"}, "ConfigError", "bad/id", "batchId: must be 1-128 letters, "),
+        (
+            {"file": "input/missing.jsonl"},
+            "InputError",
+            "awsbatch",
+            f"input file s3://{BUCKET}/input/missing.jsonl: no such object",
+        ),
     ],
     ids=["missing-batch-id", "unsafe-batch-id", "missing-file"],
 )
 def test_a_bad_execution_input_is_reported_and_fails_the_execution(
-    aws: Sandbox, changes: dict[str, Any], error: str, batch_id: str | None
+    aws: Sandbox, changes: dict[str, Any], error: str, batch_id: str | None, message: str
 ) -> None:
     machine = deploy(aws)
     run = aws.execute(machine, execution_input(**changes), "bad-input")
@@ -312,7 +321,8 @@ def test_a_bad_execution_input_is_reported_and_fails_the_execution(
     assert run.error == error
     entered = run.states_entered()
     assert entered[0] == "InitializeBatchProcessing"
-    assert entered[-2:] == ["ReportFailure", "FailureState"]
+    # Nothing was planned: no notified marker is recorded.
+    assert entered[-4:] == ["ReportFailure", "FailureReported", "FailureName", "FailureState"]
     assert "ValidateBatchConfig" not in entered
     [status] = aws.status_messages()
     # Without a batch id the batch is unknown: the message says so rather than guessing.
@@ -320,7 +330,10 @@ def test_a_bad_execution_input_is_reported_and_fails_the_execution(
     assert status["customerId"] == (None if batch_id is None else "cust-aws")
     assert status["executionId"].endswith(":bad-input")
     assert status["batchStatus"] == "SUBMISSION_FAILED"
-    assert status["errorMessage"].startswith(f"{error}: ")
+    # The function's own message, not the Lambda runtime's envelope with its stack trace.
+    assert run.cause is not None
+    assert run.cause.startswith(message)
+    assert status["errorMessage"] == f"{error}: {run.cause}"
     assert aws.keys("metadata/") == []  # nothing planned, nothing written
 
 
@@ -376,10 +389,65 @@ def test_an_execution_started_again_resumes_its_batch_and_other_input_is_refused
     assert summary["chunksResumed"] == CHUNKS - 1
     assert aws.keys("metadata/awsbatch/failures/") == []
     assert s3_parts(aws) == local_parts(local_runs, tmp_path)
+    marker = json.loads(aws.get("metadata/awsbatch/notified.json"))
+    assert (marker["batchStatus"], marker["channels"]) == (
+        "SUBMITTED_FOR_PROCESSING",
+        ["kafka", "batch-proc"],
+    )
+    assert [m["batchStatus"] for m in aws.status_messages()] == [
+        "SUBMISSION_FAILED",
+        "SUBMITTED_FOR_PROCESSING",
+    ]
 
+    # Done and notified: started once more, it neither reruns nor sends nor rewrites anything,
+    # and so needs no channel to send on (here: none configured at all).
+    deployment_env.delenv("SCM_BATCH_COMPLETION_OUTBOX_ONLY")
+    summary_bytes = aws.get("final-results/awsbatch/aggregated-results.json")
+    completion_bytes = aws.get("notifications/awsbatch/kafka.json")
+    aws.record.lambda_calls.clear()
+    once_more = aws.execute(machine, execution_input(), "once-more")
+    assert (once_more.status, once_more.error) == ("SUCCEEDED", None)
+    entered = once_more.states_entered()
+    assert "ProcessChunksInParallel" not in entered
+    assert entered[-3:] == ["ToleratedFailureCheck", "BatchAlreadyReported", "SuccessState"]
+    assert aws.record.calls_of(UPDATE_RECORDS) == []
+    assert once_more.output["status"] == "COMPLETED"
+    assert aws.status_messages() == []
+    assert aws.get("final-results/awsbatch/aggregated-results.json") == summary_bytes
+    assert aws.get("notifications/awsbatch/kafka.json") == completion_bytes
+
+    # Another batch's input under this id is refused, and not reported under the id: the
+    # status of batch "awsbatch" is that of the batch above.
     other = aws.execute(machine, execution_input(customerId="someone-else"), "other")
     assert (other.status, other.error) == ("FAILED", "BatchExistsError")
     assert "ValidateBatchConfig" in other.states_entered()
+    assert "ReportFailure" not in other.states_entered()
+    assert aws.status_messages() == []
+
+
+def test_a_failure_of_the_workflow_itself_fails_under_a_name_of_its_own(
+    aws: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calculate = "scm-batch-processor-calculate-chunks"
+    planned = FUNCTIONS[calculate]
+
+    def plan_then_spoil_the_items(event: dict[str, Any], context: object) -> dict[str, Any]:
+        answer = planned(event, context)
+        # Not a JSON array: the distributed Map's ItemReader fails (States.ItemReaderFailed).
+        aws.clients["s3"].put_object(Bucket=BUCKET, Key=answer["plan"]["itemsKey"], Body=b"{}")
+        return answer
+
+    monkeypatch.setitem(FUNCTIONS, calculate, plan_then_spoil_the_items)
+    machine = deploy(aws, map_mode="distributed")
+    run = aws.execute(machine, execution_input(), "spoiled")
+
+    assert (run.status, run.error) == ("FAILED", "WorkflowFailed")
+    assert run.cause is not None
+    assert run.cause.startswith("States.ItemReaderFailed: ")
+    assert run.states_entered()[-3:] == ["FailureName", "NameWorkflowFailure", "FailureState"]
+    [status] = aws.status_messages()
+    assert (status["batchId"], status["batchStatus"]) == ("awsbatch", "SUBMISSION_FAILED")
+    assert status["errorMessage"].startswith("States.ItemReaderFailed: ")
 
 
 def test_a_core_deployment_sends_its_completion_to_sqs_core(
@@ -423,3 +491,19 @@ def test_a_critically_invalid_batch_fails_after_aggregating_with_its_verdict(
     [status] = aws.status_messages()
     assert status["batchStatus"] == "SUBMISSION_FAILED"
     assert status["totalRecordsProcessed"] == 1_000
+    marker = json.loads(aws.get("metadata/awsbatch/notified.json"))
+    assert (marker["batchStatus"], marker["channels"]) == ("SUBMISSION_FAILED", ["batch-proc"])
+
+    # Started again, the verdict stands: the same failure, nothing redone or sent again.
+    summary_bytes = aws.get("final-results/awsbatch/aggregated-results.json")
+    again = aws.execute(machine, execution_input(file="input/bad.jsonl"), "critical-again")
+    assert (again.status, again.error, again.cause) == (run.status, run.error, run.cause)
+    assert again.states_entered()[-5:] == [
+        "ToleratedFailureCheck",
+        "BatchAlreadyReported",
+        "RepeatBatchFailure",
+        "FailureName",
+        "FailureState",
+    ]
+    assert aws.status_messages() == []
+    assert aws.get("final-results/awsbatch/aggregated-results.json") == summary_bytes

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -105,7 +108,7 @@ def test_every_task_has_a_timeout_and_retries_with_jittered_backoff(
 ) -> None:
     definition = build_definition(deployment(**settings))
     tasks = [(n, s) for n, s in all_states(definition["States"]) if s["Type"] == "Task"]
-    assert len(tasks) == 11
+    assert len(tasks) == 13
     for name, task in tasks:
         assert isinstance(task["TimeoutSeconds"], int), name
         assert task["TimeoutSeconds"] > 0, name
@@ -143,7 +146,8 @@ def test_lambda_tasks_retry_exactly_the_transient_errors_of_the_error_tree() -> 
     task = definition["States"]["ProcessChunksInParallel"]["ItemProcessor"]["States"][
         "ProcessWithLambda"
     ]
-    retried = set(task["Retry"][1]["ErrorEquals"])
+    throttled, service, project = task["Retry"]
+    retried = set(project["ErrorEquals"])
     assert retried == set(transient_error_names())
     assert {
         "StorageUnavailableError",
@@ -153,8 +157,14 @@ def test_lambda_tasks_retry_exactly_the_transient_errors_of_the_error_tree() -> 
     for name in ("ConfigError", "InputError", "InjectedTerminalError", "ObjectNotFoundError"):
         assert name not in retried
     policy = RetryPolicy()
-    assert task["Retry"][1]["MaxAttempts"] == policy.attempts - 1  # the local run's policy
-    assert task["Retry"][1]["BackoffRate"] == policy.backoff_rate
+    assert project["MaxAttempts"] == policy.attempts - 1  # the local run's policy
+    assert project["BackoffRate"] == policy.backoff_rate
+    assert all(e.startswith("Lambda.") for e in service["ErrorEquals"])
+    # Throttling waits for other invocations to finish: longer, and further apart.
+    assert throttled["ErrorEquals"] == ["Lambda.TooManyRequestsException"]
+    assert throttled["MaxAttempts"] >= 10
+    assert throttled["IntervalSeconds"] > service["IntervalSeconds"]
+    assert throttled["MaxDelaySeconds"] >= 300
 
 
 def test_transient_error_names_follow_each_class_own_mark() -> None:
@@ -189,9 +199,11 @@ def test_each_chunk_failure_is_caught_and_recorded_in_the_ledger() -> None:
         "States.Format('metadata/{}/failures/{}.json', $.chunk.batchId, $.chunk.chunkId)"
     )
     assert iteration["SaveChunkFailure"]["Resource"] == "arn:aws:states:::aws-sdk:s3:putObject"
-    assert states["ToleratedFailureCheck"]["Choices"] == [
-        {"Variable": "$.outcome.failed", "BooleanEquals": True, "Next": "DescribeBatchFailure"}
-    ]
+    assert states["ToleratedFailureCheck"]["Choices"][-1] == {
+        "Variable": "$.outcome.failed",
+        "BooleanEquals": True,
+        "Next": "DescribeBatchFailure",
+    }
 
 
 def test_batch_runs_synchronously_with_string_parameters_only() -> None:
@@ -231,7 +243,18 @@ def test_status_messages_are_sent_from_fields_that_always_exist() -> None:
     unknown = states["FailureOfUnknownBatch"]["Parameters"]["message"]
     assert unknown["batchId"] is None
     assert unknown["customerId"] is None
-    assert states["ReportFailure"]["Catch"][0]["Next"] == "FailureState"
+    assert states["ReportFailure"]["Catch"][0]["Next"] == "FailureName"
+
+
+def test_the_execution_never_fails_under_a_name_aws_reserves() -> None:
+    # A Fail state raising a States.* name from a path fails with States.Runtime instead.
+    states = build_definition(deployment())["States"]
+    into_fail = {origin for origin, target in edges(states) if target == "FailureState"}
+    assert into_fail == {"FailureName", "NameWorkflowFailure"}
+    assert states["FailureName"]["Default"] == "FailureState"
+    [rename] = states["FailureName"]["Choices"]
+    assert (rename["Variable"], rename["StringMatches"]) == ("$.failure.error", "States.*")
+    assert states["NameWorkflowFailure"]["Parameters"]["error"] == "WorkflowFailed"
 
 
 def test_large_plans_are_read_from_s3_and_small_ones_pass_through_the_state() -> None:
@@ -269,3 +292,46 @@ def test_the_terraform_template_takes_exactly_its_declared_variables() -> None:
     assert "%{" not in text  # no template directives hide in the document
     with pytest.raises(ValueError, match="no value outside a template"):
         render(build_definition(terraform_deployment()))
+
+
+def test_transient_error_names_do_not_depend_on_what_was_imported() -> None:
+    # A bare interpreter, against one that loaded boto3 and confluent-kafka first (which define
+    # their own subclasses of ConnectionError): the generated Retry must be the same.
+    script = "from scm_batch.retry import transient_error_names as t; print(t())"
+    bare = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import boto3, botocore.httpsession, confluent_kafka\n" + script],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert bare == loaded
+    assert {"ConnectionResetError", "TimeoutError", "StorageError"} <= set(ast.literal_eval(bare))
+
+
+def edges(states: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """Every transition: Next, a Choice's choices and default, and every Catch."""
+    for name, state in states.items():
+        targets = [state.get("Next"), state.get("Default")]
+        targets += [choice.get("Next") for choice in state.get("Choices", [])]
+        targets += [catcher["Next"] for catcher in state.get("Catch", [])]
+        for target in targets:
+            if target is not None:
+                yield name, target
+
+
+def test_every_state_is_reachable_and_every_transition_lands_on_a_state() -> None:
+    for settings in (SMALL, LARGE):
+        states = build_definition(deployment(**settings))["States"]
+        reached = {"InitializeBatchProcessing"}
+        frontier = ["InitializeBatchProcessing"]
+        while frontier:
+            origin = frontier.pop()
+            for source, target in edges(states):
+                assert target in states, (source, target)
+                if source == origin and target not in reached:
+                    reached.add(target)
+                    frontier.append(target)
+        assert reached == set(states)

@@ -1,4 +1,6 @@
 """The AWS deployment: Lambda handlers, the Batch job entrypoint and the state machine generator.
 
-Nothing here is imported by the local run; the stage functions it adapts are the same.
+They adapt the same stage functions the local run uses. The command line loads only the
+``scm-batch aws`` commands and the generator; handlers and the job's stages load when a function
+or a job runs.
 """

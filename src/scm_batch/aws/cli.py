@@ -48,11 +48,12 @@ def definition(
         str,
         typer.Option(
             "--map",
-            help="inline: chunk items pass through the state (small plans, at most 40 chunks at "
-            "a time); distributed: the Map reads them from S3; auto: inline when "
+            help="distributed: the Map reads the chunk items from S3, any number of them; "
+            "inline: they pass through the state, for plans of at most --max-inline-chunks "
+            "chunks (larger ones are refused) run at most 40 at a time; auto: inline when "
             "--max-concurrent-chunks is 40 or less.",
         ),
-    ] = "auto",
+    ] = "distributed",
     max_concurrent_chunks: Annotated[
         int, typer.Option(help="Chunks processed at the same time (the Map's MaxConcurrency).")
     ] = 50,

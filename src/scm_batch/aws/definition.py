@@ -49,6 +49,7 @@ import msgspec
 from scm_batch import layout
 from scm_batch.model import StatusWord
 from scm_batch.retry import RetryPolicy, transient_error_names
+from scm_batch.stages.notify import STATUS_CHANNEL
 
 MapMode = Literal["inline", "distributed"]
 
@@ -72,15 +73,22 @@ LAMBDA_SERVICE_ERRORS = [
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
-    "Lambda.TooManyRequestsException",
 ]
+# Throttling (the account's concurrency is used up, often by this very Map) clears when other
+# invocations finish: retried longer and further apart than a failure.
+LAMBDA_THROTTLED = "Lambda.TooManyRequestsException"
+THROTTLE_RETRY = RetryPolicy(attempts=11, base_delay_seconds=5.0, max_delay_seconds=300.0)
 BATCH_API_ERRORS = [
     "Batch.AWSBatchException",
     "Batch.ServerException",
     "Batch.SdkClientException",
-    "Batch.TooManyRequestsException",
 ]
 FAILURE_STATUS = StatusWord.SUBMISSION_FAILED.value
+# The execution's error when the workflow itself failed (a States.* error: a timeout, a Map that
+# could not read its items), with the original name and cause in its cause.
+WORKFLOW_FAILURE = "WorkflowFailed"
+# A function's unhandled error: the Lambda runtime's JSON envelope as the error's Cause.
+LAMBDA_ERROR_ENVELOPE = '{"errorMessage"*'
 
 
 class Expr(msgspec.Struct, frozen=True):
@@ -206,6 +214,7 @@ def _retrier(errors: list[str], policy: RetryPolicy, attempts: int | None = None
 
 def _lambda_retry(policy: RetryPolicy) -> list[dict[str, Any]]:
     return [
+        _retrier([LAMBDA_THROTTLED], THROTTLE_RETRY),
         # The platform's own hiccups: retried a little longer than the project's errors.
         _retrier(LAMBDA_SERVICE_ERRORS, policy, attempts=max(3, policy.attempts + 2)),
         _retrier(transient_error_names(), policy),
@@ -376,6 +385,42 @@ def _chunk_map(d: Deployment, mode: MapMode) -> dict[str, Any]:
     return state
 
 
+# ---- the notified marker ----------------------------------------------------------------------
+def _notified_marker(status: StatusWord, completion_channel: str) -> dict[str, Any]:
+    """Where and what the ledger's notified marker is (``Ledger.record_notified``'s document):
+    the channels are the completion's (a path, or ``[]`` for none) and the status queue's."""
+    channels = (
+        f"States.Array('{STATUS_CHANNEL}')"
+        if completion_channel == "[]"
+        else f"States.Array({completion_channel}, '{STATUS_CHANNEL}')"
+    )
+    return {
+        "Bucket.$": "$.batch.plan.bucket",
+        "Key.$": f"States.Format('{layout.notified_key('{}')}', $.batch.job.batchId)",
+        "Body": {
+            "batchStatus": status.value,
+            "sentAt.$": "$$.State.EnteredTime",
+            "channels.$": channels,
+        },
+    }
+
+
+def _record_notified(policy: RetryPolicy, marker: str) -> dict[str, Any]:
+    return {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::aws-sdk:s3:putObject",
+        "Parameters": {
+            "Bucket.$": f"{marker}.Bucket",
+            "Key.$": f"{marker}.Key",
+            "Body.$": f"States.JsonToString({marker}.Body)",
+            "ContentType": "application/json",
+        },
+        "ResultPath": None,
+        "TimeoutSeconds": SERVICE_CALL_TIMEOUT,
+        "Retry": _service_retry(policy),
+    }
+
+
 # ---- failure reporting ------------------------------------------------------------------------
 def _failure_report(batch_id: str | None, customer_id: str | None) -> dict[str, Any]:
     """A Pass state building the status message's failure form from fields known to exist."""
@@ -396,7 +441,7 @@ def _failure_report(batch_id: str | None, customer_id: str | None) -> dict[str, 
     }
     return {
         "Type": "Pass",
-        "Parameters": {"message": message, "failure.$": "$.failure"},
+        "Parameters": {"message": message},
         "ResultPath": "$.report",
         "Next": "ReportFailure",
     }
@@ -410,11 +455,49 @@ def _failure_states(d: Deployment) -> dict[str, Any]:
     return {
         "FailureCause": {
             "Type": "Choice",
-            "Comment": "A caught error has an Error; its Cause may be missing",
+            "Comment": (
+                "A caught error has an Error; its Cause may be missing, and a function's is the "
+                "Lambda runtime's JSON envelope, of which the message is what matters"
+            ),
             "Choices": [
-                {"Variable": "$.error.Cause", "IsPresent": True, "Next": "FailureWithCause"}
+                {
+                    "And": [
+                        {"Variable": "$.error.Cause", "IsPresent": True},
+                        {"Variable": "$.error.Cause", "StringMatches": LAMBDA_ERROR_ENVELOPE},
+                    ],
+                    "Next": "ParseFunctionError",
+                },
+                {"Variable": "$.error.Cause", "IsPresent": True, "Next": "FailureWithCause"},
             ],
             "Default": "FailureWithoutCause",
+        },
+        "ParseFunctionError": {
+            "Type": "Pass",
+            "Parameters": {"envelope.$": "States.StringToJson($.error.Cause)"},
+            "ResultPath": "$.failure",
+            "Next": "FunctionErrorMessage",
+        },
+        "FunctionErrorMessage": {
+            "Type": "Choice",
+            "Choices": [
+                {
+                    "And": [
+                        {"Variable": "$.failure.envelope.errorMessage", "IsPresent": True},
+                        {"Variable": "$.failure.envelope.errorMessage", "IsString": True},
+                    ],
+                    "Next": "FailureOfFunction",
+                }
+            ],
+            "Default": "FailureWithCause",
+        },
+        "FailureOfFunction": {
+            "Type": "Pass",
+            "Parameters": {
+                "error.$": "$.error.Error",
+                "cause.$": "$.failure.envelope.errorMessage",
+            },
+            "ResultPath": "$.failure",
+            "Next": "IdentifyFailedBatch",
         },
         "FailureWithCause": {
             "Type": "Pass",
@@ -430,8 +513,16 @@ def _failure_states(d: Deployment) -> dict[str, Any]:
         },
         "IdentifyFailedBatch": {
             "Type": "Choice",
-            "Comment": "The checked input if the batch got that far, else the raw input's ids",
+            "Comment": (
+                "The checked input if the batch got that far, else the raw input's ids. A batch "
+                "id that belongs to another batch is not reported: its status is that batch's."
+            ),
             "Choices": [
+                {
+                    "Variable": "$.failure.error",
+                    "StringEquals": "BatchExistsError",
+                    "Next": "FailureName",
+                },
                 {
                     **_both_present("$.batch.job.batchId", "$.batch.job.customerId"),
                     "Next": "FailureOfCheckedBatch",
@@ -448,24 +539,62 @@ def _failure_states(d: Deployment) -> dict[str, Any]:
         "FailureOfUnknownBatch": _failure_report(None, None),
         "DescribeBatchFailure": {
             "Type": "Pass",
-            "Comment": "AggregateResults built the failure message and named the failure",
+            "Comment": (
+                "AggregateResults built the failure message and named the failure; once it is "
+                "sent, the batch is marked notified as a local run marks it"
+            ),
             "Parameters": {
-                "message.$": "$.outcome.statusMessage",
                 "failure.$": "$.outcome.failure",
+                "report": {"message.$": "$.outcome.statusMessage"},
+                "marker": _notified_marker(StatusWord.SUBMISSION_FAILED, "[]"),
             },
-            "ResultPath": "$.report",
+            "ResultPath": "$",
             "Next": "ReportFailure",
         },
         "ReportFailure": {
             **_send_status(d.status_queue_url, "$.report.message", d.retry),
             # The execution fails with the original error even if its report cannot be sent.
-            "Catch": _catch("FailureState", "$.reportError"),
+            "Catch": _catch("FailureName", "$.reportError"),
+            "Next": "FailureReported",
+        },
+        "FailureReported": {
+            "Type": "Choice",
+            "Comment": "An aggregated batch's failure is recorded as notified; others have no plan",
+            "Choices": [
+                {"Variable": "$.marker", "IsPresent": True, "Next": "RecordFailureNotified"}
+            ],
+            "Default": "FailureName",
+        },
+        "RecordFailureNotified": {
+            **_record_notified(d.retry, "$.marker"),
+            "Catch": _catch("FailureName", "$.recordError"),
+            "Next": "FailureName",
+        },
+        "FailureName": {
+            "Type": "Choice",
+            "Comment": "A Fail state cannot raise a States.* name: those are renamed",
+            "Choices": [
+                {
+                    "Variable": "$.failure.error",
+                    "StringMatches": "States.*",
+                    "Next": "NameWorkflowFailure",
+                }
+            ],
+            "Default": "FailureState",
+        },
+        "NameWorkflowFailure": {
+            "Type": "Pass",
+            "Parameters": {
+                "error": WORKFLOW_FAILURE,
+                "cause.$": "States.Format('{}: {}', $.failure.error, $.failure.cause)",
+            },
+            "ResultPath": "$.failure",
             "Next": "FailureState",
         },
         "FailureState": {
             "Type": "Fail",
-            "ErrorPath": "$.report.failure.error",
-            "CausePath": "$.report.failure.cause",
+            "ErrorPath": "$.failure.error",
+            "CausePath": "$.failure.cause",
         },
     }
 
@@ -510,6 +639,7 @@ def build_definition(d: Deployment) -> dict[str, Any]:
             "chunksFailed",
             "totalRecordsProcessed",
             "statusMessage",
+            "alreadyNotified",
         )
     }
     completion = {"channel": "channel", "location": "location"}
@@ -539,7 +669,21 @@ def build_definition(d: Deployment) -> dict[str, Any]:
                 {"job": "job", "delivery": "delivery", "plan": "plan"},
                 "$.batch",
             ),
-            "Next": "ProcessChunksInParallel",
+            "Next": "ChunksLeftCheck",
+        },
+        "ChunksLeftCheck": {
+            "Type": "Choice",
+            "Comment": "A batch done and notified before (started again) is not rerun",
+            "Choices": [
+                {
+                    "And": [
+                        {"Variable": "$.batch.plan.alreadyNotified", "IsPresent": True},
+                        {"Variable": "$.batch.plan.alreadyNotified", "BooleanEquals": True},
+                    ],
+                    "Next": "AggregateResults",
+                }
+            ],
+            "Default": "ProcessChunksInParallel",
         },
         "ProcessChunksInParallel": _chunk_map(d, d.map_mode),
         "AggregateResults": {
@@ -556,12 +700,35 @@ def build_definition(d: Deployment) -> dict[str, Any]:
             "Comment": "AggregateResults applied the tolerance; a failed batch is reported",
             "Choices": [
                 {
+                    "Variable": "$.outcome.alreadyNotified",
+                    "BooleanEquals": True,
+                    "Next": "BatchAlreadyReported",
+                },
+                {
                     "Variable": "$.outcome.failed",
                     "BooleanEquals": True,
                     "Next": "DescribeBatchFailure",
-                }
+                },
             ],
             "Default": "DeploymentChoiceState",
+        },
+        "BatchAlreadyReported": {
+            "Type": "Choice",
+            "Comment": "Its messages went out before: the outcome stands, nothing is sent again",
+            "Choices": [
+                {
+                    "Variable": "$.outcome.failed",
+                    "BooleanEquals": True,
+                    "Next": "RepeatBatchFailure",
+                }
+            ],
+            "Default": "SuccessState",
+        },
+        "RepeatBatchFailure": {
+            "Type": "Pass",
+            "Parameters": {"failure.$": "$.outcome.failure"},
+            "ResultPath": "$",
+            "Next": "FailureName",
         },
         "DeploymentChoiceState": {
             "Type": "Choice",
@@ -595,6 +762,22 @@ def build_definition(d: Deployment) -> dict[str, Any]:
         "SendToSQS": {
             **_send_status(d.status_queue_url, "$.outcome.statusMessage", d.retry),
             "Catch": _catch("FailureCause"),
+            "Next": "DescribeNotification",
+        },
+        "DescribeNotification": {
+            "Type": "Pass",
+            "Comment": "The ledger's notified marker, as a local run writes it",
+            "Parameters": _notified_marker(
+                StatusWord.SUBMITTED_FOR_PROCESSING, "$.completion.channel"
+            ),
+            "ResultPath": "$.marker",
+            "Next": "RecordNotified",
+        },
+        "RecordNotified": {
+            **_record_notified(d.retry, "$.marker"),
+            "Comment": "So that starting the execution again sends nothing twice",
+            # Every message went out: a marker that cannot be written costs a repeat, no more.
+            "Catch": _catch("SuccessState", "$.recordError"),
             "Next": "SuccessState",
         },
         "SuccessState": {"Type": "Succeed", "OutputPath": "$.outcome"},

@@ -168,15 +168,47 @@ def validate_data(event: Event, settings: AwsSettings, telemetry: Telemetry) -> 
     job = validate_batch_config(_part(event, "batch.job", JobInput), settings.run)
     source = _part(event, "batch.source", SourceInfo)
     storage = _storage(job, settings)
-    planned = Ledger(storage, job.batch_id).load_plan()
+    ledger = Ledger(storage, job.batch_id)
+    planned = ledger.load_plan()
     if planned is not None:
         check_same_batch(planned, job, storage, RESUME_HINT)
     target = delivery_target(job.destination or "none", settings.run.delivery)
-    delivery_preflight(target.destination, job.deployment, settings.run.delivery)
+    # A batch done and notified before sends nothing: its channels need not answer (as locally).
+    if planned is None or not _already_notified(ledger, planned):
+        _check_completion_channel(job, settings)
+        delivery_preflight(target.destination, job.deployment, settings.run.delivery)
     telemetry.log(
         "validated", batchId=job.batch_id, destination=target.destination, resumed=bool(planned)
     )
     return {"job": _encode(job), "source": _encode(source), "delivery": _encode(target)}
+
+
+def _check_completion_channel(job: JobInput, settings: AwsSettings) -> None:
+    """The completion message has somewhere to go besides the bucket's outbox (or the deployment
+    says the outbox is enough): a batch is not run to tell nobody it finished."""
+    if settings.completion_outbox_only:
+        return
+    delivery = settings.run.delivery
+    if job.deployment == "CORE" and not delivery.sqs.core_queue_url:
+        raise ConfigError(
+            "SQS_CORE_QUEUE",
+            "is not set, and a CORE deployment's completion message goes there "
+            "(set SCM_BATCH_COMPLETION_OUTBOX_ONLY=true to keep it in the bucket only)",
+        )
+    if job.deployment != "CORE" and not delivery.kafka.configured:
+        raise ConfigError(
+            "KAFKA_BROKERS",
+            f"is not set, and a {job.deployment} deployment's completion message goes to Kafka "
+            "(set SCM_BATCH_COMPLETION_OUTBOX_ONLY=true to keep it in the bucket only)",
+        )
+
+
+def _already_notified(
+    ledger: Ledger, plan: ChunkPlan, done: Mapping[str, object] | None = None
+) -> bool:
+    """Every chunk done and the batch's messages sent: what a local run answers from its store."""
+    done = ledger.done() if done is None else done
+    return len(done) == plan.chunk_count and ledger.notified() is not None
 
 
 # ---- CalculateChunks --------------------------------------------------------------------------
@@ -218,7 +250,14 @@ def calculate_chunks(event: Event, settings: AwsSettings, telemetry: Telemetry) 
         # The items first: a plan is only ever stored with its items beside it.
         storage.put_bytes(items_key, encode_chunk_items(plan))
         write_plan(plan, storage)
+    elif not storage.exists(items_key):  # planned by a local run, which writes no items
+        storage.put_bytes(items_key, encode_chunk_items(plan))
     done = ledger.done() if resumed else {}
+    # Done and notified before: nothing is rerun or sent again. Otherwise the recorded outcome
+    # is withdrawn first, as a local resume does, so a crash cannot leave a stale one standing.
+    already_notified = resumed and _already_notified(ledger, plan, done)
+    if resumed and not already_notified:
+        ledger.reopen()
     routes = {"lambda": 0, "batch": 0}
     for chunk in plan.chunks:
         routes[chunk.route] += 1
@@ -244,6 +283,7 @@ def calculate_chunks(event: Event, settings: AwsSettings, telemetry: Telemetry) 
         "resumed": resumed,
         "chunksDoneBefore": len(done),
         "recordsDoneBefore": sum(r.records for r in done.values()),
+        "alreadyNotified": already_notified,
     }
     if isinstance(inline_limit, int):
         described["items"] = _encode(plan.chunks)
@@ -300,10 +340,12 @@ def aggregate_results(event: Event, settings: AwsSettings, telemetry: Telemetry)
     plan = ledger.load_plan()
     if plan is None:
         raise ConfigError("batchId", f"batch {job.batch_id!r} has no plan in {storage.uri}")
+    described = event.get("batch", {}).get("plan", {})
+    if isinstance(described, dict) and described.get("alreadyNotified") is True:
+        return _stored_outcome(plan, storage)
     done = ledger.done()
     ledger.forget_failures_of_done_chunks(done)
     failures = [explain(f) for f in ledger.failures().values()]
-    described = event.get("batch", {}).get("plan", {})
     done_before = described.get("chunksDoneBefore", 0) if isinstance(described, dict) else 0
     records_before = described.get("recordsDoneBefore", 0) if isinstance(described, dict) else 0
     started = _started_at(event)
@@ -323,7 +365,6 @@ def aggregate_results(event: Event, settings: AwsSettings, telemetry: Telemetry)
     summary_key = aggregation.write_aggregate(summary, report, storage)
     status = batch_status_message(summary)
     OutboxNotifier(storage, plan.batch_id).send(STATUS_CHANNEL, status)
-    reason = failure_reason(summary)
     telemetry.metrics(
         [
             Metric("BatchRecords", summary.summary.total_records_processed),
@@ -335,8 +376,15 @@ def aggregate_results(event: Event, settings: AwsSettings, telemetry: Telemetry)
         status=summary.status.value,
         validationStatus=summary.validation_status.value,
     )
+    return _outcome(summary, summary_key, status, already_notified=False)
+
+
+def _outcome(
+    summary: RunSummary, summary_key: str, status: Event, *, already_notified: bool
+) -> Event:
+    reason = failure_reason(summary)
     return {
-        "batchId": plan.batch_id,
+        "batchId": summary.batch_id,
         "status": summary.status.value,
         "validationStatus": summary.validation_status.value,
         "failed": reason is not None,
@@ -345,7 +393,15 @@ def aggregate_results(event: Event, settings: AwsSettings, telemetry: Telemetry)
         "chunksFailed": summary.chunks_failed,
         "totalRecordsProcessed": summary.summary.total_records_processed,
         "statusMessage": status,
+        "alreadyNotified": already_notified,
     }
+
+
+def _stored_outcome(plan: ChunkPlan, storage: Storage) -> Event:
+    """The outcome of a batch that was aggregated and notified before, unchanged."""
+    key = layout.aggregated_key(plan.batch_id)
+    summary = msgspec.json.decode(storage.get_bytes(key), type=RunSummary)
+    return _outcome(summary, key, batch_status_message(summary), already_notified=True)
 
 
 # ---- SendToKafka / SendToSqsCore --------------------------------------------------------------

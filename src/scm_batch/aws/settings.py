@@ -14,7 +14,11 @@ and a bad one is a ``ConfigError`` naming the variable, raised before any work.
   chunks a batch survives;
 * ``KAFKA_*``, ``SQS_CORE_QUEUE``, ``SCM_BATCH_MESSAGE_FORMAT``: delivery, as for ``scm-batch run``;
 * ``SCM_BATCH_SSE``, ``SCM_BATCH_SSE_KMS_KEY_ID``: encryption of written objects;
-* ``SCM_BATCH_METRICS_NAMESPACE``: the CloudWatch namespace of the metrics (``ScmBatch``).
+* ``SCM_BATCH_METRICS_NAMESPACE``: the CloudWatch namespace of the metrics (``ScmBatch``);
+* ``SCM_BATCH_COMPLETION_OUTBOX_ONLY``: ``true`` lets a deployment without a notification
+  broker (``KAFKA_BROKERS`` for WORKSPACE, ``SQS_CORE_QUEUE`` for CORE) keep its completion
+  message in the bucket's outbox only; without it such a batch is refused before any work,
+  rather than finishing with a completion message nobody receives.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class AwsSettings(Record, frozen=True):
     max_records_per_chunk: int | None = None
     destination: Destination | None = None
     metrics_namespace: str = DEFAULT_NAMESPACE
+    completion_outbox_only: bool = False
 
     def input_defaults(self) -> dict[str, Any]:
         """Execution input fields the deployment fills in when an input leaves them out."""
@@ -192,4 +197,8 @@ def settings_from_env(env: Mapping[str, str]) -> AwsSettings:
         ),
         destination=destination,  # type: ignore[arg-type]
         metrics_namespace=env.get("SCM_BATCH_METRICS_NAMESPACE") or DEFAULT_NAMESPACE,
+        completion_outbox_only=_parse(
+            env, "SCM_BATCH_COMPLETION_OUTBOX_ONLY", _one_of("true", "false"), "true or false"
+        )
+        == "true",
     )

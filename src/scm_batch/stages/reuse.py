@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from scm_batch.config import RunOptions
-from scm_batch.errors import BatchExistsError, InputChangedError
+from scm_batch.errors import BatchExistsError, DeliveryChangedError, InputChangedError
 from scm_batch.model import ChunkPlan, JobInput
 from scm_batch.sinks.routing import delivery_target
 from scm_batch.storage import Storage
@@ -53,7 +53,7 @@ def check_delivery_unchanged(plan: ChunkPlan, options: RunOptions) -> None:
         return
     now = delivery_target(plan.delivery.destination, options.delivery)
     if now != plan.delivery:
-        raise BatchExistsError(
+        raise DeliveryChangedError(
             f"batch {plan.batch_id!r} was planned to deliver to {plan.delivery.describe()}; this "
             f"run would deliver to {now.describe()}: resume it with the planned settings, or "
             "--overwrite"
