@@ -108,3 +108,20 @@ values = st.one_of(
 def test_fast_path_agrees_with_diagnosis(record: dict[str, object]) -> None:
     diagnosis = diagnose(record)
     assert is_valid(record) == (record != {} and not diagnosis.field_errors)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        # The fast path matches "email\ncreated\nupdated" at once: a part holding the separator
+        # must not let its neighbours' text complete it.
+        {"email": "a@b.io\n2024-01-31T12:00:00Z", "createdAt": "2024-01-31T12:00:00Z"},
+        {"email": "a@b.io", "createdAt": "2024-01-31T12:00:00Z\n2024-01-31T12:00:00Z"},
+        {"updatedAt": "2024-01-31T12:00:00Z\n"},
+        {"email": "a@b.io\n"},
+    ],
+)
+def test_a_field_holding_a_newline_is_invalid(changes: dict[str, object]) -> None:
+    record = with_(**changes)
+    assert not is_valid(record)
+    assert diagnose(record).category == Category.INVALID_FIELD

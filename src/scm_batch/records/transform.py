@@ -70,8 +70,9 @@ def transform_records(
         rec["processedAt"] = processed_at
         rec["customerId"] = customer_id
         rec["tenantId"] = tenant_id
+        suffix = f"{offset:012x}"  # formatted once for both ids
         if "gssId" in rec:
-            rec["gssId"] = f"{gss_prefix}{offset:012x}"
+            rec["gssId"] = gss_prefix + suffix
         if "id" in rec:
             rec["originalId"] = rec["id"]
-            rec["id"] = f"{id_prefix}{offset:012x}"
+            rec["id"] = id_prefix + suffix

@@ -1,8 +1,9 @@
 """Record validation: the rules the original system actually ran, made fast.
 
-:func:`is_valid` is the hot path: one pass of cheap type checks and three precompiled regular
-expressions, no allocation. Only a record that fails it goes through :func:`diagnose`, which says
-what is wrong with every field. Both apply the same rules; a test keeps them in agreement.
+:func:`is_valid` is the hot path: one pass of cheap type checks and one precompiled regular
+expression over the email and both timestamps. Only a record that fails it goes through
+:func:`diagnose`, which says what is wrong with every field. Both apply the same rules; a test
+keeps them in agreement.
 """
 
 from __future__ import annotations
@@ -15,10 +16,17 @@ STATUSES = frozenset({"active", "inactive", "pending", "suspended", "deleted"})
 NAME_MIN, NAME_MAX = 2, 255
 
 # fullmatch and explicit [0-9]: `\d` would admit other scripts' digits and `$` a trailing newline.
-_email = re.compile(r"[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}").fullmatch
-_timestamp = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3})?(?:Z|[+-][0-9]{2}:[0-9]{2})"
-).fullmatch
+_EMAIL = r"[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}"
+_TIMESTAMP = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+    r"(?:\.[0-9]{3})?(?:Z|[+-][0-9]{2}:[0-9]{2})"
+)
+_email = re.compile(_EMAIL).fullmatch
+_timestamp = re.compile(_TIMESTAMP).fullmatch
+# The hot path checks the email and both timestamps in one match of "email\ncreated\nupdated":
+# one regex call instead of three. No part can contain the "\n" separator, so it matches exactly
+# when each part matches on its own.
+_email_and_timestamps = re.compile(f"{_EMAIL}\n{_TIMESTAMP}\n{_TIMESTAMP}").fullmatch
 
 
 class Category:
@@ -61,11 +69,9 @@ def is_valid(rec: object) -> bool:
         type(status) is str
         and status in STATUSES
         and type(email) is str
-        and _email(email) is not None
         and type(created) is str
-        and _timestamp(created) is not None
         and type(updated) is str
-        and _timestamp(updated) is not None
+        and _email_and_timestamps(f"{email}\n{created}\n{updated}") is not None
         and type(name) is str
         and NAME_MIN <= len(name.strip()) <= NAME_MAX
         and ((type(ident) is str and not ident.isspace() and ident != "") or type(ident) is int)

@@ -9,12 +9,15 @@ number, byte offset, category, field errors and the raw line), or the blank-line
 from __future__ import annotations
 
 import base64
+import functools
+import gc
 import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import accumulate, compress
+from typing import Any, ParamSpec, TypeVar
 
 import msgspec
 
@@ -38,6 +41,8 @@ from scm_batch.sinks.messages import MessageBuilder
 from scm_batch.storage import ObjectInfo, Storage, open_storage
 
 DEFAULT_BLOCK_SIZE = 1 << 20
+P = ParamSpec("P")
+R = TypeVar("R")
 
 ProgressCallback = Callable[[int], None]
 """Told how many more lines of the chunk are done, once per block."""
@@ -91,6 +96,7 @@ def _error_entry(
 
 
 _BLANK = object()
+_PLUS_ONE = (1).__add__  # a line's length with its "\n", without a Python-level call
 
 
 def _decode_slow(decode: Callable[[bytes], Any], line: bytes, start: int) -> Any:
@@ -154,7 +160,42 @@ class _Scanner:
         self.tally.count_error(diagnosis)
 
     def scan(self, lines: list[bytes]) -> tuple[list[dict[str, Any]], list[int], list[int]]:
-        """The block's valid records, their lines' byte offsets, and their lines' chunk indices."""
+        """The block's valid records, their lines' byte offsets, and their lines' chunk indices.
+
+        Most blocks are all well-formed JSON: they are decoded and checked with no Python loop of
+        their own (``map``), and only the rare block holding a blank or malformed line takes the
+        line-by-line path.
+        """
+        try:
+            records = list(map(self._decode, lines))
+        except DECODE_ERRORS:
+            return self._scan_lines(lines)
+        tally = self.tally
+        first_index = tally.lines
+        # Line i starts after every earlier line and its "\n".
+        starts = list(accumulate(map(_PLUS_ONE, map(len, lines)), initial=self.offset))
+        self.offset = starts.pop()
+        verdicts = list(map(is_valid, records))
+        indices = list(range(first_index, first_index + len(lines)))
+        if False in verdicts:
+            i = verdicts.index(False)
+            while True:
+                diagnosis = diagnose(records[i])
+                self._reject(lines[i], first_index + i, starts[i], diagnosis, diagnosis.error)
+                try:
+                    i = verdicts.index(False, i + 1)
+                except ValueError:
+                    break
+            records = list(compress(records, verdicts))
+            starts = list(compress(starts, verdicts))
+            indices = list(compress(indices, verdicts))
+        tally.lines += len(lines)
+        tally.blocks += 1
+        tally.valid_records += len(records)
+        return records, starts, indices
+
+    def _scan_lines(self, lines: list[bytes]) -> tuple[list[dict[str, Any]], list[int], list[int]]:
+        """:meth:`scan` line by line, for a block with a line the decoder refuses."""
         decode = self._decode
         tally = self.tally
         good: list[dict[str, Any]] = []
@@ -191,6 +232,30 @@ class _Scanner:
         return good, good_offsets, good_index
 
 
+def _without_cyclic_gc(function: Callable[P, R]) -> Callable[P, R]:
+    """Run ``function`` with the cyclic garbage collector paused.
+
+    A chunk's records are trees of dicts, lists and strings, freed by reference counting as each
+    block is done; no cycle is made. The collector would still wake every 700 allocations and walk
+    every record of the block in hand, again and again: about a sixth of a chunk's time measured
+    here. It is paused for the chunk and resumed after it; the rare cycle an error leaves (an
+    exception and its traceback) waits until then.
+    """
+
+    @functools.wraps(function)
+    def paused(*args: P.args, **kwargs: P.kwargs) -> R:
+        if not gc.isenabled():
+            return function(*args, **kwargs)
+        gc.disable()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            gc.enable()
+
+    return paused
+
+
+@_without_cyclic_gc
 def process_chunk(
     task: ChunkTask,
     *,
