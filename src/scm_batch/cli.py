@@ -34,7 +34,7 @@ from scm_batch.console import guarded as _guarded
 from scm_batch.console import out as _out
 from scm_batch.errors import ConfigError, ExitCode
 from scm_batch.faults import FAULTS_ENV, parse_faults
-from scm_batch.model import JobInput, PlanOptions, RoutingPolicy, Tolerance
+from scm_batch.model import JobInput, OutputFormat, PlanOptions, RoutingPolicy, Tolerance
 from scm_batch.observe.progress import ProgressMode, choose_progress
 from scm_batch.observe.status import batch_status
 from scm_batch.pipeline import RunReport, prepare_plan, resume_batch, run_batch
@@ -132,6 +132,15 @@ ThresholdOpt = Annotated[
 ]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print the result as JSON on standard output.")
+]
+OutputFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output-format",
+        help="Result parts as jsonl (the default for a new batch) or parquet (zstd; needs "
+        "scm-batch[parquet]). A resumed batch keeps the format it was planned with.",
+        envvar="SCM_BATCH_OUTPUT_FORMAT",
+    ),
 ]
 
 _DEFAULT_ROUTING = RoutingPolicy()
@@ -333,16 +342,24 @@ def _job_input(
     return parse_job_input(mapping)
 
 
+def _output_format(value: str | None) -> OutputFormat | None:
+    if value not in (None, "jsonl", "parquet"):
+        raise ConfigError("--output-format", f"must be jsonl or parquet (got {value!r})")
+    return value  # type: ignore[return-value]
+
+
 def _plan_options(
     min_chunk_size: int,
     count_records: bool | None,
     lambda_timeout: float,
     per_record: float,
     threshold: int,
+    output_format: str | None = None,
 ) -> PlanOptions:
     return PlanOptions(
         min_chunk_size=min_chunk_size,
         count_records=count_records,
+        output_format=_output_format(output_format),
         routing=RoutingPolicy(
             lambda_timeout_seconds=lambda_timeout,
             estimated_processing_time_per_record=per_record,
@@ -450,6 +467,7 @@ def plan(
     lambda_timeout: LambdaTimeoutOpt = _DEFAULT_ROUTING.lambda_timeout_seconds,
     estimated_time_per_record: PerRecordOpt = _DEFAULT_ROUTING.estimated_processing_time_per_record,
     batch_processing_threshold: ThresholdOpt = _DEFAULT_ROUTING.batch_processing_threshold,
+    output_format: OutputFormatOpt = None,
     manifest: ManifestOpt = None,
     event: EventOpt = None,
     storage: StorageOpt = "auto",
@@ -474,6 +492,7 @@ def plan(
                 lambda_timeout,
                 estimated_time_per_record,
                 batch_processing_threshold,
+                output_format,
             ),
         )
         _, chunk_plan = prepare_plan(job, options, choose_progress("none"))
@@ -484,7 +503,8 @@ def plan(
         _out.print(
             f"{chunk_plan.source.size:,} bytes, {chunk_plan.total_records:,} records ({exact}), "
             f"{chunk_plan.source.bytes_per_record:.0f} bytes/record; "
-            f"{chunk_plan.chunk_count} chunks of up to {chunk_plan.chunk_size:,} records"
+            f"{chunk_plan.chunk_count} chunks of up to {chunk_plan.chunk_size:,} records; "
+            f"{chunk_plan.output_format} result parts"
         )
         table = Table("chunk", "route", "bytes", "records", "first-last index", "est. seconds")
         for c in chunk_plan.chunks:
@@ -704,6 +724,7 @@ def run(
     retry_max_delay: RetryMaxOpt = _DEFAULT_RETRY.max_delay_seconds,
     tolerated_failure_percentage: TolerancePctOpt = None,
     tolerated_failure_count: ToleranceCountOpt = None,
+    output_format: OutputFormatOpt = None,
     overwrite: Annotated[
         bool, typer.Option(help="Replace the outputs of an earlier run of this batch id.")
     ] = False,
@@ -763,6 +784,7 @@ def run(
                 lambda_timeout,
                 estimated_time_per_record,
                 batch_processing_threshold,
+                output_format,
             ),
             **_fault_handling(
                 retry_attempts,
@@ -800,6 +822,7 @@ def resume(
     retry_max_delay: RetryMaxOpt = _DEFAULT_RETRY.max_delay_seconds,
     tolerated_failure_percentage: TolerancePctOpt = None,
     tolerated_failure_count: ToleranceCountOpt = None,
+    output_format: OutputFormatOpt = None,
     storage: StorageOpt = "auto",
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
@@ -825,6 +848,7 @@ def resume(
     def action() -> int:
         options = _run_options(
             workers=workers,
+            plan=PlanOptions(output_format=_output_format(output_format)),
             storage=_storage_options(storage, endpoint_url, region, sse, sse_kms_key_id),
             delivery=_delivery_options(
                 message_format,

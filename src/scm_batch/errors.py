@@ -149,6 +149,13 @@ class DeliveryChangedError(ScmBatchError):
     exit_code = ExitCode.BAD_INPUT
 
 
+class OutputFormatChangedError(ScmBatchError):
+    """A batch resumed asking for another result format than the one it was planned with: its
+    finished chunks' parts are in the planned format, and one batch does not mix two."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
 class WorkerDiedError(ScmBatchError):
     """The process running a chunk ended abruptly (killed, out of memory); worth another try."""
 

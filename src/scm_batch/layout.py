@@ -1,10 +1,14 @@
 """Object keys of the contract's layout inside the working bucket.
 
 Result and error parts end in ``.jsonl`` rather than the original ``.json``: they hold one JSON
-document per line, and the ending tells every tool that reads them so.
+document per line, and the ending tells every tool that reads them so. A batch planned with
+``--output-format parquet`` writes its result parts as ``.parquet`` files instead; its error parts
+stay JSON Lines (they hold the raw lines).
 """
 
 from __future__ import annotations
+
+from scm_batch.model import DEFAULT_OUTPUT_FORMAT, OutputFormat
 
 CHUNK_ID_WIDTH = 6
 
@@ -35,8 +39,11 @@ def errors_prefix(batch_id: str) -> str:
     return f"errors/{batch_id}"
 
 
-def result_key(batch_id: str, chunk: str) -> str:
-    return f"{results_prefix(batch_id)}/{chunk}.jsonl"
+def result_key(
+    batch_id: str, chunk: str, output_format: OutputFormat = DEFAULT_OUTPUT_FORMAT
+) -> str:
+    """The chunk's result part: ``.jsonl``, or ``.parquet`` for a batch planned as Parquet."""
+    return f"{results_prefix(batch_id)}/{chunk}.{output_format}"
 
 
 def error_key(batch_id: str, chunk: str) -> str:

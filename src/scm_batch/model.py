@@ -16,6 +16,8 @@ Deployment = Literal["WORKSPACE", "CORE"]
 Destination = Literal["kafka", "sqs_core", "none"]
 Route = Literal["lambda", "batch"]
 InputFormat = Literal["jsonl"]
+OutputFormat = Literal["jsonl", "parquet"]
+DEFAULT_OUTPUT_FORMAT: OutputFormat = "jsonl"
 
 DEFAULT_MAX_CONCURRENT_CHUNKS = 50
 DEFAULT_MAX_CHUNK_SIZE = 500_000
@@ -98,6 +100,9 @@ class PlanOptions(Record, frozen=True):
     count_records: bool | None = None
     sample_bytes: int = 1 << 20
     routing: RoutingPolicy = msgspec.field(default_factory=RoutingPolicy)
+    # How result parts are written. None: JSON Lines for a new batch; a resumed batch keeps the
+    # format of its plan (which records the resolved value here).
+    output_format: OutputFormat | None = None
 
 
 class SourceInfo(Record, frozen=True):
@@ -151,6 +156,7 @@ class ChunkTask(Record, frozen=True):
     source_mtime_ns: int
     source_etag: str | None
     source_version_id: str | None = None
+    output_format: OutputFormat = DEFAULT_OUTPUT_FORMAT  # of the chunk's result part
 
     @property
     def source_identity(self) -> tuple[int, int, str | None, str | None]:
@@ -188,6 +194,11 @@ class ChunkPlan(Record, frozen=True):
     created_at: str
     chunks: list[ChunkTask]
     delivery: DeliveryTarget | None = None
+
+    @property
+    def output_format(self) -> OutputFormat:
+        """The format of the batch's result parts (plans made before the option: JSON Lines)."""
+        return self.options.output_format or DEFAULT_OUTPUT_FORMAT
 
 
 class Attempt(Record, frozen=True):

@@ -44,6 +44,7 @@ from scm_batch.stages.plan import calculate_chunks, write_plan
 from scm_batch.stages.reuse import (
     check_delivery_unchanged,
     check_input_unchanged,
+    check_output_format_unchanged,
     check_same_batch,
 )
 from scm_batch.stages.validate_config import validate_batch_config
@@ -217,7 +218,10 @@ def _carry_out(
     done_before = ledger.done()
     ledger.forget_failures_of_done_chunks(done_before)
     notified = ledger.notified()
-    if notified is not None and len(done_before) == len(plan.chunks):
+    finished = notified is not None and len(done_before) == len(plan.chunks)
+    # A finished batch writes no part: it is reported even where its format cannot be written.
+    check_output_format_unchanged(plan, session.options, finished=finished)
+    if notified is not None and finished:
         session.progress.phase(f"batch {plan.batch_id} is already complete")
         return _stored_report(plan, storage, notified)
 

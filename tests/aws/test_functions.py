@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
@@ -14,7 +14,8 @@ import pytest
 from moto import mock_aws
 
 from scm_batch.aws import handlers
-from scm_batch.errors import ConfigError, InjectedTerminalError
+from scm_batch.aws.handlers import Event
+from scm_batch.errors import ConfigError, InjectedTerminalError, OutputFormatChangedError
 
 BUCKET = "scm-batch-logs"
 SECRET_EMAIL = "zebediah.quux.7731@example.org"
@@ -166,3 +167,70 @@ def test_a_plan_made_by_a_local_run_gets_its_chunk_items(s3: Any) -> None:
         s3.get_object(Bucket=BUCKET, Key="metadata/local/chunk-items.json")["Body"].read()
     )
     assert items == plan["chunks"]
+
+
+def plan_then_edit(s3: Any, batch_id: str, edit: Callable[[dict[str, Any]], None]) -> Event:
+    """Plan ``batch_id`` with the functions, then change its stored plan with ``edit`` (as an
+    older version, or a local run, would have stored it) and drop its chunk items."""
+    payload = {
+        "bucket": BUCKET,
+        "file": "in/records.jsonl",
+        "customerId": "c1",
+        "tenantId": "t1",
+        "batchId": batch_id,
+        "maxConcurrentChunks": 2,
+    }
+    batch = handlers.validate_data({"batch": handlers.read_s3(payload, None)}, None)
+    handlers.calculate_chunks({"batch": batch}, None)
+    key = f"metadata/{batch_id}/chunks.json"
+    plan = json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    edit(plan)
+    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(plan).encode())
+    s3.delete_object(Bucket=BUCKET, Key=f"metadata/{batch_id}/chunk-items.json")
+    return batch
+
+
+def test_a_plan_stored_without_an_output_format_resumes_as_json_lines(s3: Any) -> None:
+    def as_before_the_option(plan: dict[str, Any]) -> None:
+        del plan["options"]["outputFormat"]
+        for chunk in plan["chunks"]:
+            del chunk["outputFormat"]
+
+    batch = plan_then_edit(s3, "older", as_before_the_option)
+    again = handlers.calculate_chunks({"batch": batch}, None)
+    assert again["plan"]["resumed"] is True
+    items = json.loads(
+        s3.get_object(Bucket=BUCKET, Key="metadata/older/chunk-items.json")["Body"].read()
+    )
+    assert [item["outputFormat"] for item in items] == ["jsonl", "jsonl"]
+    for item in items:
+        handlers.update_records({"chunk": item, "attempt": 0}, None)
+    keys = [
+        o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="results/older/")["Contents"]
+    ]
+    assert keys == ["results/older/chunk_000000.jsonl", "results/older/chunk_000001.jsonl"]
+
+
+def test_a_parquet_plan_is_refused_with_a_one_line_error(
+    s3: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def as_parquet(plan: dict[str, Any]) -> None:  # as `scm-batch plan --output-format parquet`
+        plan["options"]["outputFormat"] = "parquet"
+        for chunk in plan["chunks"]:
+            chunk["outputFormat"] = "parquet"
+
+    batch = plan_then_edit(s3, "columnar", as_parquet)
+    capsys.readouterr()
+    with pytest.raises(OutputFormatChangedError) as raised:
+        handlers.calculate_chunks({"batch": batch}, None)
+    message = raised.value.message
+    assert "parquet" in message
+    assert "\n" not in message
+    # Nothing handed on to process: no chunk items, no result part.
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="metadata/columnar/")["Contents"]
+    assert "metadata/columnar/chunk-items.json" not in [o["Key"] for o in listed]
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="results/columnar/")
+    failed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(f["event"], f["error"]) for f in failed if f.get("event") == "failed"] == [
+        ("failed", "OutputFormatChangedError")
+    ]

@@ -48,9 +48,15 @@ from scm_batch.config import (
     manifest_ref_of_event,
     parse_job_input,
 )
-from scm_batch.errors import ConfigError, PlanTooLargeError, ScmBatchError
+from scm_batch.errors import (
+    ConfigError,
+    OutputFormatChangedError,
+    PlanTooLargeError,
+    ScmBatchError,
+)
 from scm_batch.ledger import Ledger
 from scm_batch.model import (
+    DEFAULT_OUTPUT_FORMAT,
     ChunkPlan,
     ChunkTask,
     DeliveryTarget,
@@ -216,6 +222,18 @@ def _reuse(plan: ChunkPlan, job: JobInput, storage: Storage, settings: AwsSettin
     check_same_batch(plan, job, storage, RESUME_HINT)
     check_input_unchanged(plan, storage)
     check_delivery_unchanged(plan, settings.run)
+    _check_json_lines(plan)
+
+
+def _check_json_lines(plan: ChunkPlan) -> None:
+    """The deployment writes JSON Lines only (its Lambda package and job image have no pyarrow):
+    a batch planned with another result format (by a local run) is refused before any chunk."""
+    if plan.output_format != DEFAULT_OUTPUT_FORMAT:
+        raise OutputFormatChangedError(
+            f"batch {plan.batch_id!r} was planned to write {plan.output_format} result parts, "
+            f"and the AWS deployment writes {DEFAULT_OUTPUT_FORMAT} only: finish it with "
+            "'scm-batch resume' where pyarrow is installed, or give the batch another id"
+        )
 
 
 @_stage("CalculateChunks")

@@ -30,6 +30,7 @@ from scm_batch import layout
 from scm_batch.clock import utc_timestamp
 from scm_batch.errors import ConfigError
 from scm_batch.model import (
+    DEFAULT_OUTPUT_FORMAT,
     PLAN_FORMAT_VERSION,
     ChunkPlan,
     ChunkTask,
@@ -203,6 +204,8 @@ def calculate_chunks(
         _check_chunk_count(max(1, estimate), per_chunk)
         ranges = _estimated_ranges(storage, source, max(1, estimate), per_chunk)
     total = sum(r.records for r in ranges)
+    # The format is fixed here, for the whole batch: a resumed batch keeps it.
+    output_format = options.output_format or DEFAULT_OUTPUT_FORMAT
 
     routing = options.routing
     per_record = routing.estimated_processing_time_per_record
@@ -232,6 +235,7 @@ def calculate_chunks(
             source_mtime_ns=source.mtime_ns,
             source_etag=source.etag,
             source_version_id=source.version_id,
+            output_format=output_format,
         )
         for number, r in enumerate(ranges)
     ]
@@ -241,7 +245,7 @@ def calculate_chunks(
         batch_id=job.batch_id,
         job=job,
         source=source,
-        options=options,
+        options=msgspec.structs.replace(options, output_format=output_format),
         total_records=total,
         records_exact=exact,
         chunk_size=per_chunk,

@@ -26,6 +26,7 @@ from scm_batch.errors import InputChangedError
 from scm_batch.ledger import write_manifest
 from scm_batch.model import Attempt, ChunkResult, ChunkTask, StatusWord
 from scm_batch.records.codecs import BOM, DECODE_ERRORS, iter_line_blocks, undecodable
+from scm_batch.records.parts import open_result_part
 from scm_batch.records.transform import TransformContext, transform_records
 from scm_batch.records.validate import (
     EMPTY,
@@ -284,7 +285,7 @@ def process_chunk(
         processed_at=task.processed_at,
     )
     encode_lines = msgspec.json.Encoder().encode_lines
-    result_key = layout.result_key(task.batch_id, task.chunk_id)
+    result_key = layout.result_key(task.batch_id, task.chunk_id, task.output_format)
     error_key = layout.error_key(task.batch_id, task.chunk_id)
     _check_source(task, store.stat(task.file))
     blocks = store.iter_range(
@@ -294,13 +295,17 @@ def process_chunk(
     delivery = sink.begin(task) if sink is not None else None
     messages = MessageBuilder(task, sink.message_format) if sink is not None else None
     try:
-        with store.open_writer(result_key) as results, store.open_writer(error_key) as errors:
+        with (
+            store.open_writer(result_key) as result_object,
+            open_result_part(task.output_format, result_object) as results,
+            store.open_writer(error_key) as errors,
+        ):
             for lines in iter_line_blocks(blocks):
                 good, offsets, indices = scanner.scan(lines)
                 if good:
                     transform_records(good, offsets, ctx)
                     encoded = encode_lines(good)
-                    results.write(encoded)
+                    results.write(good, encoded)
                     if delivery is not None and messages is not None:
                         delivery.send(messages.build(good, encoded.split(b"\n")[:-1], indices))
                 if scanner.bad:
@@ -314,6 +319,9 @@ def process_chunk(
             _check_consumed(
                 task, consumed=scanner.offset - task.byte_start, lines=scanner.tally.lines
             )
+            # The result part complete before delivery is confirmed: failing to finish it fails
+            # the chunk while its messages can still be aborted.
+            results.finish()
             # Every message acknowledged, or the parts are not committed either.
             delivered = delivery.finish() if delivery is not None else 0
     except BaseException:

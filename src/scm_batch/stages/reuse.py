@@ -1,8 +1,9 @@
-"""Checks before a stored plan is carried on: same batch, same input object, same delivery.
+"""Checks before a stored plan is carried on: same batch, same input object, same delivery, same
+result format.
 
 A batch whose plan exists is resumed, locally (``scm-batch run`` / ``resume``) and on AWS (an
-execution started again with the same input). Its finished chunks were made from one input object
-and delivered to one place; these checks refuse to mix them with another.
+execution started again with the same input). Its finished chunks were made from one input object,
+delivered to one place and written in one format; these checks refuse to mix them with another.
 """
 
 from __future__ import annotations
@@ -10,8 +11,14 @@ from __future__ import annotations
 import msgspec
 
 from scm_batch.config import RunOptions
-from scm_batch.errors import BatchExistsError, DeliveryChangedError, InputChangedError
+from scm_batch.errors import (
+    BatchExistsError,
+    DeliveryChangedError,
+    InputChangedError,
+    OutputFormatChangedError,
+)
 from scm_batch.model import ChunkPlan, JobInput
+from scm_batch.records.parts import require_output_format
 from scm_batch.sinks.routing import delivery_target
 from scm_batch.storage import Storage
 
@@ -58,3 +65,21 @@ def check_delivery_unchanged(plan: ChunkPlan, options: RunOptions) -> None:
             f"run would deliver to {now.describe()}: resume it with the planned settings, or "
             "--overwrite"
         )
+
+
+def check_output_format_unchanged(
+    plan: ChunkPlan, options: RunOptions, *, finished: bool = False
+) -> None:
+    """The batch keeps the result format it was planned with: asking for another is refused,
+    asking for none keeps the planned one, which must be writable here (pyarrow for Parquet)
+    unless the batch is ``finished`` (every chunk done, its messages sent): it writes no part
+    any more, and is only reported."""
+    asked = options.plan.output_format
+    if asked is not None and asked != plan.output_format:
+        raise OutputFormatChangedError(
+            f"batch {plan.batch_id!r} was planned to write {plan.output_format} result parts; "
+            f"this run asks for {asked}: resume it with --output-format {plan.output_format} "
+            "(or without the option), or --overwrite"
+        )
+    if not finished:
+        require_output_format(plan.output_format)

@@ -15,6 +15,7 @@ import msgspec
 from scm_batch.config import RunOptions
 from scm_batch.errors import ConfigError
 from scm_batch.model import JobInput
+from scm_batch.records.parts import require_output_format
 from scm_batch.sinks.routing import resolve_destination
 from scm_batch.storage import check_key, normalize_bucket
 from scm_batch.storage.options import MIN_PART_SIZE
@@ -91,6 +92,8 @@ def validate_batch_config(job: JobInput, options: RunOptions) -> JobInput:
     if not (math.isfinite(per_record) and per_record > 0):
         raise ConfigError("estimatedProcessingTimePerRecord", f"must be above 0 (got {per_record})")
     _check_range("batchProcessingThreshold", routing.batch_processing_threshold, 1)
+    if plan.output_format is not None:
+        require_output_format(plan.output_format)
 
     destination = resolve_destination(job.destination, options.delivery)
     return msgspec.structs.replace(job, bucket=bucket, destination=destination)
