@@ -10,7 +10,7 @@ DEMO_RECORDS ?= 1000000
 DEMO_BUCKET  := demo/bucket
 DEMO_INPUT   := $(DEMO_BUCKET)/input/records.jsonl
 
-.PHONY: demo test lint typecheck unit install clean tools lambda-package
+.PHONY: demo test lint typecheck unit install clean tools lambda-package bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,9 +59,23 @@ demo: $(STAMP)
 		--invalid-rate 0.002 --malformed-rate 0.00005
 	$(BIN)/scm-batch run --input examples/demo-event.json --overwrite
 
+# scm-batch raced against its peers (DuckDB, polars, the original approach, a decode-only floor):
+# see bench/run.py. The input is generated once per BENCH_RECORDS and kept in bench/data/; the
+# results go to BENCHMARKS.md. The peers come from the `bench` extra, installed here.
+BENCH_STAMP   := $(VENV)/.installed-bench
+BENCH_RECORDS ?= 2000000
+BENCH_ROUNDS  ?= 3
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	BENCH_RECORDS=$(BENCH_RECORDS) BENCH_ROUNDS=$(BENCH_ROUNDS) $(BIN)/python -m bench.run
+
 lint: $(STAMP)
-	$(BIN)/ruff format --check src tests
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
