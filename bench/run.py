@@ -28,7 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def check(contestant: Contestant, m: Measurement, out: Outcome | None, data: Dataset) -> str:
     """Why the run does not count ("" when it does): every contestant must do all the work."""
-    if m.returncode != 0 or out is None:
+    # scm-batch exits 3 when the batch completed but the data failed validation critically: the
+    # contract's absolute limit of 100 malformed lines is crossed by the generator's malformed
+    # rate from about 10,000,000 records on. The work was all done; the count check still applies.
+    completed = {0, 3} if contestant.key == SCM_BATCH.key else {0}
+    if m.returncode not in completed or out is None:
         tail = " | ".join(m.stderr.strip().splitlines()[-3:])
         return f"exit code {m.returncode}: {tail}"
     got = out.records_out
