@@ -93,8 +93,10 @@ def table(data: Dataset, runs: list[Run]) -> list[str]:
 
 def wall_ratio(runs: list[Run], keys: tuple[str, ...]) -> Spread | None:
     """Per round: the fastest of ``keys``' wall time over scm-batch's (higher: scm-batch faster)."""
+    if any(_failed(runs, k) for k in keys):
+        return None  # not assessed: a target against "the faster of" needs every one of them
     scm = _by_round(runs, SCM_BATCH.key)
-    peers = [_by_round(runs, k) for k in keys if not _failed(runs, k)]
+    peers = [_by_round(runs, k) for k in keys]
     return spread(
         min(p[n].wall_s for p in peers) / scm[n].wall_s
         for n in scm

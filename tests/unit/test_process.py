@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import base64
+import functools
+import gc
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from scm_batch.errors import InputChangedError
-from scm_batch.model import ChunkPlan
+from scm_batch.model import ChunkPlan, ChunkTask
 from scm_batch.records.transform import record_uuid
-from scm_batch.stages.process import process_chunk
+from scm_batch.stages.process import _Scanner, process_chunk
 from scm_batch.storage import LocalStorage
 from tests.helpers import job_input, plan_input
 
@@ -191,3 +196,44 @@ def test_a_deeply_nested_line_is_malformed_not_a_crash(bucket: Path) -> None:
     entry = read_lines(bucket / result.error_key)[0]
     assert entry["error"] == "cannot decode: nested too deeply"
     assert entry["raw"].encode() == deep
+
+
+@functools.cache
+def a_task() -> ChunkTask:
+    """A chunk task to scan with (made once: the scanners never read the bucket)."""
+    with tempfile.TemporaryDirectory() as bucket:
+        return plan_for(Path(bucket), exact=True, max_chunk=100)[1].chunks[0]
+
+
+@given(
+    st.lists(st.sampled_from(LINES), min_size=1, max_size=30),
+    st.sampled_from([0, 3, 1000]),
+)
+def test_the_fast_path_sorts_a_block_exactly_as_the_line_by_line_path(
+    lines: list[bytes], start: int
+) -> None:
+    # Blocks of well-formed lines take scan()'s fast path, the others _scan_lines(); both must
+    # give the same records, offsets, indices, error entries and counts for any block.
+    task = msgspec.structs.replace(a_task(), byte_start=start)
+    fast, slow = _Scanner(task), _Scanner(task)
+    for scanner in (fast, slow):  # a block before, so indices and offsets carry over
+        scanner.offset += 7
+        scanner.tally.lines += 2
+    assert fast.scan(list(lines)) == slow._scan_lines(list(lines))
+    assert fast.bad == slow.bad
+    assert (fast.offset, fast.tally) == (slow.offset, slow.tally)
+
+
+def test_a_chunk_pauses_the_cyclic_collector_and_always_resumes_it(bucket: Path) -> None:
+    storage, plan = plan_for(bucket, exact=True, max_chunk=100)
+    seen: list[bool] = []
+    process_chunk(
+        plan.chunks[0], storage=storage, on_progress=lambda _: seen.append(gc.isenabled())
+    )
+    assert seen
+    assert not any(seen)  # paused while the chunk ran
+    assert gc.isenabled()
+    (bucket / "in.jsonl").write_bytes(CONTENT[:-5])  # the input changed: the chunk fails
+    with pytest.raises(InputChangedError):
+        process_chunk(plan.chunks[0], storage=storage)
+    assert gc.isenabled()
