@@ -9,9 +9,10 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 
 def _reset(sock: socket.socket) -> None:
@@ -22,6 +23,30 @@ def _reset(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
+
+
+@contextlib.contextmanager
+def _running(
+    process: subprocess.Popen[str],
+    output: IO[str],
+    log: list[str],
+    ready: Callable[[str], bool],
+) -> Iterator[None]:
+    """A started server: its output read up to the line saying it is ready (or an error with the
+    log if it exits first), the rest drained in the background so a full pipe never blocks it,
+    and the process stopped on exit."""
+    for line in output:
+        log.append(line)
+        if ready(line):
+            break
+    else:
+        raise RuntimeError(f"{process.args!r} exited before it was ready:\n" + "".join(log))
+    threading.Thread(target=lambda: log.extend(output), daemon=True).start()
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def free_port() -> int:
@@ -52,21 +77,9 @@ def moto_server(**env: str) -> Iterator[MotoServer]:
     )
     assert process.stderr is not None
     server = MotoServer(f"http://127.0.0.1:{port}", process)
-    # Werkzeug announces the address once it listens: read up to that line, then keep draining
-    # the log in the background so a full pipe never blocks the server.
-    for line in process.stderr:
-        server.log.append(line)
-        if "Running on" in line:
-            break
-    else:
-        raise RuntimeError("moto_server exited before listening:\n" + "".join(server.log))
-    stderr = process.stderr
-    threading.Thread(target=lambda: server.log.extend(stderr), daemon=True).start()
-    try:
+    # Werkzeug announces the address once it listens.
+    with _running(process, process.stderr, server.log, lambda line: "Running on" in line):
         yield server
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 class FaultProxy:
@@ -250,16 +263,6 @@ def kafka_broker(advertised_port: int | None = None) -> Iterator[KafkaBroker]:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
     broker = KafkaBroker(f"127.0.0.1:{advertised}", listen, process)
-    for line in process.stdout:  # tansu says when it is ready
-        broker.log.append(line)
-        if line.startswith("ready in"):
-            break
-    else:
-        raise RuntimeError("tansu exited before it was ready:\n" + "".join(broker.log))
-    output = process.stdout
-    threading.Thread(target=lambda: broker.log.extend(output), daemon=True).start()
-    try:
+    # tansu says when it is ready.
+    with _running(process, process.stdout, broker.log, lambda line: line.startswith("ready in")):
         yield broker
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
