@@ -167,10 +167,11 @@ class _Scanner:
         their own (``map``), and only the rare block holding a blank or malformed line takes the
         line-by-line path.
         """
+        records: list[Any] = []
         try:
-            records = list(map(self._decode, lines))
-        except DECODE_ERRORS:
-            return self._scan_lines(lines)
+            records.extend(map(self._decode, lines))
+        except DECODE_ERRORS:  # the lines decoded before the refused one are kept: not redone
+            return self._scan_lines(lines, records)
         tally = self.tally
         first_index = tally.lines
         # Line i starts after every earlier line and its "\n".
@@ -195,9 +196,13 @@ class _Scanner:
         tally.valid_records += len(records)
         return records, starts, indices
 
-    def _scan_lines(self, lines: list[bytes]) -> tuple[list[dict[str, Any]], list[int], list[int]]:
-        """:meth:`scan` line by line, for a block with a line the decoder refuses."""
+    def _scan_lines(
+        self, lines: list[bytes], decoded: Sequence[Any] = ()
+    ) -> tuple[list[dict[str, Any]], list[int], list[int]]:
+        """:meth:`scan` line by line, for a block with a line the decoder refuses; ``decoded``
+        holds the records of the block's first lines, already decoded."""
         decode = self._decode
+        already = len(decoded)
         tally = self.tally
         good: list[dict[str, Any]] = []
         good_offsets: list[int] = []
@@ -208,7 +213,7 @@ class _Scanner:
             start = offset
             offset += len(line) + 1
             try:
-                rec = decode(line)
+                rec = decoded[i] if i < already else decode(line)
             except DECODE_ERRORS:
                 try:
                     rec = _decode_slow(decode, line, start)
