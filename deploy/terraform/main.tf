@@ -58,7 +58,7 @@ locals {
     KAFKA_MSK_IAM_REGION    = local.region
   } : {}
 
-  # ---- The environment of every function and of the Batch job (scm_batch.aws.settings) ----
+  # ---- The environment of every function and of the Batch job (scm_batch.settings) ----
   # Empty values are left out: the code reads a missing variable as "not configured".
   runtime_environment = {
     for name, value in merge(

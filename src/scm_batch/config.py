@@ -1,8 +1,8 @@
-"""Run configuration, loaded once at the edge: the execution input and the run options.
+"""Run configuration: the execution input, and the run options.
 
-The execution input is the contract's JSON object (from ``--input FILE`` and/or flags; flags win).
-Run options are everything else the local driver needs; each has a default, a flag, and an
-``SCM_BATCH_*`` environment variable (wired in the command line).
+The execution input is the contract's JSON object (from ``--input FILE``, a manifest object or an
+S3 event, and/or flags; flags win). Run options are everything else a run needs; each has a
+default, and most a flag and an environment variable (:mod:`scm_batch.settings` loads them).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import msgspec
 
 from scm_batch.errors import ConfigError, ObjectNotFoundError
 from scm_batch.faults import FaultPlan
-from scm_batch.model import JobInput, PlanOptions, Record, Tolerance
+from scm_batch.model import CamelStruct, JobInput, OutputFormat, PlanOptions, Tolerance
 from scm_batch.retry import RetryPolicy
 from scm_batch.sinks.options import DeliveryOptions
 from scm_batch.stages.process import DEFAULT_BLOCK_SIZE
@@ -30,8 +30,9 @@ _AT_FIELD = re.compile(r"^(?P<problem>.*) - at `\$\.(?P<field>[^`\[]+)")
 JOB_INPUT_FIELDS = frozenset(f.encode_name for f in msgspec.structs.fields(JobInput))
 
 
-class RunOptions(Record, frozen=True):
-    """How the local driver runs a batch (not part of the execution input)."""
+class RunOptions(CamelStruct, frozen=True):
+    """How a batch runs, wherever it runs (not part of the execution input); loaded by
+    :func:`scm_batch.settings.load_settings`."""
 
     workers: int = msgspec.field(default_factory=lambda: os.cpu_count() or 1)
     block_size: int = DEFAULT_BLOCK_SIZE
@@ -41,6 +42,12 @@ class RunOptions(Record, frozen=True):
     tolerance: Tolerance = msgspec.field(default_factory=Tolerance)
     storage: StorageOptions = msgspec.field(default_factory=StorageOptions)
     delivery: DeliveryOptions = msgspec.field(default_factory=DeliveryOptions)
+    # The result formats this installation writes (the AWS package has no pyarrow: JSON Lines).
+    output_formats: tuple[OutputFormat, ...] = ("jsonl", "parquet")
+    # Whether a batch may run when its completion message can go nowhere but the bucket's outbox
+    # (no Kafka brokers for WORKSPACE, no SQS Core queue for CORE): fine on one machine, where the
+    # outbox is the default; refused on AWS unless the deployment says so.
+    completion_outbox_only: bool = True
     faults: FaultPlan | None = None  # test-only: see scm_batch.faults
 
 
@@ -77,7 +84,7 @@ def load_input_file(path: Path, field: str = "--input") -> dict[str, Any]:
     return value
 
 
-class ManifestRef(Record, frozen=True):
+class ManifestRef(CamelStruct, frozen=True):
     """Where a manifest object is, and which option named it (for error messages)."""
 
     bucket: str

@@ -26,7 +26,7 @@ from typing import Literal
 import msgspec
 
 from scm_batch.errors import ConfigError, InjectedTerminalError, InjectedTransientError
-from scm_batch.model import Record
+from scm_batch.model import CamelStruct
 
 FAULTS_ENV = "SCM_BATCH_FAULTS"
 
@@ -40,13 +40,13 @@ DRIVER_POINTS = (
 )
 
 
-class ChunkFault(Record, frozen=True):
+class ChunkFault(CamelStruct, frozen=True):
     kind: ChunkFaultKind
     times: int | None = 1  # attempts it strikes; None: every attempt
     after_blocks: int = 1  # strikes once this many blocks of the chunk are written
 
 
-class FaultPlan(Record, frozen=True):
+class FaultPlan(CamelStruct, frozen=True):
     """Parsed ``SCM_BATCH_FAULTS``; plain data, so it travels to workers with the task."""
 
     chunks: dict[str, ChunkFault] = msgspec.field(default_factory=dict)
@@ -98,8 +98,9 @@ class FaultPlan(Record, frozen=True):
         return crash_host
 
     def crash_driver_at(self, point: str, *, chunks_done: int = 0) -> None:
-        """Kill this (driver) process if the plan says so at ``point``."""
-        if self.driver_point != point:
+        """Kill this (driver) process if the plan says so at ``point``. Only a driver that runs
+        a session (the local run, which records its pid) does: never a Lambda function."""
+        if self.driver_point != point or self.driver_pid is None:
             return
         if point == "after-chunks" and chunks_done < self.driver_after_chunks:
             return

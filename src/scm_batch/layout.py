@@ -50,13 +50,13 @@ def error_key(batch_id: str, chunk: str) -> str:
     return f"{errors_prefix(batch_id)}/{chunk}.jsonl"
 
 
-def manifest_prefix(batch_id: str) -> str:
+def receipt_prefix(batch_id: str) -> str:
     return f"metadata/{batch_id}/chunks/"
 
 
-def manifest_key(batch_id: str, chunk: str) -> str:
-    """The chunk's manifest: written last, its existence means the chunk is done."""
-    return f"{manifest_prefix(batch_id)}{chunk}.json"
+def receipt_key(batch_id: str, chunk: str) -> str:
+    """The chunk's receipt: written last, its existence means the chunk is done."""
+    return f"{receipt_prefix(batch_id)}{chunk}.json"
 
 
 def failure_prefix(batch_id: str) -> str:

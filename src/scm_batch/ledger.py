@@ -1,28 +1,55 @@
-"""The ledger: where a batch stands, kept in the bucket itself.
+"""The ledger: where a batch stands, kept in the bucket itself. Every read and write of a batch's
+state goes through here, whoever runs the batch (a local run, the Lambda functions, a Batch job).
 
-A chunk is done if and only if its manifest, ``metadata/{batchId}/chunks/{chunkId}.json``, exists.
-The worker writes it last, after the chunk's result and error parts are complete under their final
-names, so a crash at any moment leaves either a done chunk or one to redo, never a half-done one
-that looks done. Failed attempts that exhausted their retries are recorded beside it, and a small
-marker says the batch's notifications went out. Nothing else is needed to resume or report a batch,
-on a local directory as on S3, whatever executor ran the chunks.
+What it keeps, under ``metadata/{batchId}/`` and beside it:
+
+* the **plan** (``chunks.json``) and its chunk items alone (``chunk-items.json``, what a Step
+  Functions Distributed Map reads); the items are written first, so a plan never stands without
+  them;
+* a **receipt** per finished chunk (``chunks/{chunkId}.json``, a :class:`ChunkResult`). A chunk
+  is done if and only if its receipt exists. The worker writes it last, after the chunk's result
+  and error parts are complete under their final names, so a crash at any moment leaves either a
+  done chunk or one to redo, never a half-done one that looks done;
+* a **failure** record per chunk given up on (``failures/{chunkId}.json``), written by a local run
+  or by the state machine, and superseded by a later receipt;
+* the batch's **outcome**: the validation report and the aggregated results, written by
+  ``AggregateResults``;
+* a **notified** marker once the batch's messages went out.
+
+Nothing else is needed to resume or report a batch, on a local directory as on S3, whatever
+executor ran the chunks.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import msgspec
 
 from scm_batch import layout
-from scm_batch.model import ChunkFailure, ChunkPlan, ChunkResult, Record, StatusWord
+from scm_batch.errors import ConfigError, NothingToResumeError, ObjectNotFoundError
+from scm_batch.model import (
+    CamelStruct,
+    ChunkFailure,
+    ChunkPlan,
+    ChunkResult,
+    ChunkTask,
+    RunSummary,
+    StatusWord,
+    ValidationReport,
+)
 from scm_batch.storage import Storage
 
 T = TypeVar("T")
 
+# A failure message longer than this is cut: it is shown to people, one line per chunk.
+MAX_FAILURE_MESSAGE = 2000
 
-class NotificationRecord(Record, frozen=True):
+
+class NotificationRecord(CamelStruct, frozen=True):
     """What a batch has sent: its outcome and where each message went."""
 
     batch_status: StatusWord
@@ -34,73 +61,214 @@ def _encode(value: object) -> bytes:
     return msgspec.json.format(msgspec.json.encode(value))
 
 
-def write_manifest(storage: Storage, batch_id: str, result: ChunkResult) -> None:
-    """Commit a chunk: call only once its parts are complete."""
-    storage.put_bytes(layout.manifest_key(batch_id, result.chunk_id), _encode(result))
+def encode_plan(plan: ChunkPlan) -> bytes:
+    """The plan as stored: indented JSON, read by people as often as by programs."""
+    return msgspec.json.format(msgspec.json.encode(plan), indent=2)
 
 
+def encode_chunk_items(plan: ChunkPlan) -> bytes:
+    """The chunk items as one compact JSON array (``metadata/{batchId}/chunk-items.json``)."""
+    return msgspec.json.encode(plan.chunks)
+
+
+def record_receipt(storage: Storage, batch_id: str, result: ChunkResult) -> None:
+    """Commit a chunk: call only once its parts are complete and its records delivered."""
+    storage.put_bytes(layout.receipt_key(batch_id, result.chunk_id), _encode(result))
+
+
+@dataclass(frozen=True, slots=True)
 class Ledger:
-    """Read and write a batch's ledger entries in its bucket."""
+    """Read and write one batch's ledger entries in its bucket."""
 
-    def __init__(self, storage: Storage, batch_id: str) -> None:
-        self._storage = storage
-        self._batch_id = batch_id
+    storage: Storage
+    batch_id: str
 
     def _read(self, key: str, kind: type[T]) -> T:
-        return msgspec.json.decode(self._storage.get_bytes(key), type=kind)
+        return msgspec.json.decode(self.storage.get_bytes(key), type=kind)
+
+    def _read_if_there(self, key: str, kind: type[T]) -> T | None:
+        return self._read(key, kind) if self.storage.exists(key) else None
 
     def _read_all(self, prefix: str, kind: type[T]) -> list[T]:
         """Every entry under ``prefix``. An entry that does not decode (a disk that filled up, a
-        hand edit) is dropped: for a manifest that means the chunk is simply done again."""
+        hand edit) is dropped: for a receipt that means the chunk is simply done again."""
         entries = []
-        for key in self._storage.list_keys(prefix):
+        for key in self.storage.list_keys(prefix):
             try:
                 entries.append(self._read(key, kind))
             except msgspec.MsgspecError:
-                self._storage.delete(key)
+                self.storage.delete(key)
         return entries
 
-    def load_plan(self) -> ChunkPlan | None:
-        key = layout.plan_key(self._batch_id)
-        return self._read(key, ChunkPlan) if self._storage.exists(key) else None
+    # ---- the plan -----------------------------------------------------------------------------
+    def has_plan(self) -> bool:
+        return self.storage.exists(layout.plan_key(self.batch_id))
+
+    def plan(self) -> ChunkPlan | None:
+        return self._read_if_there(layout.plan_key(self.batch_id), ChunkPlan)
+
+    def stored_plan(self) -> ChunkPlan:
+        """The plan, or ``NothingToResumeError`` saying how to start the batch."""
+        plan = self.plan()
+        if plan is None:
+            raise NothingToResumeError(
+                f"batch {self.batch_id!r} has no plan in {self.storage.uri} "
+                f"({layout.plan_key(self.batch_id)}); start it with 'scm-batch run'"
+            )
+        return plan
+
+    def chunk(self, chunk_id: str) -> ChunkTask:
+        """One chunk item of the stored plan (what an AWS Batch job is told to process)."""
+        task = next((c for c in self.stored_plan().chunks if c.chunk_id == chunk_id), None)
+        if task is None:
+            raise ConfigError("--chunk-id", f"batch {self.batch_id!r} has no chunk {chunk_id!r}")
+        return task
+
+    def record_plan(self, plan: ChunkPlan) -> None:
+        """Store a new plan, its chunk items first."""
+        self.storage.put_bytes(layout.chunk_items_key(self.batch_id), encode_chunk_items(plan))
+        self.storage.put_bytes(layout.plan_key(self.batch_id), encode_plan(plan))
+
+    def ensure_chunk_items(self, plan: ChunkPlan) -> None:
+        """Write the chunk items of a stored plan that lacks them (planned by an older version)."""
+        key = layout.chunk_items_key(self.batch_id)
+        if not self.storage.exists(key):
+            self.storage.put_bytes(key, encode_chunk_items(plan))
+
+    # ---- chunks -------------------------------------------------------------------------------
+    def receipt(self, chunk_id: str) -> ChunkResult | None:
+        """The chunk's receipt if it is done; ``None`` if not (or if its receipt is unreadable:
+        the chunk is then done again, as a resume would)."""
+        try:
+            return self._read_if_there(layout.receipt_key(self.batch_id, chunk_id), ChunkResult)
+        except msgspec.MsgspecError:
+            return None
 
     def done(self) -> dict[str, ChunkResult]:
-        """Manifests of the chunks that are done, by chunk id."""
-        results = self._read_all(layout.manifest_prefix(self._batch_id), ChunkResult)
+        """Receipts of the chunks that are done, by chunk id."""
+        results = self._read_all(layout.receipt_prefix(self.batch_id), ChunkResult)
         return {r.chunk_id: r for r in results}
 
     def failures(self) -> dict[str, ChunkFailure]:
-        """Chunks whose last session gave up on them (a later success supersedes the record)."""
-        failures = self._read_all(layout.failure_prefix(self._batch_id), ChunkFailure)
-        return {f.chunk_id: f for f in failures}
+        """Chunks whose last session gave up on them (a later success supersedes the record),
+        each with a message a person can read."""
+        failures = self._read_all(layout.failure_prefix(self.batch_id), ChunkFailure)
+        return {f.chunk_id: readable(f) for f in failures}
 
     def record_failure(self, failure: ChunkFailure) -> None:
-        self._storage.put_bytes(
-            layout.failure_key(self._batch_id, failure.chunk_id), _encode(failure)
+        self.storage.put_bytes(
+            layout.failure_key(self.batch_id, failure.chunk_id), _encode(failure)
         )
 
     def forget_failures_of_done_chunks(self, done: Iterable[str]) -> None:
         """Drop failure records that a later success made stale."""
         for chunk_id in set(self.failures()) & set(done):
-            self._storage.delete(layout.failure_key(self._batch_id, chunk_id))
+            self.storage.delete(layout.failure_key(self.batch_id, chunk_id))
+
+    # ---- the outcome --------------------------------------------------------------------------
+    def summary(self) -> RunSummary | None:
+        """The aggregated results, if the batch was aggregated."""
+        return self._read_if_there(layout.aggregated_key(self.batch_id), RunSummary)
+
+    def stored_summary(self) -> RunSummary:
+        """The aggregated results, or ``ObjectNotFoundError`` if the batch was not aggregated."""
+        summary = self.summary()
+        if summary is None:
+            key = layout.aggregated_key(self.batch_id)
+            raise ObjectNotFoundError(
+                f"batch {self.batch_id!r} has no aggregated results in {self.storage.uri} ({key})"
+            )
+        return summary
+
+    def validation(self) -> ValidationReport | None:
+        return self._read_if_there(layout.validation_key(self.batch_id), ValidationReport)
+
+    def record_validation(self, report: ValidationReport) -> None:
+        self.storage.put_bytes(layout.validation_key(self.batch_id), _encode(report))
+
+    def record_summary(self, summary: RunSummary) -> str:
+        """Store the aggregated results; return their key."""
+        key = layout.aggregated_key(self.batch_id)
+        self.storage.put_bytes(key, _encode(summary))
+        return key
+
+    def notified(self) -> NotificationRecord | None:
+        return self._read_if_there(layout.notified_key(self.batch_id), NotificationRecord)
+
+    def record_notified(self, record: NotificationRecord) -> None:
+        self.storage.put_bytes(layout.notified_key(self.batch_id), _encode(record))
+
+    def finished(self, plan: ChunkPlan, done: dict[str, ChunkResult]) -> bool:
+        """Every chunk done and the batch's messages sent: nothing left to run or send."""
+        return len(done) == plan.chunk_count and self.notified() is not None
 
     def reopen(self) -> None:
         """Withdraw the batch's recorded outcome (aggregate, verdict, notified marker) before a
         session that will change it, so a crash in between cannot leave a stale one in place."""
-        self._storage.delete(layout.notified_key(self._batch_id))
-        self._storage.delete(layout.aggregated_key(self._batch_id))
-        self._storage.delete(layout.validation_key(self._batch_id))
+        self.storage.delete(layout.notified_key(self.batch_id))
+        self.storage.delete(layout.aggregated_key(self.batch_id))
+        self.storage.delete(layout.validation_key(self.batch_id))
 
-    def notified(self) -> NotificationRecord | None:
-        key = layout.notified_key(self._batch_id)
-        return self._read(key, NotificationRecord) if self._storage.exists(key) else None
-
-    def record_notified(self, record: NotificationRecord) -> None:
-        self._storage.put_bytes(layout.notified_key(self._batch_id), _encode(record))
-
+    # ---- housekeeping -------------------------------------------------------------------------
     def discard_incomplete(self) -> int:
         """Remove what interrupted writes of this batch left behind."""
         return sum(
-            self._storage.discard_incomplete(prefix)
-            for prefix in layout.batch_prefixes(self._batch_id)
+            self.storage.discard_incomplete(prefix)
+            for prefix in layout.batch_prefixes(self.batch_id)
         )
+
+    def clear(self) -> None:
+        """Remove everything of the batch (``--overwrite``): it starts afresh."""
+        for prefix in layout.batch_prefixes(self.batch_id):
+            self.storage.delete_prefix(prefix)
+
+
+# ---- failures recorded by the state machine ------------------------------------------------------
+# When a chunk's task fails for good on AWS, its Catch hands the error to ``RecordChunkFailure``,
+# which writes a ChunkFailure with nothing but what the States Language can express: the error
+# name, and the whole error object (``Error`` and ``Cause``) as a JSON string in ``message``. The
+# cause is itself JSON for a Lambda error (``errorMessage``, ``errorType``, ``stackTrace``) and for
+# a Batch job (the job's description). Reading it, the ledger keeps the one line a person needs.
+def _batch_reason(job: dict[str, Any]) -> str | None:
+    reason = job.get("StatusReason") or job.get("statusReason")
+    if not isinstance(reason, str):
+        return None
+    container = job.get("Container") or job.get("container") or {}
+    code = (
+        container.get("ExitCode", container.get("exitCode"))
+        if isinstance(container, dict)
+        else None
+    )
+    return reason if code is None else f"{reason} (exit code {code})"
+
+
+def _cause_text(cause: object) -> str:
+    if not isinstance(cause, str) or not cause.strip():
+        return "no cause given"
+    try:
+        parsed = json.loads(cause)
+    except ValueError:
+        return cause
+    if isinstance(parsed, dict):
+        message = parsed.get("errorMessage")
+        if isinstance(message, str):
+            return message  # a Lambda error; its stack trace stays in the function's log
+        reason = _batch_reason(parsed)
+        if reason is not None:
+            return reason
+    return cause
+
+
+def readable(failure: ChunkFailure) -> ChunkFailure:
+    """``failure`` with its message reduced to the cause's own words, when the state machine
+    recorded it; a failure recorded otherwise is returned as it is."""
+    try:
+        error = json.loads(failure.message)
+    except ValueError:
+        return failure
+    if not isinstance(error, dict) or "Error" not in error:
+        return failure
+    message = _cause_text(error.get("Cause"))
+    if len(message) > MAX_FAILURE_MESSAGE:
+        message = message[: MAX_FAILURE_MESSAGE - 1] + "…"
+    return msgspec.structs.replace(failure, message=message)

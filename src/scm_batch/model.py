@@ -41,11 +41,11 @@ class StatusWord(StrEnum):
     VALIDATION_FAILED_CRITICAL = "VALIDATION_FAILED_CRITICAL"
 
 
-class Record(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+class CamelStruct(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     """Base for every contract value: camelCase JSON names, immutable, keyword construction."""
 
 
-class JobInput(Record, frozen=True, forbid_unknown_fields=False):
+class JobInput(CamelStruct, frozen=True, forbid_unknown_fields=False):
     """The execution input of one batch, exactly the contract's fields.
 
     ``processedAt`` is an addition: it pins the one timestamp a run stamps on every record, so a
@@ -67,7 +67,7 @@ class JobInput(Record, frozen=True, forbid_unknown_fields=False):
     processed_at: str | None = None
 
 
-class RoutingPolicy(Record, frozen=True):
+class RoutingPolicy(CamelStruct, frozen=True):
     """How CalculateChunks decides between Lambda and AWS Batch for each chunk.
 
     A chunk goes to Batch when its estimated duration (records x seconds per record) does not fit
@@ -91,7 +91,7 @@ class RoutingPolicy(Record, frozen=True):
         return "lambda"
 
 
-class PlanOptions(Record, frozen=True):
+class PlanOptions(CamelStruct, frozen=True):
     """Planner settings that are not part of the execution input."""
 
     min_chunk_size: int = 10_000
@@ -105,7 +105,7 @@ class PlanOptions(Record, frozen=True):
     output_format: OutputFormat | None = None
 
 
-class SourceInfo(Record, frozen=True):
+class SourceInfo(CamelStruct, frozen=True):
     """What InitializeBatchProcessing learned about the input object."""
 
     key: str
@@ -124,7 +124,7 @@ class SourceInfo(Record, frozen=True):
         return (self.size, self.mtime_ns, self.etag, self.version_id)
 
 
-class ChunkTask(Record, frozen=True):
+class ChunkTask(CamelStruct, frozen=True):
     """One chunk item of the plan: everything a worker anywhere needs to process the chunk.
 
     The first fields are the contract's chunk item; the rest locate the chunk exactly (byte range on
@@ -163,7 +163,7 @@ class ChunkTask(Record, frozen=True):
         return (self.source_size, self.source_mtime_ns, self.source_etag, self.source_version_id)
 
 
-class DeliveryTarget(Record, frozen=True):
+class DeliveryTarget(CamelStruct, frozen=True):
     """Where and how a batch delivers its records; fixed at planning, so a resumed batch cannot
     switch topic or message format halfway."""
 
@@ -177,7 +177,7 @@ class DeliveryTarget(Record, frozen=True):
         return f"{self.destination} {self.address} as {self.message_format} messages"
 
 
-class ChunkPlan(Record, frozen=True):
+class ChunkPlan(CamelStruct, frozen=True):
     """The whole plan, written to ``metadata/{batchId}/chunks.json``."""
 
     format_version: int
@@ -201,7 +201,7 @@ class ChunkPlan(Record, frozen=True):
         return self.options.output_format or DEFAULT_OUTPUT_FORMAT
 
 
-class Attempt(Record, frozen=True):
+class Attempt(CamelStruct, frozen=True):
     """One try at a chunk: how it ended and how long it took."""
 
     attempt: int
@@ -212,10 +212,10 @@ class Attempt(Record, frozen=True):
     transient: bool | None = None
 
 
-class ChunkResult(Record, frozen=True):
+class ChunkResult(CamelStruct, frozen=True):
     """What processing one chunk produced: counts and object keys, never records.
 
-    Written by the worker as the chunk's manifest, after its parts: the ledger entry that says
+    Written by the worker as the chunk's receipt, after its parts: the ledger entry that says
     the chunk is done.
     """
 
@@ -247,7 +247,7 @@ class ChunkResult(Record, frozen=True):
         return self.records - self.valid_records
 
 
-class ChunkFailure(Record, frozen=True):
+class ChunkFailure(CamelStruct, frozen=True):
     """A chunk that did not produce a result, with the error that stopped it."""
 
     chunk_id: str
@@ -259,7 +259,7 @@ class ChunkFailure(Record, frozen=True):
     status: StatusWord = StatusWord.CHUNK_FAILED
 
 
-class ContractSummary(Record, frozen=True):
+class ContractSummary(CamelStruct, frozen=True):
     """The ``summary`` object of the contract's completion message."""
 
     total_records_processed: int
@@ -269,7 +269,51 @@ class ContractSummary(Record, frozen=True):
     records_per_second: float
 
 
-class Totals(Record, frozen=True):
+class ResultLocation(CamelStruct, frozen=True):
+    """Where a completion message says the aggregated results are."""
+
+    bucket: str
+    key: str
+
+
+class MessageOrigin(CamelStruct, frozen=True):
+    """The ``metadata`` of a completion message: who sent it."""
+
+    source: str
+    version: str
+
+
+class CompletionMessage(CamelStruct, frozen=True, kw_only=True):
+    """``BATCH_COMPLETION_NOTIFICATION``, sent by ``SendToKafka`` / ``SendToSqsCore``."""
+
+    type: Literal["BATCH_COMPLETION_NOTIFICATION"] = "BATCH_COMPLETION_NOTIFICATION"
+    batch_id: str
+    customer_id: str
+    tenant_id: str
+    deployment: Deployment
+    snapshot_id: str | None
+    status: StatusWord = StatusWord.COMPLETED
+    summary: ContractSummary
+    result_location: ResultLocation
+    timestamp: str
+    metadata: MessageOrigin
+
+
+class StatusMessage(CamelStruct, frozen=True, omit_defaults=True):
+    """The ``batch-proc`` status message (``SendToSQS``; ``ReportFailure``'s form carries an
+    ``errorMessage``). Every field has a value even when the run failed early."""
+
+    batch_id: str
+    batch_status: StatusWord
+    customer_id: str | None
+    notification_id: str
+    progress: int
+    total_records_processed: int
+    processing_time: float
+    error_message: str | None = None  # left out of the message when there is none
+
+
+class Totals(CamelStruct, frozen=True):
     """Every input line accounted for: lines = blankLines + valid + errors."""
 
     lines: int
@@ -284,7 +328,7 @@ class Totals(Record, frozen=True):
     bytes_read: int
 
 
-class ChunkDetail(Record, frozen=True):
+class ChunkDetail(CamelStruct, frozen=True):
     """One line of the per-chunk table in the aggregated results."""
 
     chunk_id: str
@@ -306,7 +350,7 @@ class ChunkDetail(Record, frozen=True):
     message: str | None = None
 
 
-class RunSummary(Record, frozen=True):
+class RunSummary(CamelStruct, frozen=True):
     """``final-results/{batchId}/aggregated-results.json``."""
 
     batch_id: str
@@ -340,7 +384,7 @@ class RunSummary(Record, frozen=True):
     source: SourceInfo
 
 
-class ValidationReport(Record, frozen=True):
+class ValidationReport(CamelStruct, frozen=True):
     """``validation/{batchId}/validation-results.json``: the verdict and why."""
 
     batch_id: str
@@ -361,7 +405,7 @@ class ValidationReport(Record, frozen=True):
     samples_truncated: bool
 
 
-class Tolerance(Record, frozen=True):
+class Tolerance(CamelStruct, frozen=True):
     """How many failed chunks a run survives, with the semantics of a Distributed Map's
     ``ToleratedFailureCount`` / ``ToleratedFailurePercentage``: the run fails when the failed
     chunks exceed either limit that is set; with neither set, no failure is tolerated."""
@@ -378,7 +422,7 @@ class Tolerance(Record, frozen=True):
         return over_count or over_share
 
 
-class ValidationThresholds(Record, frozen=True):
+class ValidationThresholds(CamelStruct, frozen=True):
     """The original system's limits above which a batch is critical."""
 
     max_error_rate: float = 0.01

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 
 from scm_batch.errors import ChunkFailedError, ScmBatchError
-from scm_batch.model import Record
+from scm_batch.model import CamelStruct
 
 # Failures of the machinery rather than the data: worth trying again.
 _TRANSIENT_BUILTINS: tuple[type[BaseException], ...] = (
@@ -47,7 +47,7 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, _TRANSIENT_BUILTINS)
 
 
-class RetryPolicy(Record, frozen=True):
+class RetryPolicy(CamelStruct, frozen=True):
     """How often, and after how long, a failed chunk is tried again."""
 
     attempts: int = 3

@@ -59,7 +59,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service impor
 )
 
 from scm_batch.aws.batch_job import JOB_COMMAND
-from scm_batch.aws.definition import FUNCTION_NAMES, Deployment
+from scm_batch.aws.definition import FUNCTION_NAMES, Resources
 from scm_batch.aws.handlers import FUNCTIONS
 from scm_batch.cli import app
 from tests.deploy.hcl import batch_retry_strategy
@@ -418,8 +418,8 @@ class Sandbox:
             retryStrategy=RETRY_STRATEGY,
         )["jobDefinitionArn"]
 
-    def deployment(self, **settings: Any) -> Deployment:
-        return Deployment(
+    def deployment(self, **settings: Any) -> Resources:
+        return Resources(
             lambda_arns=dict(self.lambda_arns),
             batch_job_queue=self.job_queue_arn,
             batch_job_definition=self.job_definition_arn,

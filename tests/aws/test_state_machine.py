@@ -16,8 +16,8 @@ import pytest
 from scm_batch.aws.definition import build_definition
 from scm_batch.aws.handlers import FUNCTIONS
 from scm_batch.config import RunOptions
+from scm_batch.lifecycle import run_batch
 from scm_batch.model import JobInput, PlanOptions
-from scm_batch.pipeline import run_batch
 from scm_batch.records.generate import generate_lines
 from tests.aws.sandbox import BUCKET, Sandbox
 

@@ -13,12 +13,12 @@ from statelint.linter import Linter  # type: ignore[import-untyped]
 from scm_batch.aws.batch_job import JOB_COMMAND, TRANSIENT_EXIT_CODE
 from scm_batch.aws.definition import (
     FUNCTION_NAMES,
-    Deployment,
+    Resources,
     build_definition,
     render,
     template_variable_of,
     template_variables,
-    terraform_deployment,
+    terraform_resources,
 )
 from tests.deploy.hcl import MODULE, batch_retry_strategy, parse, resources
 
@@ -67,7 +67,7 @@ def deployed_values() -> dict[str, Any]:
 def test_the_committed_template_is_what_the_generator_emits() -> None:
     """Regenerate with:
     scm-batch aws definition --terraform -o deploy/terraform/state-machine.asl.json.tftpl"""
-    generated = render(build_definition(terraform_deployment()), template=True)
+    generated = render(build_definition(terraform_resources()), template=True)
     assert TEMPLATE.read_text(encoding="utf-8") == generated
 
 
@@ -95,7 +95,7 @@ def test_the_template_filled_in_is_the_definition_for_those_values() -> None:
     values = deployed_values()
     rendered = json.loads(terraform_interpolate(TEMPLATE.read_text(encoding="utf-8"), values))
     expected = build_definition(
-        Deployment(
+        Resources(
             lambda_arns={n: values[template_variable_of(n)] for n in FUNCTION_NAMES},
             batch_job_queue=values["batch_job_queue_arn"],
             batch_job_definition=values["batch_job_definition_arn"],

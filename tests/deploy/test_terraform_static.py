@@ -31,20 +31,21 @@ from typing import Any
 
 import pytest
 
-from scm_batch.aws import batch_job, chunks, handlers, settings
+from scm_batch import settings
+from scm_batch.aws import batch_job, chunks, handlers
 from scm_batch.aws.batch_job import JOB_COMMAND, TRANSIENT_EXIT_CODE
 from scm_batch.aws.definition import (
     FUNCTION_NAMES,
     build_definition,
-    deployment_for_account,
     render,
+    resources_for_account,
     template_variable_of,
     template_variables,
-    terraform_deployment,
+    terraform_resources,
 )
-from scm_batch.aws.settings import DEFAULT_NAMESPACE
 from scm_batch.aws.telemetry import Metric, Telemetry
 from scm_batch.model import DEFAULT_MAX_CHUNK_SIZE, DEFAULT_MAX_CONCURRENT_CHUNKS, RoutingPolicy
+from scm_batch.settings import DEFAULT_NAMESPACE
 from tests.deploy.hcl import parse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -353,7 +354,7 @@ def test_make_test_installs_the_deployment_tools() -> None:
 # ---- variables and the code agree ---------------------------------------------------------------
 def test_the_contracts_variables_keep_their_names_and_the_codes_defaults() -> None:
     routing = RoutingPolicy()
-    defaults = deployment_for_account(region="eu-west-1", account="123456789012")
+    defaults = resources_for_account(region="eu-west-1", account="123456789012")
     expected = {
         "batch_processing_threshold": routing.batch_processing_threshold,
         "max_records_per_chunk": DEFAULT_MAX_CHUNK_SIZE,
@@ -403,7 +404,7 @@ def test_the_state_machine_is_the_generated_template_filled_with_exactly_its_var
     assert TEMPLATE.is_file()
     given = locals_of(MODULE)["definition_vars"]
     assert sorted(given) == template_variables()
-    generated = render(build_definition(terraform_deployment()), template=True)
+    generated = render(build_definition(terraform_resources()), template=True)
     placeholders = {
         name
         for expression in interpolations(generated)
@@ -531,7 +532,7 @@ def test_the_batch_job_runs_the_entrypoint_with_the_state_machines_parameters() 
     assert "executionRoleArn = aws_iam_role.batch_execution.arn" in properties
     assert definition["platform_capabilities"] == ["FARGATE"]
     # The Ref:: parameters are exactly the ones SubmitBatchJob passes.
-    states = build_definition(terraform_deployment())["States"]
+    states = build_definition(terraform_resources())["States"]
     processor = states["ProcessChunksInParallel"]["ItemProcessor"]["States"]
     passed = {k.removesuffix(".$") for k in processor["SubmitBatchJob"]["Parameters"]["Parameters"]}
     assert {part.removeprefix("Ref::") for part in command if part.startswith("Ref::")} == passed

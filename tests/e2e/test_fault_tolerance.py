@@ -12,9 +12,9 @@ import pytest
 from scm_batch.config import RunOptions
 from scm_batch.errors import ExitCode, InputChangedError
 from scm_batch.faults import parse_faults
+from scm_batch.lifecycle import RunReport, resume_batch, run_batch
 from scm_batch.model import ChunkResult, PlanOptions, StatusWord, Tolerance
 from scm_batch.observe.status import batch_status
-from scm_batch.pipeline import RunReport, resume_batch, run_batch
 from scm_batch.records.generate import generate_file
 from scm_batch.retry import RetryPolicy
 from tests.conftest import Cli

@@ -14,8 +14,8 @@ import pytest
 from scm_batch.config import RunOptions
 from scm_batch.executors.base import ChunkExecutor
 from scm_batch.executors.local import LocalExecutor
+from scm_batch.lifecycle import run_batch
 from scm_batch.model import PlanOptions
-from scm_batch.pipeline import run_batch
 from scm_batch.records.generate import GenerateStats, generate_file
 from tests.conftest import Cli
 from tests.helpers import job_input

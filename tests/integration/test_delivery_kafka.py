@@ -251,8 +251,8 @@ def test_an_outage_longer_than_the_delivery_timeout_is_retried_until_delivered(
     tmp_path: Path, records_200k: Path
 ) -> None:
     from scm_batch.config import RunOptions
+    from scm_batch.lifecycle import run_batch
     from scm_batch.model import PlanOptions
-    from scm_batch.pipeline import run_batch
     from scm_batch.retry import RetryPolicy
     from scm_batch.sinks.options import DeliveryOptions, KafkaOptions
     from tests.helpers import job_input

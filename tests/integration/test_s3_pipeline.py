@@ -162,8 +162,8 @@ def test_an_upload_left_open_by_a_killed_worker_is_aborted(
 ) -> None:
     from scm_batch.config import RunOptions
     from scm_batch.faults import parse_faults
+    from scm_batch.lifecycle import run_batch
     from scm_batch.model import PlanOptions
-    from scm_batch.pipeline import run_batch
     from scm_batch.retry import RetryPolicy
     from scm_batch.storage import S3Options, StorageOptions
     from tests.helpers import job_input

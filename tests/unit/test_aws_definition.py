@@ -16,13 +16,13 @@ from statelint.linter import Linter  # type: ignore[import-untyped]
 from scm_batch.aws.definition import (
     FUNCTION_NAMES,
     INLINE_MAP_MAX_CONCURRENCY,
-    Deployment,
+    Resources,
     build_definition,
     choose_map_mode,
-    deployment_for_account,
     render,
+    resources_for_account,
     template_variables,
-    terraform_deployment,
+    terraform_resources,
 )
 from scm_batch.errors import ScmBatchError
 from scm_batch.retry import RetryPolicy, is_transient, transient_error_names
@@ -51,8 +51,8 @@ CONTRACT_STATES = {
 CONTRACT_ITERATION_STATES = {"ProcessChunk", "ProcessWithLambda", "SubmitBatchJob"}
 
 
-def deployment(**settings: Any) -> Deployment:
-    return deployment_for_account(region="eu-west-1", account="210987654321", **settings)
+def deployment(**settings: Any) -> Resources:
+    return resources_for_account(region="eu-west-1", account="210987654321", **settings)
 
 
 def lint(definition: dict[str, Any]) -> list[str]:
@@ -285,13 +285,13 @@ def test_auto_map_mode_is_inline_up_to_the_inline_concurrency_limit() -> None:
 
 
 def test_the_terraform_template_takes_exactly_its_declared_variables() -> None:
-    text = render(build_definition(terraform_deployment()), template=True)
+    text = render(build_definition(terraform_resources()), template=True)
     references = set(re.findall(r"\$\{([^}]*)\}", text))
     names = {n for r in references for n in re.findall(r"[a-z_][a-z0-9_]*", r)}
     assert names == set(template_variables())
     assert "%{" not in text  # no template directives hide in the document
     with pytest.raises(ValueError, match="no value outside a template"):
-        render(build_definition(terraform_deployment()))
+        render(build_definition(terraform_resources()))
 
 
 def test_transient_error_names_do_not_depend_on_what_was_imported() -> None:

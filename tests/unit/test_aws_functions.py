@@ -8,11 +8,12 @@ import json
 import pytest
 
 from scm_batch.aws import handlers
-from scm_batch.aws.failures import explain
-from scm_batch.aws.settings import settings_from_env
 from scm_batch.aws.telemetry import Metric, Telemetry, emf_document
 from scm_batch.errors import ConfigError
+from scm_batch.ledger import readable as explain
 from scm_batch.model import ChunkFailure, Tolerance
+from scm_batch.settings import JobDefaults
+from scm_batch.settings import aws_settings as settings_from_env
 
 
 def test_settings_come_from_the_deployment_environment() -> None:
@@ -32,11 +33,9 @@ def test_settings_come_from_the_deployment_environment() -> None:
             "SCM_BATCH_SSE_KMS_KEY_ID": "alias/scm",
         }
     )
-    assert settings.input_defaults() == {
-        "maxConcurrentChunks": 80,
-        "maxChunkSize": 250_000,
-        "destination": "sqs_core",
-    }
+    assert settings.job_defaults == JobDefaults(
+        max_concurrent_chunks=80, max_chunk_size=250_000, destination="sqs_core"
+    )
     routing = settings.run.plan.routing
     assert routing.lambda_timeout_seconds == 600
     assert routing.estimated_processing_time_per_record == 0.002
@@ -51,7 +50,7 @@ def test_settings_come_from_the_deployment_environment() -> None:
 
 def test_an_empty_environment_gives_the_contract_defaults() -> None:
     settings = settings_from_env({})
-    assert settings.input_defaults() == {}
+    assert settings.job_defaults == JobDefaults()
     assert settings.run.plan.routing.batch_processing_threshold == 1_000_000
     assert settings.run.tolerance == Tolerance()
     assert settings.run.faults is None

@@ -129,7 +129,7 @@ def test_status_message_never_needs_more_than_a_batch_id() -> None:
         "discriminator": "",
     }
     message = status_message(**fields, error_message="bucket missing")
-    assert message["customerId"] is None
-    assert message["errorMessage"] == "bucket missing"
+    assert message.customer_id is None
+    assert message.error_message == "bucket missing"
     again = status_message(**fields)
-    assert again["notificationId"] == message["notificationId"]  # retries carry the same id
+    assert again.notification_id == message.notification_id  # retries carry the same id

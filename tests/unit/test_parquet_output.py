@@ -20,6 +20,7 @@ from moto import mock_aws
 from scm_batch import layout
 from scm_batch.config import RunOptions
 from scm_batch.errors import ConfigError, OutputFormatChangedError
+from scm_batch.ledger import encode_plan
 from scm_batch.model import ChunkPlan, ChunkTask, PlanOptions
 from scm_batch.records import parquet
 from scm_batch.records.parquet import RESCUED_COLUMN, ParquetPart
@@ -32,9 +33,8 @@ from scm_batch.records.parts import (
 )
 from scm_batch.sinks.messages import MessageBlock
 from scm_batch.sinks.options import MessageFormat
-from scm_batch.stages.plan import encode_plan
 from scm_batch.stages.process import process_chunk
-from scm_batch.stages.reuse import check_output_format_unchanged
+from scm_batch.stages.resume import check_output_format_unchanged
 from scm_batch.stages.validate_config import validate_batch_config
 from scm_batch.storage import LocalStorage, ObjectWriter, Storage
 from scm_batch.storage.s3 import S3Storage
@@ -484,7 +484,7 @@ def test_a_part_that_cannot_be_finished_fails_the_chunk_before_delivery_is_confi
     assert sink.values
     assert (sink.finished, sink.aborted) == (False, True)
     assert list(tmp_path.rglob("*.parquet*")) == []  # no part, not even a temporary file
-    assert not storage.exists(layout.manifest_key("b1", plan.chunks[0].chunk_id))
+    assert not storage.exists(layout.receipt_key("b1", plan.chunks[0].chunk_id))
 
 
 def test_the_plan_fixes_the_format_for_every_chunk(tmp_path: Path) -> None:

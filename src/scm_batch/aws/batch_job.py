@@ -13,13 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from scm_batch import lifecycle
 from scm_batch.aws.chunks import run_chunk
-from scm_batch.aws.settings import settings_from_env
 from scm_batch.aws.telemetry import Telemetry
-from scm_batch.errors import ConfigError, NothingToResumeError
-from scm_batch.ledger import Ledger
 from scm_batch.model import ChunkResult
-from scm_batch.storage import open_storage
+from scm_batch.settings import aws_settings
 
 TRANSIENT_EXIT_CODE = 75
 JOB_COMMAND = (
@@ -41,13 +39,8 @@ def process_planned_chunk(
 ) -> tuple[ChunkResult, bool]:
     """Process chunk ``chunk_id`` of the batch planned in ``bucket``; return its result and
     whether it was done before (a job attempt after an interruption)."""
-    settings = settings_from_env(env)
-    storage = open_storage(bucket, settings.run.storage)
-    plan = Ledger(storage, batch_id).load_plan()
-    if plan is None:
-        raise NothingToResumeError(f"batch {batch_id!r} has no plan in {storage.uri}")
-    task = next((c for c in plan.chunks if c.chunk_id == chunk_id), None)
-    if task is None:
-        raise ConfigError("--chunk-id", f"batch {batch_id!r} has no chunk {chunk_id!r}")
+    settings = aws_settings(env)
+    task = lifecycle.open_ledger(bucket, batch_id, settings.run).chunk(chunk_id)
     telemetry = Telemetry(STAGE, settings.metrics_namespace)
-    return run_chunk(task, settings, attempt=attempt, telemetry=telemetry)
+    ran = run_chunk(task, settings, attempt=attempt, telemetry=telemetry)
+    return ran.result, ran.done_before

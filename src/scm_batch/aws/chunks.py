@@ -1,67 +1,55 @@
 """One chunk on AWS, on Lambda (``ProcessWithLambda``) or in a Batch job (``SubmitBatchJob``).
 
-Both run the same stage function as the local workers, :func:`process_chunk`, and honour the same
-ledger: a chunk whose manifest exists is done, so a retried task, a re-run execution or a Batch
-job attempt after a Spot interruption returns at once instead of doing (and delivering) the chunk
-again.
+Both run the lifecycle's ProcessChunk step, :func:`scm_batch.lifecycle.run_chunk`, as the local
+workers do, with clients made for the invocation and closed after it; a chunk whose receipt exists
+is done, so a retried task, a re-run execution or a Batch job attempt after a Spot interruption
+returns at once instead of doing (and delivering) the chunk again.
 """
 
 from __future__ import annotations
 
-import msgspec
-
-from scm_batch import layout
-from scm_batch.aws.settings import AwsSettings
+from scm_batch import lifecycle
 from scm_batch.aws.telemetry import Metric, Telemetry
-from scm_batch.model import ChunkResult, ChunkTask
+from scm_batch.model import ChunkTask
+from scm_batch.settings import Settings
 from scm_batch.sinks.routing import open_record_sink
-from scm_batch.stages.process import process_chunk
-from scm_batch.storage import Storage, open_storage
-
-
-def _finished(storage: Storage, task: ChunkTask) -> ChunkResult | None:
-    key = layout.manifest_key(task.batch_id, task.chunk_id)
-    if not storage.exists(key):
-        return None
-    try:
-        return msgspec.json.decode(storage.get_bytes(key), type=ChunkResult)
-    except msgspec.MsgspecError:
-        return None  # unreadable: the chunk is simply done again, as a local resume would
+from scm_batch.stages.process import ChunkRun
+from scm_batch.storage import open_storage
 
 
 def run_chunk(
-    task: ChunkTask, settings: AwsSettings, *, attempt: int, telemetry: Telemetry
-) -> tuple[ChunkResult, bool]:
-    """Process ``task`` unless it is done; return its result and whether it was done before."""
-    storage = open_storage(task.bucket, settings.run.storage)
-    earlier = _finished(storage, task)
-    if earlier is not None:
+    task: ChunkTask, settings: Settings, *, attempt: int, telemetry: Telemetry
+) -> ChunkRun:
+    """Process ``task`` unless it is done; its receipt, and whether it was done before."""
+    ids = {"batchId": task.batch_id, "chunkId": task.chunk_id, "attempt": attempt}
+
+    def started() -> None:
         telemetry.log(
-            "chunk-already-done", batchId=task.batch_id, chunkId=task.chunk_id, attempt=attempt
+            "chunk-started",
+            **ids,
+            byteStart=task.byte_start,
+            byteEnd=task.byte_end,
+            route=task.route,
         )
-        return earlier, True
-    telemetry.log(
-        "chunk-started",
-        batchId=task.batch_id,
-        chunkId=task.chunk_id,
-        attempt=attempt,
-        byteStart=task.byte_start,
-        byteEnd=task.byte_end,
-        route=task.route,
-    )
-    faults = settings.run.faults
+
+    storage = open_storage(task.bucket, settings.run.storage)
     sink = open_record_sink(task.destination, settings.run.delivery)
     try:
-        result = process_chunk(
+        ran = lifecycle.run_chunk(
             task,
             storage=storage,
             sink=sink,
             attempt=attempt,
-            fault_hook=faults.hook(task.chunk_id, attempt) if faults is not None else None,
+            faults=settings.run.faults,
+            on_start=started,
         )
     finally:
         if sink is not None:
             sink.close()
+    result = ran.result
+    if ran.done_before:
+        telemetry.log("chunk-already-done", **ids)
+        return ran
     telemetry.metrics(
         [
             Metric("ChunksProcessed", 1),
@@ -71,8 +59,6 @@ def run_chunk(
             Metric("ChunkDuration", result.duration_seconds, "Seconds"),
             Metric("BytesRead", result.bytes_read, "Bytes"),
         ],
-        batchId=task.batch_id,
-        chunkId=task.chunk_id,
-        attempt=attempt,
+        **ids,
     )
-    return result, False
+    return ran

@@ -16,7 +16,7 @@ class ChunkExecutor(Protocol):
         self, task: ChunkTask, attempt: int = 1, previous: Sequence[Attempt] = ()
     ) -> Future[ChunkResult]:
         """Run ``task`` as its ``attempt``-th try; ``previous`` are the failed tries before it,
-        recorded in the chunk's manifest."""
+        recorded in the chunk's receipt."""
         ...
 
     def lines_done(self) -> int | None:

@@ -36,7 +36,7 @@ from scm_batch.retry import is_transient
 from scm_batch.sinks.base import RecordSink
 from scm_batch.sinks.options import DeliveryOptions
 from scm_batch.sinks.routing import open_record_sink
-from scm_batch.stages.process import process_chunk
+from scm_batch.stages.process import run_chunk
 from scm_batch.storage import Storage, StorageOptions, open_storage
 
 if TYPE_CHECKING:
@@ -65,6 +65,41 @@ def _portable(error: BaseException, task: ChunkTask) -> BaseException:
     return error
 
 
+# ---- what goes over a worker's pipe ------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """Driver → worker: run ``task`` as its ``attempt``-th try (``previous``: the failed ones)."""
+
+    task: ChunkTask
+    attempt: int
+    previous: list[Attempt]
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Worker → driver: ``lines`` more lines of the running chunk are done."""
+
+    lines: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """Worker → driver: the chunk is done; its receipt."""
+
+    result: ChunkResult
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """Worker → driver: the attempt failed with ``error`` (picklable, see :func:`_portable`)."""
+
+    error: BaseException
+
+
+Reply = Progress | Finished | Failed
+STOP = None  # driver → worker: no more chunks; exit
+
+
 def _worker_main(
     conn: Connection,
     block_size: int,
@@ -72,23 +107,23 @@ def _worker_main(
     delivery: DeliveryOptions,
     faults: FaultPlan | None,
 ) -> None:
-    """A worker's life: receive (task, attempt, previous attempts), process, answer; repeat."""
+    """A worker's life: receive an assignment, run its chunk, answer; repeat until told to stop."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     buckets: dict[str, Storage] = {}  # one client per bucket, reused from chunk to chunk
     sinks: dict[str, RecordSink | None] = {}  # one producer per destination, likewise
 
     def report(lines: int) -> None:
-        conn.send(("progress", lines))
+        conn.send(Progress(lines))
 
     while True:
         try:
-            message = conn.recv()
+            message: Assignment | None = conn.recv()
         except (EOFError, OSError):
             return
-        if message is None:
+        if message is STOP:
             return
-        task, attempt, previous = message
+        task = message.task
         try:
             bucket = buckets.get(task.bucket)
             if bucket is None:
@@ -96,20 +131,20 @@ def _worker_main(
             sink = sinks.get(task.destination)
             if sink is None or sink.broken:
                 sink = sinks[task.destination] = open_record_sink(task.destination, delivery)
-            result = process_chunk(
+            ran = run_chunk(
                 task,
                 storage=bucket,
                 sink=sink,
                 on_progress=report,
                 block_size=block_size,
-                attempt=attempt,
-                previous_attempts=previous,
-                fault_hook=faults.hook(task.chunk_id, attempt) if faults else None,
+                attempt=message.attempt,
+                previous_attempts=message.previous,
+                faults=faults,
             )
         except BaseException as exc:
-            conn.send(("error", _portable(exc, task)))
+            conn.send(Failed(_portable(exc, task)))
         else:
-            conn.send(("ok", result))
+            conn.send(Finished(ran.result))
 
 
 @dataclass(slots=True)
@@ -200,7 +235,7 @@ class LocalExecutor:
         self._thread.join()
         for worker in self._workers:
             with suppress(OSError):
-                worker.conn.send(None)
+                worker.conn.send(STOP)
             worker.process.join(timeout=10)
             if worker.process.is_alive():
                 worker.process.kill()
@@ -234,7 +269,7 @@ class LocalExecutor:
                     continue  # cancelled while queued
                 worker.job = job
                 with suppress(OSError):  # a dying worker: its sentinel will fail the job
-                    worker.conn.send((job.task, job.attempt, job.previous))
+                    worker.conn.send(Assignment(job.task, job.attempt, job.previous))
 
     def _dispatch(self) -> None:
         try:
@@ -282,21 +317,21 @@ class LocalExecutor:
     def _receive(self, worker: _Worker) -> bool:
         """Handle one message from a worker; ``False`` when its pipe is closed."""
         try:
-            kind, payload = worker.conn.recv()
+            reply: Reply = worker.conn.recv()
         except (EOFError, OSError):
             return False
         job = worker.job
         if job is None:
             return True
-        if kind == "progress":
-            job.lines += payload
+        if isinstance(reply, Progress):
+            job.lines += reply.lines
             return True
         worker.job = None
-        if kind == "ok":
-            self._finished_lines += payload.lines
-            job.future.set_result(payload)
+        if isinstance(reply, Finished):
+            self._finished_lines += reply.result.lines
+            job.future.set_result(reply.result)
         else:
-            job.future.set_exception(payload)
+            job.future.set_exception(reply.error)
         return True
 
     def _bury(self, worker: _Worker) -> None:

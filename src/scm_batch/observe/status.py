@@ -1,4 +1,4 @@
-"""Where a batch stands, read from its bucket alone: plan, chunk manifests, failures, aggregate.
+"""Where a batch stands, read from its bucket alone: plan, chunk receipts, failures, aggregate.
 
 Works while the batch runs (from another terminal), after it finished, and after a crash, since
 everything it reads is what the run commits as it goes.
@@ -8,18 +8,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-import msgspec
-
-from scm_batch import layout
-from scm_batch.errors import NothingToResumeError
 from scm_batch.ledger import Ledger
-from scm_batch.model import ChunkFailure, Record, RunSummary, StatusWord
+from scm_batch.model import CamelStruct, ChunkFailure, StatusWord
 from scm_batch.storage import StorageOptions, open_storage
 
 Phase = Literal["planned", "processing", "aggregated", "notified"]
 
 
-class BatchStatus(Record, frozen=True):
+class BatchStatus(CamelStruct, frozen=True):
     """A batch's progress according to its ledger."""
 
     batch_id: str
@@ -42,17 +38,11 @@ class BatchStatus(Record, frozen=True):
 
 def batch_status(bucket: str, batch_id: str, options: StorageOptions | None = None) -> BatchStatus:
     """The status of ``batch_id`` in ``bucket``; ``NothingToResumeError`` if it has no plan."""
-    storage = open_storage(bucket, options)
-    ledger = Ledger(storage, batch_id)
-    plan = ledger.load_plan()
-    if plan is None:
-        raise NothingToResumeError(f"batch {batch_id!r} has no plan in {storage.uri}")
+    ledger = Ledger(open_storage(bucket, options), batch_id)
+    plan = ledger.stored_plan()
     done = ledger.done()
     failed = [f for f in ledger.failures().values() if f.chunk_id not in done]
-    summary = None
-    if storage.exists(layout.aggregated_key(batch_id)):
-        raw = storage.get_bytes(layout.aggregated_key(batch_id))
-        summary = msgspec.json.decode(raw, type=RunSummary)
+    summary = ledger.summary()
     notified = ledger.notified()
     phase: Phase = "processing" if done or failed else "planned"
     if summary is not None:
@@ -61,7 +51,7 @@ def batch_status(bucket: str, batch_id: str, options: StorageOptions | None = No
         phase = "notified"
     return BatchStatus(
         batch_id=batch_id,
-        bucket=storage.uri,
+        bucket=ledger.storage.uri,
         file=plan.job.file,
         phase=phase,
         planned_at=plan.created_at,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
+
+import msgspec
 
 from scm_batch.model import ChunkTask
 from scm_batch.sinks.messages import MessageBlock
@@ -46,6 +47,6 @@ class RecordSink(Protocol):
 class Notifier(Protocol):
     """Delivers one message to a named channel (a Kafka topic, an SQS queue, an outbox file)."""
 
-    def send(self, channel: str, message: Mapping[str, Any]) -> str:
+    def send(self, channel: str, message: msgspec.Struct) -> str:
         """Deliver ``message``; return where it went, for the run report."""
         ...

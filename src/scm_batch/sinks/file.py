@@ -6,9 +6,6 @@ files hold exactly the messages those sinks would send.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import msgspec
 
 from scm_batch import layout
@@ -22,7 +19,7 @@ class OutboxNotifier:
         self._storage = storage
         self._batch_id = batch_id
 
-    def send(self, channel: str, message: Mapping[str, Any]) -> str:
+    def send(self, channel: str, message: msgspec.Struct) -> str:
         key = layout.notification_key(self._batch_id, channel)
         self._storage.put_bytes(key, msgspec.json.format(msgspec.json.encode(message)))
         return self._storage.uri_for(key)

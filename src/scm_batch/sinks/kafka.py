@@ -6,7 +6,7 @@ never duplicate or reorder a message. A chunk counts as delivered only when the 
 acknowledged every one of its messages; if any delivery report fails, the chunk fails (a transient
 ``DeliveryError``) and the retry policy runs it again, sending all of its messages again — under
 the same keys (each record's new id, derived from batch and line) and with the same contents, so
-consumers can drop the repeats. A chunk whose manifest exists has been delivered: a resumed batch
+consumers can drop the repeats. A chunk whose receipt exists has been delivered: a resumed batch
 never sends it again.
 
 Backpressure: the producer's queue is bounded (``queue.buffering.max.kbytes``); when it is full,
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -37,7 +37,7 @@ from scm_batch.errors import (
 )
 from scm_batch.model import ChunkTask
 from scm_batch.sinks.messages import MessageBlock
-from scm_batch.sinks.options import KafkaOptions, MessageFormat
+from scm_batch.sinks.options import DeliveryOptions, KafkaOptions, MessageFormat
 
 _C = TypeVar("_C", Producer, AdminClient)
 # Delivery errors after which an idempotent producer is refused for good (a broker that fenced
@@ -133,8 +133,9 @@ def producer_config(options: KafkaOptions) -> dict[str, Any]:
     }
 
 
-def preflight(options: KafkaOptions, topics: list[str]) -> None:
+def check(delivery: DeliveryOptions, topics: list[str]) -> None:
     """Before any chunk: the brokers answer and the topics exist (or are created, by policy)."""
+    options = delivery.kafka
     admin = _client(AdminClient, client_config(options))
     try:
         metadata = admin.list_topics(timeout=_PREFLIGHT_TIMEOUT)
@@ -279,8 +280,14 @@ class KafkaSink:
         self.producer.flush(10)
 
 
-def send_one(options: KafkaOptions, topic: str, key: str, message: Mapping[str, Any]) -> None:
-    """Deliver one notification and wait for the broker's acknowledgement."""
+def open_sink(delivery: DeliveryOptions, topic: str) -> KafkaSink:
+    """The records' sink for ``topic`` (made in the worker that uses it)."""
+    return KafkaSink(msgspec.structs.replace(delivery.kafka, topic=topic), delivery.message_format)
+
+
+def deliver(delivery: DeliveryOptions, topic: str, key: str, message: msgspec.Struct) -> str:
+    """Deliver one notification and wait for the broker's acknowledgement; say where it went."""
+    options = delivery.kafka
     producer = _client(Producer, producer_config(options))
     failures: list[KafkaError] = []
     producer.produce(
@@ -295,3 +302,4 @@ def send_one(options: KafkaOptions, topic: str, key: str, message: Mapping[str, 
             f"the message to Kafka topic {topic!r} was not delivered: "
             f"{failures[0] if failures else 'no acknowledgement'}"
         )
+    return f"kafka topic {topic}"

@@ -1,7 +1,7 @@
 """Where records and notifications are delivered, and how: plain data that travels to workers.
 
 The original deployment's environment names keep working: ``KAFKA_BROKERS``, ``KAFKA_TOPIC``,
-``SQS_CORE_QUEUE`` (see the command line, which reads them).
+``SQS_CORE_QUEUE`` (:mod:`scm_batch.settings` reads them, for the command line and AWS alike).
 """
 
 from __future__ import annotations

@@ -1,29 +1,91 @@
-"""Which sink a destination means, which channel a notification takes, and the checks before work.
+"""The one registry of where messages go: record destinations and notification channels.
 
-* Records: ``kafka`` → the records topic, ``sqs_core`` → the SQS Core queue, ``none`` → nowhere
-  (the result parts are the output).
-* Notifications: channel ``kafka`` → the notification topic, ``sqs_core`` → SQS Core,
+* Records (a batch's ``destination``): ``kafka`` → the records topic, ``sqs_core`` → the SQS Core
+  queue, ``none`` → nowhere (the result parts are the output).
+* Notifications (a channel): ``kafka`` → the notification topic, ``sqs_core`` → SQS Core,
   ``batch-proc`` → the status queue — each where configured. Every message is also written to the
   bucket's outbox (``notifications/{batchId}/{channel}.json``), so a batch always keeps a record of
   what it sent.
+
+Each route names its transport: a module (``scm_batch.sinks.kafka``, ``scm_batch.sinks.sqs``)
+with three functions, ``open_sink(options, address)``, ``check(options, addresses)`` and
+``deliver(options, address, key, message)``. A transport is added by writing that module and
+routing to it here; it is imported only when a route uses it (the Kafka and SQS clients take a
+tenth of a second each to import, and a worker that delivers nowhere needs neither).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from scm_batch.errors import ConfigError
 from scm_batch.model import DeliveryTarget, Deployment, Destination
 from scm_batch.sinks.base import RecordSink
 from scm_batch.sinks.file import OutboxNotifier
 from scm_batch.sinks.options import DeliveryOptions
-from scm_batch.stages.notify import (
-    KAFKA_CHANNEL,
-    SQS_CORE_CHANNEL,
-    STATUS_CHANNEL,
-    completion_channel,
+
+KAFKA_CHANNEL = "kafka"
+SQS_CORE_CHANNEL = "sqs_core"
+STATUS_CHANNEL = "batch-proc"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One place messages can go: the transport that carries them, and where to."""
+
+    transport: str  # the module that carries them: open_sink, check and deliver
+    address: Callable[[DeliveryOptions], str | None]  # the topic or queue URL
+    configured: Callable[[DeliveryOptions], bool]
+    missing: str  # what to set when it is not configured
+
+    def module(self) -> Any:
+        return importlib.import_module(self.transport)
+
+    def require(self, options: DeliveryOptions, field: str) -> str:
+        """The address, or a ``ConfigError`` naming ``field`` and what to set."""
+        address = self.address(options)
+        if not self.configured(options) or address is None:
+            raise ConfigError(field, self.missing)
+        return address
+
+
+def _kafka(topic: Callable[[DeliveryOptions], str], missing: str) -> Route:
+    return Route("scm_batch.sinks.kafka", topic, lambda o: o.kafka.configured, missing)
+
+
+def _sqs(queue: Callable[[DeliveryOptions], str | None], missing: str) -> Route:
+    return Route("scm_batch.sinks.sqs", queue, lambda o: bool(queue(o)), missing)
+
+
+_KAFKA_MISSING = (
+    "kafka needs brokers: set --kafka-brokers or KAFKA_BROKERS "
+    "(or deliver nowhere with --destination none)"
 )
+_SQS_CORE_MISSING = "sqs_core needs a queue: set --sqs-core-queue or SQS_CORE_QUEUE"
+
+# Where records go, by destination; in the order a destination left out is chosen.
+DESTINATIONS: dict[Destination, Route] = {
+    "kafka": _kafka(lambda o: o.kafka.topic, _KAFKA_MISSING),
+    "sqs_core": _sqs(lambda o: o.sqs.core_queue_url, _SQS_CORE_MISSING),
+}
+# Where notifications go, by channel.
+CHANNELS: dict[str, Route] = {
+    KAFKA_CHANNEL: _kafka(lambda o: o.kafka.notification_topic, _KAFKA_MISSING),
+    SQS_CORE_CHANNEL: _sqs(lambda o: o.sqs.core_queue_url, _SQS_CORE_MISSING),
+    STATUS_CHANNEL: _sqs(
+        lambda o: o.sqs.status_queue_url, "batch-proc needs a queue: set --status-queue"
+    ),
+}
+
+
+def completion_channel(deployment: Deployment) -> str:
+    """``DeploymentChoiceState``: where the completion message goes."""
+    return SQS_CORE_CHANNEL if deployment == "CORE" else KAFKA_CHANNEL
 
 
 def resolve_destination(asked: Destination | None, options: DeliveryOptions) -> Destination:
@@ -36,75 +98,48 @@ def resolve_destination(asked: Destination | None, options: DeliveryOptions) -> 
     """
     if asked is not None:
         return asked
-    if options.kafka.configured:
-        return "kafka"
-    if options.sqs.core_queue_url:
-        return "sqs_core"
-    return "none"
-
-
-# The Kafka and SQS clients take a tenth of a second each to import, and a worker that delivers
-# nowhere needs neither: they are loaded where used.
+    return next((name for name, r in DESTINATIONS.items() if r.configured(options)), "none")
 
 
 def delivery_target(destination: Destination, options: DeliveryOptions) -> DeliveryTarget:
     """What a batch's records go to under these options."""
-    address = {"kafka": options.kafka.topic, "sqs_core": options.sqs.core_queue_url}.get(
-        destination
-    )
+    route = DESTINATIONS.get(destination)
     return DeliveryTarget(
-        destination=destination, message_format=options.message_format, address=address
+        destination=destination,
+        message_format=options.message_format,
+        address=route.address(options) if route is not None else None,
     )
 
 
 def open_record_sink(destination: Destination, options: DeliveryOptions) -> RecordSink | None:
-    """The sink for a destination (created in the worker that uses it)."""
-    if destination == "kafka":
-        from scm_batch.sinks.kafka import KafkaSink  # noqa: PLC0415 - heavy, loaded when used
-
-        return KafkaSink(options.kafka, options.message_format)
-    if destination == "sqs_core":
-        from scm_batch.sinks.sqs import SqsSink  # noqa: PLC0415 - heavy, loaded when used
-
-        if not options.sqs.core_queue_url:
-            raise ConfigError("--sqs-core-queue", "destination sqs_core needs SQS_CORE_QUEUE")
-        return SqsSink(options.sqs.core_queue_url, options.sqs, options.message_format)
-    return None
+    """The sink for a destination (created in the worker that uses it); ``None`` for none."""
+    route = DESTINATIONS.get(destination)
+    if route is None:
+        return None
+    sink: RecordSink = route.module().open_sink(options, route.require(options, "destination"))
+    return sink
 
 
 def preflight(destination: Destination, deployment: Deployment, options: DeliveryOptions) -> None:
-    """Check, before any chunk is processed, every broker and queue the batch will use."""
-    kafka_topics: list[str] = []
-    queues: list[tuple[str, str]] = []
-    if destination == "kafka":
-        if not options.kafka.configured:
-            raise ConfigError(
-                "destination",
-                "kafka needs brokers: set --kafka-brokers or KAFKA_BROKERS "
-                "(or deliver nowhere with --destination none)",
-            )
-        kafka_topics.append(options.kafka.topic)
-    if destination == "sqs_core":
-        if not options.sqs.core_queue_url:
-            raise ConfigError(
-                "destination", "sqs_core needs a queue: set --sqs-core-queue or SQS_CORE_QUEUE"
-            )
-        queues.append(("--sqs-core-queue", options.sqs.core_queue_url))
-    if completion_channel(deployment) == KAFKA_CHANNEL and options.kafka.configured:
-        kafka_topics.append(options.kafka.notification_topic)
-    if completion_channel(deployment) == SQS_CORE_CHANNEL and options.sqs.core_queue_url:
-        queues.append(("--sqs-core-queue", options.sqs.core_queue_url))
-    if options.sqs.status_queue_url:
-        queues.append(("--status-queue", options.sqs.status_queue_url))
-    if kafka_topics:
-        from scm_batch.sinks import kafka  # noqa: PLC0415 - heavy, loaded when used
-
-        kafka.preflight(options.kafka, kafka_topics)
-    if queues:
-        from scm_batch.sinks import sqs  # noqa: PLC0415 - heavy, loaded when used
-
-        for _flag, url in dict.fromkeys(queues):
-            sqs.preflight(options.sqs, url)
+    """Check, before any chunk is processed, every broker and queue the batch will use: the
+    records' destination (which must be configured), the completion channel and the status queue
+    (where configured)."""
+    wanted: list[tuple[Route, str]] = []
+    route = DESTINATIONS.get(destination)
+    if route is not None:
+        wanted.append((route, route.require(options, "destination")))
+    for channel in (completion_channel(deployment), STATUS_CHANNEL):
+        route = CHANNELS[channel]
+        address = route.address(options)
+        if route.configured(options) and address is not None:
+            wanted.append((route, address))
+    by_transport: dict[str, tuple[Route, list[str]]] = {}
+    for route, address in wanted:
+        addresses = by_transport.setdefault(route.transport, (route, []))[1]
+        if address not in addresses:
+            addresses.append(address)
+    for route, addresses in by_transport.values():
+        route.module().check(options, addresses)
 
 
 class DeliveringNotifier:
@@ -115,21 +150,11 @@ class DeliveringNotifier:
         self._options = options
         self._batch_id = batch_id
 
-    def send(self, channel: str, message: Mapping[str, Any]) -> str:
+    def send(self, channel: str, message: msgspec.Struct) -> str:
         copy = self._outbox.send(channel, message)
-        options = self._options
-        if channel == KAFKA_CHANNEL and options.kafka.configured:
-            from scm_batch.sinks import kafka  # noqa: PLC0415 - heavy, loaded when used
-
-            kafka.send_one(options.kafka, options.kafka.notification_topic, self._batch_id, message)
-            return f"kafka topic {options.kafka.notification_topic}"
-        queue = {
-            SQS_CORE_CHANNEL: options.sqs.core_queue_url,
-            STATUS_CHANNEL: options.sqs.status_queue_url,
-        }.get(channel)
-        if queue:
-            from scm_batch.sinks import sqs  # noqa: PLC0415 - heavy, loaded when used
-
-            sqs.send_one(options.sqs, queue, message)
-            return queue
-        return copy
+        route = CHANNELS[channel]
+        address = route.address(self._options)
+        if not route.configured(self._options) or address is None:
+            return copy
+        where: str = route.module().deliver(self._options, address, self._batch_id, message)
+        return where

@@ -21,9 +21,8 @@ import hashlib
 import random
 import threading
 import time
-from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import boto3
 import botocore.config
@@ -38,7 +37,7 @@ from scm_batch.errors import (
 )
 from scm_batch.model import ChunkTask
 from scm_batch.sinks.messages import MessageBlock
-from scm_batch.sinks.options import MessageFormat, SqsOptions
+from scm_batch.sinks.options import DeliveryOptions, MessageFormat, SqsOptions
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -79,13 +78,14 @@ def _client_error(error: Exception, queue_url: str) -> DeliveryError:
     return DeliveryUnavailableError(f"cannot reach SQS for {queue_url}: {error}")
 
 
-def preflight(options: SqsOptions, queue_url: str, client: SQSClient | None = None) -> None:
-    """Before any chunk: the queue exists and answers."""
-    sqs = client or make_client(options)
-    try:
-        sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-        raise _client_error(error, queue_url) from None
+def check(delivery: DeliveryOptions, queue_urls: list[str]) -> None:
+    """Before any chunk: each queue exists and answers."""
+    sqs = make_client(delivery.sqs)
+    for queue_url in queue_urls:
+        try:
+            sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise _client_error(error, queue_url) from None
 
 
 def _entry_bytes(entry: SendMessageBatchRequestEntryTypeDef) -> int:
@@ -249,10 +249,16 @@ class SqsSink:
         )
 
 
-def send_one(options: SqsOptions, queue_url: str, message: Mapping[str, Any]) -> None:
-    """Deliver one notification message."""
-    client = make_client(options)
+def open_sink(delivery: DeliveryOptions, queue_url: str) -> SqsSink:
+    """The records' sink for ``queue_url`` (made in the worker that uses it)."""
+    return SqsSink(queue_url, delivery.sqs, delivery.message_format)
+
+
+def deliver(delivery: DeliveryOptions, queue_url: str, key: str, message: msgspec.Struct) -> str:
+    """Deliver one notification message; say where it went. (``key``: SQS has none.)"""
+    client = make_client(delivery.sqs)
     try:
         client.send_message(QueueUrl=queue_url, MessageBody=msgspec.json.encode(message).decode())
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
         raise _client_error(error, queue_url) from None
+    return queue_url

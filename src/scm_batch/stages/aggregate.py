@@ -207,7 +207,7 @@ def aggregate_results(
 ) -> tuple[RunSummary, ValidationReport]:
     """The aggregated results and the validation report of a batch.
 
-    ``results`` are every done chunk's manifest, from this session and earlier ones
+    ``results`` are every done chunk's receipt, from this session and earlier ones
     (``chunks_resumed`` of them were done before); ``failures`` the chunks given up on. Time and
     records/s describe this session: ``elapsed_seconds`` and ``session_records`` (default: all).
     """
@@ -219,9 +219,10 @@ def aggregate_results(
     failed_chunks = [failed[c.chunk_id] for c in plan.chunks if c.chunk_id in failed]
     not_processed = len(plan.chunks) - len(ordered) - len(failed_chunks)
     beyond_tolerance = not_processed > 0 or allowed.exceeded(len(failed_chunks), len(plan.chunks))
-    totals, by_category, field_errors = _totals(ordered)
-    verdict, reasons = judge(totals, limits)
-    samples, truncated = collect_samples(storage, ordered, limits.max_samples)
+    counted = _totals(ordered)
+    totals = counted[0]
+    report = _validation_report(plan.batch_id, counted, storage, ordered, limits)
+    verdict = report.validation_status
     job = plan.job
     elapsed = max(elapsed_seconds, 1e-9)
     details = [_detail(c, by_id.get(c.chunk_id), failed.get(c.chunk_id)) for c in plan.chunks]
@@ -243,8 +244,8 @@ def aggregate_results(
             records_per_second=round(processed_now / elapsed, 1),
         ),
         totals=totals,
-        errors_by_category=by_category,
-        field_errors=field_errors,
+        errors_by_category=report.errors_by_category,
+        field_errors=report.field_errors,
         chunks_total=len(plan.chunks),
         chunks_succeeded=len(ordered),
         chunks_failed=len(failed_chunks),
@@ -263,8 +264,23 @@ def aggregate_results(
         max_worker_peak_rss_bytes=max((r.worker_peak_rss_bytes for r in ordered), default=0),
         source=plan.source,
     )
-    report = ValidationReport(
-        batch_id=plan.batch_id,
+    return summary, report
+
+
+def _validation_report(
+    batch_id: str,
+    counted: tuple[Totals, dict[str, int], dict[str, dict[str, int]]],
+    storage: Storage,
+    ordered: list[ChunkResult],
+    limits: ValidationThresholds,
+) -> ValidationReport:
+    """The verdict on the records of the done chunks (``counted`` by :func:`_totals`), with its
+    rates and the first error samples."""
+    totals, by_category, field_errors = counted
+    verdict, reasons = judge(totals, limits)
+    samples, truncated = collect_samples(storage, ordered, limits.max_samples)
+    return ValidationReport(
+        batch_id=batch_id,
         validation_status=verdict,
         total_records=totals.records,
         valid_records=totals.valid_records,
@@ -281,12 +297,3 @@ def aggregate_results(
         samples=samples,
         samples_truncated=truncated,
     )
-    return summary, report
-
-
-def write_aggregate(summary: RunSummary, report: ValidationReport, storage: Storage) -> str:
-    """Store the validation report and the aggregated results; return the latter's key."""
-    storage.put_bytes(summary.validation_key, msgspec.json.format(msgspec.json.encode(report)))
-    key = layout.aggregated_key(summary.batch_id)
-    storage.put_bytes(key, msgspec.json.format(msgspec.json.encode(summary)))
-    return key

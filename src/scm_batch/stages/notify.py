@@ -13,26 +13,25 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from scm_batch import layout
 from scm_batch._version import __version__
 from scm_batch.clock import utc_timestamp
-from scm_batch.model import Deployment, RunSummary, StatusWord
+from scm_batch.model import (
+    CompletionMessage,
+    MessageOrigin,
+    ResultLocation,
+    RunSummary,
+    StatusMessage,
+    StatusWord,
+)
 from scm_batch.sinks.base import Notifier
+from scm_batch.sinks.routing import STATUS_CHANNEL, completion_channel
 
-KAFKA_CHANNEL = "kafka"
-SQS_CORE_CHANNEL = "sqs_core"
-STATUS_CHANNEL = "batch-proc"
 SOURCE = "scm-batch"
 
 # Notification ids are derived, not random, so a retried notification carries the same id.
 _NOTIFICATION_NAMESPACE = uuid.UUID("6f3f3c1e-8d0a-5b7e-9a51-2c4d6e8f0a1b")
-
-
-def completion_channel(deployment: Deployment) -> str:
-    """``DeploymentChoiceState``: where the completion message goes."""
-    return SQS_CORE_CHANNEL if deployment == "CORE" else KAFKA_CHANNEL
 
 
 def failure_reason(summary: RunSummary) -> str | None:
@@ -47,30 +46,28 @@ def failure_reason(summary: RunSummary) -> str | None:
     return None
 
 
+def failure_name(summary: RunSummary) -> str:
+    """The error a failed batch fails its execution with, following :func:`failure_reason`."""
+    if summary.status == StatusWord.CHUNK_FAILED:
+        return "ChunksFailed"
+    return "ValidationFailedCritical"
+
+
 def completion_message(
     summary: RunSummary, bucket: str, now: datetime | None = None
-) -> dict[str, Any]:
+) -> CompletionMessage:
     """``BATCH_COMPLETION_NOTIFICATION`` (SendToKafka / SendToSqsCore)."""
-    s = summary.summary
-    return {
-        "type": "BATCH_COMPLETION_NOTIFICATION",
-        "batchId": summary.batch_id,
-        "customerId": summary.customer_id,
-        "tenantId": summary.tenant_id,
-        "deployment": summary.deployment,
-        "snapshotId": summary.snapshot_id,
-        "status": StatusWord.COMPLETED.value,
-        "summary": {
-            "totalRecordsProcessed": s.total_records_processed,
-            "totalErrors": s.total_errors,
-            "successRate": s.success_rate,
-            "processingTime": s.processing_time,
-            "recordsPerSecond": s.records_per_second,
-        },
-        "resultLocation": {"bucket": bucket, "key": layout.aggregated_key(summary.batch_id)},
-        "timestamp": utc_timestamp(now),
-        "metadata": {"source": SOURCE, "version": __version__},
-    }
+    return CompletionMessage(
+        batch_id=summary.batch_id,
+        customer_id=summary.customer_id,
+        tenant_id=summary.tenant_id,
+        deployment=summary.deployment,
+        snapshot_id=summary.snapshot_id,
+        summary=summary.summary,
+        result_location=ResultLocation(bucket=bucket, key=layout.aggregated_key(summary.batch_id)),
+        timestamp=utc_timestamp(now),
+        metadata=MessageOrigin(source=SOURCE, version=__version__),
+    )
 
 
 def status_message(
@@ -83,22 +80,20 @@ def status_message(
     processing_time: float,
     discriminator: str,
     error_message: str | None = None,
-) -> dict[str, Any]:
+) -> StatusMessage:
     """The ``batch-proc`` status message; every field has a value even when the run failed early."""
-    message: dict[str, Any] = {
-        "batchId": batch_id,
-        "batchStatus": batch_status.value,
-        "customerId": customer_id,
-        "notificationId": str(
+    return StatusMessage(
+        batch_id=batch_id,
+        batch_status=batch_status,
+        customer_id=customer_id,
+        notification_id=str(
             uuid.uuid5(_NOTIFICATION_NAMESPACE, f"{batch_id}\x00{batch_status}\x00{discriminator}")
         ),
-        "progress": progress,
-        "totalRecordsProcessed": total_records_processed,
-        "processingTime": processing_time,
-    }
-    if error_message is not None:
-        message["errorMessage"] = error_message
-    return message
+        progress=progress,
+        total_records_processed=total_records_processed,
+        processing_time=processing_time,
+        error_message=error_message,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +104,7 @@ class Delivered:
     location: str
 
 
-def batch_status_message(summary: RunSummary) -> dict[str, Any]:
+def batch_status_message(summary: RunSummary) -> StatusMessage:
     """The ``batch-proc`` status message of a finished batch: ``SUBMITTED_FOR_PROCESSING``, or
     the failure form with its ``errorMessage`` (``ReportFailure``)."""
     progress = (
@@ -135,15 +130,21 @@ def batch_status_message(summary: RunSummary) -> dict[str, Any]:
     )
 
 
+def send_completion(
+    summary: RunSummary, notifier: Notifier, *, bucket: str, now: datetime | None = None
+) -> Delivered | None:
+    """``SendToKafka`` / ``SendToSqsCore``: the completion message of a batch that succeeded
+    (``None``, nothing sent, for one that failed)."""
+    if failure_reason(summary) is not None:
+        return None
+    channel = completion_channel(summary.deployment)
+    return Delivered(channel, notifier.send(channel, completion_message(summary, bucket, now)))
+
+
 def send_notifications(
     summary: RunSummary, notifier: Notifier, *, bucket: str, now: datetime | None = None
 ) -> list[Delivered]:
     """Send the completion and status messages for a finished run."""
-    delivered: list[Delivered] = []
-    if failure_reason(summary) is None:
-        channel = completion_channel(summary.deployment)
-        location = notifier.send(channel, completion_message(summary, bucket, now))
-        delivered.append(Delivered(channel, location))
-    status = batch_status_message(summary)
-    delivered.append(Delivered(STATUS_CHANNEL, notifier.send(STATUS_CHANNEL, status)))
-    return delivered
+    completion = send_completion(summary, notifier, bucket=bucket, now=now)
+    status = Delivered(STATUS_CHANNEL, notifier.send(STATUS_CHANNEL, batch_status_message(summary)))
+    return [status] if completion is None else [completion, status]

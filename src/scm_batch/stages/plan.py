@@ -187,7 +187,7 @@ def calculate_chunks(
     *,
     now: datetime | None = None,
 ) -> ChunkPlan:
-    """The chunk plan for ``job``'s input (read-only: writing it is :func:`write_plan`'s job)."""
+    """The chunk plan for ``job``'s input (read-only: the ledger stores it)."""
     created_at = utc_timestamp(now)
     processed_at = job.processed_at or created_at
     exact = options.count_records
@@ -254,20 +254,3 @@ def calculate_chunks(
         created_at=created_at,
         chunks=chunks,
     )
-
-
-def encode_plan(plan: ChunkPlan) -> bytes:
-    """The plan as indented JSON: small, and read by people as often as by programs."""
-    return msgspec.json.format(msgspec.json.encode(plan), indent=2)
-
-
-def encode_chunk_items(plan: ChunkPlan) -> bytes:
-    """The chunk items as one compact JSON array (``metadata/{batchId}/chunk-items.json``)."""
-    return msgspec.json.encode(plan.chunks)
-
-
-def write_plan(plan: ChunkPlan, storage: Storage) -> str:
-    """Store the plan at ``metadata/{batchId}/chunks.json``; return its key."""
-    key = layout.plan_key(plan.batch_id)
-    storage.put_bytes(key, encode_plan(plan))
-    return key

@@ -23,7 +23,8 @@ import msgspec
 
 from scm_batch import layout
 from scm_batch.errors import InputChangedError
-from scm_batch.ledger import write_manifest
+from scm_batch.faults import FaultPlan
+from scm_batch.ledger import Ledger, record_receipt
 from scm_batch.model import Attempt, ChunkResult, ChunkTask, StatusWord
 from scm_batch.records.codecs import BOM, DECODE_ERRORS, iter_line_blocks, undecodable
 from scm_batch.records.parts import open_result_part
@@ -276,10 +277,10 @@ def process_chunk(
     fault_hook: Callable[[int], None] | None = None,
 ) -> ChunkResult:
     """Process one chunk task: write its parts, deliver its records to ``sink`` (if any), then
-    write its manifest; return its counts.
+    write its receipt; return its counts.
 
-    The manifest comes only after the parts are complete and every message is acknowledged, so a
-    chunk with a manifest is done and delivered. ``attempt`` and ``previous_attempts`` are recorded
+    The receipt comes only after the parts are complete and every message is acknowledged, so a
+    chunk with a receipt is done and delivered. ``attempt`` and ``previous_attempts`` are recorded
     in it. ``fault_hook`` is the test-only fault switch (:mod:`scm_batch.faults`), told the number
     of blocks written so far.
     """
@@ -336,10 +337,23 @@ def process_chunk(
             delivery.abort()
         raise
 
-    tally = scanner.tally
     duration = round(time.perf_counter() - started, 6)
+    result = _result(task, scanner.tally, duration, previous_attempts, attempt, delivered)
+    record_receipt(store, task.batch_id, result)  # the commit: last, after parts and delivery
+    return result
+
+
+def _result(
+    task: ChunkTask,
+    tally: _Tally,
+    duration: float,
+    failed: Sequence[Attempt],
+    attempt: int,
+    delivered: int,
+) -> ChunkResult:
+    """The chunk's receipt: its counts, its parts' keys, and every attempt at it."""
     done = Attempt(attempt=attempt, status=StatusWord.CHUNK_PROCESSED, duration_seconds=duration)
-    result = ChunkResult(
+    return ChunkResult(
         chunk_id=task.chunk_id,
         chunk_number=task.chunk_number,
         route=task.route,
@@ -351,12 +365,52 @@ def process_chunk(
         errors_by_category=dict(sorted(tally.errors_by_category.items())),
         field_errors={k: dict(sorted(v.items())) for k, v in sorted(tally.field_errors.items())},
         bytes_read=task.byte_end - task.byte_start,
-        result_key=result_key,
-        error_key=error_key,
+        result_key=layout.result_key(task.batch_id, task.chunk_id, task.output_format),
+        error_key=layout.error_key(task.batch_id, task.chunk_id),
         duration_seconds=duration,
         worker_peak_rss_bytes=_peak_rss_bytes(),
-        attempts=[*previous_attempts, done],
+        attempts=[*failed, done],
         delivered=delivered,
     )
-    write_manifest(store, task.batch_id, result)  # the commit: last, after parts and delivery
-    return result
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRun:
+    """A chunk's receipt, and whether an earlier attempt had committed it already."""
+
+    result: ChunkResult
+    done_before: bool
+
+
+def run_chunk(
+    task: ChunkTask,
+    *,
+    storage: Storage,
+    sink: RecordSink | None,
+    attempt: int = 1,
+    previous_attempts: Sequence[Attempt] = (),
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    on_progress: ProgressCallback | None = None,
+    faults: FaultPlan | None = None,
+    on_start: Callable[[], None] | None = None,
+) -> ChunkRun:
+    """ProcessChunk at most once: a chunk whose receipt exists is done (a retried task, an
+    execution started again, a Batch job attempt after a Spot interruption, a chunk run twice by
+    a cluster), and its receipt is returned without processing or delivering anything again.
+    ``on_start`` is told when processing really starts; ``faults`` is the test-only switch."""
+    earlier = Ledger(storage, task.batch_id).receipt(task.chunk_id)
+    if earlier is not None:
+        return ChunkRun(earlier, done_before=True)
+    if on_start is not None:
+        on_start()
+    result = process_chunk(
+        task,
+        storage=storage,
+        sink=sink,
+        on_progress=on_progress,
+        block_size=block_size,
+        attempt=attempt,
+        previous_attempts=previous_attempts,
+        fault_hook=faults.hook(task.chunk_id, attempt) if faults is not None else None,
+    )
+    return ChunkRun(result, done_before=False)

@@ -7,9 +7,12 @@ directory unless storage is set to ``s3`` (``--storage s3`` or ``SCM_BATCH_STORA
 
 from __future__ import annotations
 
+import importlib
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import ParseResult, unquote, urlparse
 
 from scm_batch.errors import ConfigError
 from scm_batch.storage.base import ObjectInfo, ObjectWriter, Storage, check_key, key_problem
@@ -17,6 +20,8 @@ from scm_batch.storage.local import LocalStorage
 from scm_batch.storage.options import S3Options, StorageKind, StorageOptions
 
 __all__ = [
+    "BACKENDS",
+    "Backend",
     "LocalStorage",
     "ObjectInfo",
     "ObjectWriter",
@@ -42,6 +47,51 @@ def _s3_bucket(name: str, given: str) -> str:
     return f"s3://{name}"
 
 
+def _s3_from_uri(parsed: ParseResult, given: str) -> str:
+    if parsed.path not in ("", "/"):
+        raise ConfigError("bucket", f"must name a bucket only, without a path (got {given!r})")
+    return _s3_bucket(parsed.netloc, given)
+
+
+def _local_from_uri(parsed: ParseResult, given: str) -> str:
+    if parsed.netloc not in ("", "localhost"):
+        raise ConfigError("bucket", f"file:// URIs must name a local path (got {given!r})")
+    return str(Path(unquote(parsed.path)).absolute())
+
+
+def _local_from_name(name: str) -> str:
+    return str(Path(name).expanduser().absolute())
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """A kind of bucket: how a bucket of it is named, and the adapter that opens one.
+
+    ``adapter`` is ``module:function`` taking the canonical bucket name and the storage options;
+    it is imported only when a bucket of its kind is opened (boto3 takes a fifth of a second to
+    import, a local run needs none of it).
+    """
+
+    adapter: str
+    from_uri: Callable[[ParseResult, str], str]  # ``scheme://…`` as given → canonical name
+    from_name: Callable[[str], str]  # a bare name meaning this kind → canonical name
+
+
+# The one registry of storage backends, by URI scheme. A backend is added by writing its adapter
+# (a module with an ``open_bucket`` function) and naming it here.
+BACKENDS: dict[str, Backend] = {
+    "s3": Backend("scm_batch.storage.s3:open_bucket", _s3_from_uri, lambda n: _s3_bucket(n, n)),
+    "file": Backend("scm_batch.storage.local:open_bucket", _local_from_uri, _local_from_name),
+}
+# Which backend a bare bucket name means, for each storage kind.
+_BARE_NAMES: dict[StorageKind, str] = {"auto": "file", "local": "file", "s3": "s3"}
+
+
+def _scheme(bucket: str) -> str:
+    scheme = urlparse(bucket).scheme
+    return scheme if len(scheme) > 1 else ""  # one letter is a Windows drive, not a scheme
+
+
 def normalize_bucket(bucket: str, kind: StorageKind = "auto") -> str:
     """The canonical spelling of a bucket: ``s3://name``, or an absolute local path.
 
@@ -54,31 +104,23 @@ def normalize_bucket(bucket: str, kind: StorageKind = "auto") -> str:
         bucket.encode("utf-8")
     except UnicodeEncodeError:
         raise ConfigError("bucket", f"must be valid UTF-8 (got {bucket!r})") from None
-    parsed = urlparse(bucket)
-    if parsed.scheme == "s3":
-        if parsed.path not in ("", "/"):
-            raise ConfigError("bucket", f"must name a bucket only, without a path (got {bucket!r})")
-        return _s3_bucket(parsed.netloc, bucket)
-    if kind == "s3":
-        if parsed.scheme:
-            raise ConfigError("bucket", f"with storage s3, give a bucket name (got {bucket!r})")
-        return _s3_bucket(bucket, bucket)
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise ConfigError("bucket", f"file:// URIs must name a local path (got {bucket!r})")
-        return str(Path(unquote(parsed.path)).absolute())
-    if parsed.scheme and len(parsed.scheme) > 1:  # one letter is a Windows drive, not a scheme
-        raise ConfigError("bucket", f"unsupported scheme {parsed.scheme!r} in {bucket!r}")
-    return str(Path(bucket).expanduser().absolute())
+    scheme = _scheme(bucket)
+    if not scheme:
+        return BACKENDS[_BARE_NAMES[kind]].from_name(bucket)
+    if kind == "s3" and scheme != "s3":
+        raise ConfigError("bucket", f"with storage s3, give a bucket name (got {bucket!r})")
+    backend = BACKENDS.get(scheme)
+    if backend is None:
+        raise ConfigError("bucket", f"unsupported scheme {scheme!r} in {bucket!r}")
+    return backend.from_uri(urlparse(bucket), bucket)
 
 
 def open_storage(bucket: str, options: StorageOptions | None = None) -> Storage:
     """The storage adapter for a bucket as named in the execution input."""
     settings = options or StorageOptions()
     name = normalize_bucket(bucket, settings.kind)
-    if name.startswith("s3://"):
-        # boto3 takes a fifth of a second to import: only when a bucket is on S3.
-        from scm_batch.storage.s3 import S3Storage  # noqa: PLC0415 - heavy, loaded when used
-
-        return S3Storage(name.removeprefix("s3://"), settings.s3)
-    return LocalStorage(name)
+    module, _, function = BACKENDS[_scheme(name) or "file"].adapter.partition(":")
+    opener: Callable[[str, StorageOptions], Storage] = getattr(
+        importlib.import_module(module), function
+    )
+    return opener(name, settings)

@@ -3,7 +3,7 @@
 Objects are files below the root; writes go to a hidden temporary file beside the target, which is
 flushed to disk (``fsync``) and then renamed over it with ``os.replace``: no reader ever sees a
 half-written object under its final name, and an object written before another (a chunk's parts
-before its manifest) is on disk before it, even across a power loss.
+before its receipt) is on disk before it, even across a power loss.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 from scm_batch.errors import ObjectNotFoundError, StorageAccessError, StorageError
 from scm_batch.storage.base import ObjectInfo, check_key
+from scm_batch.storage.options import StorageOptions
 
 TEMP_SUFFIX = ".tmp"
-_WRITE_BUFFER = 1 << 20
 
 
 class _DurableFile:
@@ -68,6 +68,11 @@ def _os_errors(what: str) -> Iterator[None]:
         raise StorageAccessError(f"{what}: permission denied") from exc
     except OSError as exc:
         raise StorageError(f"{what}: {exc.strerror or exc}") from exc
+
+
+def open_bucket(name: str, options: StorageOptions) -> LocalStorage:
+    """The storage backend's opener (see :data:`scm_batch.storage.BACKENDS`): a directory."""
+    return LocalStorage(name)
 
 
 class LocalStorage:
@@ -140,7 +145,7 @@ class LocalStorage:
                 finally:
                     os.close(fd)
                 # No fsync of the directory: journaling file systems (ext4, XFS, btrfs) commit
-                # renames in order, so a manifest's name is durable only after the names of the
+                # renames in order, so a receipt's name is durable only after the names of the
                 # parts renamed before it; and a lost last rename only means a chunk is redone.
                 os.replace(tmp, path)
         except BaseException:

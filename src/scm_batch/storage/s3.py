@@ -40,7 +40,7 @@ from scm_batch.errors import (
     WrongRegionError,
 )
 from scm_batch.storage.base import ObjectInfo, check_key
-from scm_batch.storage.options import MIN_PART_SIZE, S3Options
+from scm_batch.storage.options import MIN_PART_SIZE, S3Options, StorageOptions
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -100,6 +100,11 @@ def make_client(options: S3Options) -> S3Client:
     except ValueError as exc:  # botocore's word for an endpoint URL it cannot use
         raise ConfigError("--endpoint-url", f"{options.endpoint_url!r}: {exc}") from exc
     return client
+
+
+def open_bucket(name: str, options: StorageOptions) -> S3Storage:
+    """The storage backend's opener (see :data:`scm_batch.storage.BACKENDS`): ``s3://bucket``."""
+    return S3Storage(name.removeprefix("s3://"), options.s3)
 
 
 class S3Storage:

@@ -14,11 +14,11 @@ from scm_batch.aws.definition import (
     DEFAULT_MAX_INLINE_CHUNKS,
     build_definition,
     choose_map_mode,
-    deployment_for_account,
     render,
-    terraform_deployment,
+    resources_for_account,
+    terraform_resources,
 )
-from scm_batch.console import err, fail, guarded, out
+from scm_batch.cli.console import err, fail, guarded, out
 from scm_batch.errors import ConfigError, ExitCode, ScmBatchError
 from scm_batch.retry import is_transient
 
@@ -84,45 +84,63 @@ def definition(
 
     def action() -> None:
         if terraform:
-            text = render(build_definition(terraform_deployment()), template=True)
+            text = render(build_definition(terraform_resources()), template=True)
         else:
-            if account is None or not account.isdigit() or len(account) != 12:
-                raise ConfigError("--account", "give the 12-digit account id (or --terraform)")
-            if map_mode not in ("auto", "inline", "distributed"):
-                raise ConfigError("--map", f"must be auto, inline or distributed, not {map_mode!r}")
-            for name, value, low, high in (
-                ("--max-concurrent-chunks", max_concurrent_chunks, 1, 10_000),
-                ("--max-inline-chunks", max_inline_chunks, 1, 250),
-                ("--lambda-timeout", lambda_timeout, 1, 900),
-                ("--batch-job-timeout", batch_job_timeout, 60, 1_209_600),
-                ("--batch-job-attempts", batch_job_attempts, 1, 10),
-            ):
-                if not low <= value <= high:
-                    raise ConfigError(name, f"must be between {low} and {high} (got {value})")
-            deployment = deployment_for_account(
+            settings = {
+                "max_concurrent_chunks": max_concurrent_chunks,
+                "max_inline_chunks": max_inline_chunks,
+                "lambda_timeout": lambda_timeout,
+                "batch_job_timeout": batch_job_timeout,
+                "batch_job_attempts": batch_job_attempts,
+            }
+            resources = resources_for_account(
                 region=region,
-                account=account,
+                account=_checked_account(account, map_mode, settings),
                 partition=partition,
                 job_queue=job_queue,
                 job_definition=job_definition,
                 status_queue=status_queue,
-                max_concurrent_chunks=max_concurrent_chunks,
-                lambda_timeout=lambda_timeout,
-                batch_job_timeout=batch_job_timeout,
-                batch_job_attempts=batch_job_attempts,
-                max_inline_chunks=max_inline_chunks,
                 map_mode=choose_map_mode(max_concurrent_chunks, map_mode),  # type: ignore[arg-type]
+                **settings,
             )
-            text = render(build_definition(deployment))
-        if output is None:
-            out.file.write(text)
-        else:
-            try:
-                output.write_text(text, encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError("--output", f"cannot write {output}: {exc.strerror}") from None
+            text = render(build_definition(resources))
+        _write(text, output)
 
     guarded(ctx, action)
+
+
+# Each setting's option and its range: the ConfigError of the first one outside it is raised.
+_SETTING_RANGES = {
+    "max_concurrent_chunks": ("--max-concurrent-chunks", 1, 10_000),
+    "max_inline_chunks": ("--max-inline-chunks", 1, 250),
+    "lambda_timeout": ("--lambda-timeout", 1, 900),
+    "batch_job_timeout": ("--batch-job-timeout", 60, 1_209_600),
+    "batch_job_attempts": ("--batch-job-attempts", 1, 10),
+}
+
+
+def _checked_account(account: str | None, map_mode: str, settings: dict[str, int]) -> str:
+    """The account id, once it, the map mode and every setting are checked (in that order)."""
+    if account is None or not account.isdigit() or len(account) != 12:
+        raise ConfigError("--account", "give the 12-digit account id (or --terraform)")
+    if map_mode not in ("auto", "inline", "distributed"):
+        raise ConfigError("--map", f"must be auto, inline or distributed, not {map_mode!r}")
+    for setting, (name, low, high) in _SETTING_RANGES.items():
+        value = settings[setting]
+        if not low <= value <= high:
+            raise ConfigError(name, f"must be between {low} and {high} (got {value})")
+    return account
+
+
+def _write(text: str, output: Path | None) -> None:
+    """``text`` to stdout, or to the ``--output`` file."""
+    if output is None:
+        out.file.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("--output", f"cannot write {output}: {exc.strerror}") from None
 
 
 @aws_app.command("process-chunk")

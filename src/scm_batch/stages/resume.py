@@ -1,5 +1,5 @@
-"""Checks before a stored plan is carried on: same batch, same input object, same delivery, same
-result format.
+"""CalculateChunks for a batch whose plan exists: the checks before it is carried on (same batch,
+same input object, same delivery, a result format this run writes).
 
 A batch whose plan exists is resumed, locally (``scm-batch run`` / ``resume``) and on AWS (an
 execution started again with the same input). Its finished chunks were made from one input object,
@@ -34,13 +34,14 @@ def first_difference(planned: JobInput, asked: JobInput) -> str | None:
     return None
 
 
-def check_same_batch(plan: ChunkPlan, job: JobInput, storage: Storage, hint: str) -> None:
-    """Refuse to resume a batch that was planned with other input; ``hint`` says what to do."""
+def check_same_batch(plan: ChunkPlan, job: JobInput, storage: Storage) -> None:
+    """Refuse to resume a batch that was planned with other input."""
     difference = first_difference(plan.job, job)
     if difference is not None:
         raise BatchExistsError(
             f"batch {job.batch_id!r} in {storage.uri} was planned with other input "
-            f"({difference}); {hint}"
+            f"({difference}); resume it as planned, use another batch id, or start it afresh "
+            "(--overwrite, or delete its objects)"
         )
 
 
@@ -71,9 +72,10 @@ def check_output_format_unchanged(
     plan: ChunkPlan, options: RunOptions, *, finished: bool = False
 ) -> None:
     """The batch keeps the result format it was planned with: asking for another is refused,
-    asking for none keeps the planned one, which must be writable here (pyarrow for Parquet)
-    unless the batch is ``finished`` (every chunk done, its messages sent): it writes no part
-    any more, and is only reported."""
+    asking for none keeps the planned one, which must be one this run writes (``output_formats``:
+    JSON Lines only on AWS) and writable here (pyarrow for Parquet) unless the batch is
+    ``finished`` (every chunk done, its messages sent): it writes no part any more, and is only
+    reported."""
     asked = options.plan.output_format
     if asked is not None and asked != plan.output_format:
         raise OutputFormatChangedError(
@@ -81,5 +83,12 @@ def check_output_format_unchanged(
             f"this run asks for {asked}: resume it with --output-format {plan.output_format} "
             "(or without the option), or --overwrite"
         )
-    if not finished:
-        require_output_format(plan.output_format)
+    if finished:
+        return
+    if plan.output_format not in options.output_formats:
+        raise OutputFormatChangedError(
+            f"batch {plan.batch_id!r} was planned to write {plan.output_format} result parts, "
+            f"and this installation writes {' and '.join(options.output_formats)} only: finish "
+            "it with 'scm-batch resume' where pyarrow is installed, or give the batch another id"
+        )
+    require_output_format(plan.output_format)

@@ -1,0 +1,128 @@
+"""The batch commands: ``run``, ``resume``, ``plan`` and ``status``.
+
+Each reads its options into the run's settings (:func:`scm_batch.settings.load_settings`, the
+loader the AWS functions use too), calls the lifecycle, and prints what it answers; none of them
+decides anything about a batch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+
+from scm_batch.cli.app import app
+from scm_batch.cli.console import err
+from scm_batch.cli.flags import (
+    BATCH,
+    BUCKET_ACCESS,
+    DELIVERY,
+    EXECUTION,
+    JOB,
+    JOB_FIELDS,
+    JSON,
+    OUTPUT_FORMAT,
+    OVERWRITE,
+    PLANNING,
+    PROGRESS,
+    STORAGE,
+    Given,
+    command,
+)
+from scm_batch.cli.show import finish, print_plan, print_status
+from scm_batch.config import (
+    load_input_file,
+    load_manifest,
+    manifest_of_event,
+    manifest_ref,
+    parse_job_input,
+    unknown_input_fields,
+)
+from scm_batch.errors import ConfigError
+from scm_batch.lifecycle import preview_plan, resume_batch, run_batch
+from scm_batch.model import JobInput
+from scm_batch.observe.progress import ProgressMode, ProgressReporter, choose_progress
+from scm_batch.observe.status import batch_status
+from scm_batch.settings import Settings, load_settings
+
+_SOURCES = ("--input", "--manifest", "--event")
+
+
+def _settings(given: Given) -> Settings:
+    return load_settings(os.environ, given)
+
+
+def _job_input(given: Given, settings: Settings) -> JobInput:
+    """The execution input: from ``--input``, ``--manifest`` or ``--event`` (one of them), the
+    job's flags over it, the configured defaults under it."""
+    sources: dict[str, Any] = {
+        "--input": given["input_file"],
+        "--manifest": given["manifest"],
+        "--event": given["event"],
+    }
+    named = [name for name in _SOURCES if sources[name]]
+    if len(named) > 1:
+        raise ConfigError(
+            named[1], f"give one of --input, --manifest or --event, not {' and '.join(named)}"
+        )
+    mapping: dict[str, Any] = {}
+    storage = settings.run.storage
+    if sources["--input"] is not None:
+        mapping = load_input_file(Path(sources["--input"]))
+    elif sources["--manifest"] is not None:
+        mapping = load_manifest(manifest_ref(sources["--manifest"]), storage)
+    elif sources["--event"] is not None:
+        mapping = load_manifest(manifest_of_event(Path(sources["--event"])), storage)
+    flags = {field: given[name] for name, field in JOB_FIELDS.items()}
+    mapping.update({field: value for field, value in flags.items() if value is not None})
+    unknown = unknown_input_fields(mapping)
+    if unknown:
+        names = escape(", ".join(unknown))
+        err.print(f"[yellow]warning:[/] ignoring unknown input fields: {names}")
+    return parse_job_input(settings.job_defaults.fill(mapping))
+
+
+def _progress(given: Given) -> ProgressReporter:
+    mode = given["progress"]
+    if mode not in ("auto", "live", "log", "none"):
+        raise ConfigError("--progress", f"must be auto, live, log or none (got {mode!r})")
+    chosen: ProgressMode = mode
+    return choose_progress(chosen)
+
+
+@command(app, JOB, PLANNING, EXECUTION, STORAGE, DELIVERY, OVERWRITE, PROGRESS, JSON)
+def run(ctx: typer.Context, given: Given) -> int:
+    """Run a batch end to end: validate, plan, process chunks in parallel, aggregate, notify.
+
+    A batch id whose plan is already in the bucket is resumed rather than started again.
+    """
+    settings = _settings(given)
+    job = _job_input(given, settings)
+    report = run_batch(job, settings.run, progress=_progress(given))
+    return finish(report, given["as_json"])
+
+
+@command(app, BATCH, OUTPUT_FORMAT, EXECUTION, STORAGE, DELIVERY, PROGRESS, JSON)
+def resume(ctx: typer.Context, given: Given) -> int:
+    """Continue an interrupted batch from its plan: finished chunks are kept, the rest run."""
+    settings = _settings(given)
+    progress = _progress(given)
+    report = resume_batch(given["bucket"], given["batch_id"], settings.run, progress=progress)
+    return finish(report, given["as_json"])
+
+
+@command(app, JOB, PLANNING, STORAGE, DELIVERY, JSON)
+def plan(ctx: typer.Context, given: Given) -> None:
+    """Print the chunk plan (byte ranges, records, route) without processing or writing anything."""
+    settings = _settings(given)
+    print_plan(preview_plan(_job_input(given, settings), settings.run), given["as_json"])
+
+
+@command(app, BATCH, BUCKET_ACCESS, JSON)
+def status(ctx: typer.Context, given: Given) -> None:
+    """Where a batch stands, from its bucket alone: chunks done, failed, pending; records so far."""
+    storage = _settings(given).run.storage
+    print_status(batch_status(given["bucket"], given["batch_id"], storage), given["as_json"])

@@ -1,0 +1,140 @@
+"""A session: one invocation that runs a batch's chunks from here, on an executor (the local worker
+pool by default), with progress, time and chance of its own.
+
+``ProcessChunksInParallel`` for every driver that holds the chunks' futures itself (the local
+run; a cluster executor). On AWS the state machine's Map is that step, and runs each chunk with
+the same :func:`scm_batch.stages.process.run_chunk`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import msgspec
+
+from scm_batch.config import RunOptions
+from scm_batch.executors.base import ChunkExecutor
+from scm_batch.faults import FaultPlan
+from scm_batch.ledger import Ledger
+from scm_batch.model import ChunkPlan, ChunkResult
+from scm_batch.observe.progress import NullProgress, ProgressReporter, ProgressSnapshot
+from scm_batch.scheduler import ChunkScheduler, Clock, Outcome, SystemClock, Tally
+
+ExecutorFactory = Callable[[RunOptions], ChunkExecutor]
+
+
+def local_executor(options: RunOptions) -> ChunkExecutor:
+    """The local pool of worker processes, one per ``options.workers``."""
+    from scm_batch.executors.local import LocalExecutor  # noqa: PLC0415 - only where chunks run
+
+    return LocalExecutor(
+        options.workers,
+        block_size=options.block_size,
+        storage=options.storage,
+        delivery=options.delivery,
+        faults=options.faults,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """How this invocation runs: options, progress, where chunks go, time and chance."""
+
+    options: RunOptions
+    progress: ProgressReporter = field(default_factory=NullProgress)
+    executor_factory: ExecutorFactory = local_executor
+    clock: Clock = field(default_factory=SystemClock)
+    rng: random.Random = field(default_factory=random.Random)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started: float = field(default_factory=time.perf_counter)  # perf_counter() at the start
+
+    @classmethod
+    def start(
+        cls,
+        options: RunOptions,
+        *,
+        progress: ProgressReporter | None = None,
+        executor_factory: ExecutorFactory | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> Session:
+        """A session starting now; what is not given is the default (the local pool…)."""
+        if options.faults is not None:  # workers that kill the driver need to know who it is
+            options = msgspec.structs.replace(
+                options, faults=msgspec.structs.replace(options.faults, driver_pid=os.getpid())
+            )
+        return cls(
+            options=options,
+            progress=progress or NullProgress(),
+            executor_factory=executor_factory or local_executor,
+            clock=clock or SystemClock(),
+            rng=rng or random.Random(),
+        )
+
+    @property
+    def faults(self) -> FaultPlan:
+        return self.options.faults or FaultPlan()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def process_in_parallel(
+    plan: ChunkPlan, done_before: dict[str, ChunkResult], ledger: Ledger, session: Session
+) -> Outcome:
+    """ProcessChunksInParallel for the chunks not done yet: run them on the session's executor,
+    retrying, tolerating and failing fast as the options say; progress on the way."""
+    todo = [c for c in plan.chunks if c.chunk_id not in done_before]
+    lines_before = sum(r.lines for r in done_before.values())
+    session.progress.phase(
+        f"ProcessChunksInParallel: {len(todo)} of {plan.chunk_count} chunks of up to "
+        f"{plan.chunk_size:,} records on {session.options.workers} workers"
+    )
+    executor = session.executor_factory(session.options)
+
+    def snapshot(tally: Tally) -> ProgressSnapshot:
+        return ProgressSnapshot(
+            lines_done=min(plan.total_records, lines_before + tally.lines_done),
+            lines_total=plan.total_records,
+            chunks_done=len(done_before) + tally.results,
+            chunks_failed=tally.failures,
+            chunks_total=len(plan.chunks),
+            elapsed=session.elapsed,
+            lines_resumed=lines_before,
+        )
+
+    scheduler = ChunkScheduler(
+        executor=executor,
+        ledger=ledger,
+        retry=session.options.retry,
+        tolerance=session.options.tolerance,
+        total_chunks=len(plan.chunks),
+        clock=session.clock,
+        rng=session.rng,
+        interval=session.progress.interval,
+        on_tick=lambda tally: session.progress.update(snapshot(tally)),
+        on_commit=lambda done: session.faults.crash_driver_at("after-chunks", chunks_done=done),
+    )
+    try:
+        outcome = scheduler.run(todo)
+    except BaseException:
+        executor.shutdown(cancel=True)
+        # Workers stopped mid-write leave temporary files or open uploads; remove them now if
+        # the storage lets us (a resume would otherwise do it).
+        with suppress(Exception):
+            ledger.discard_incomplete()
+        raise
+    executor.shutdown(cancel=False)
+    tally = Tally(len(outcome.results), len(outcome.failures), executor.lines_done() or 0)
+    session.progress.finish(snapshot(tally))
+    # What attempts killed mid-write left behind (temporary files, open uploads) goes now, once
+    # no worker is writing, rather than chunk by chunk.
+    ledger.discard_incomplete()
+    return outcome
