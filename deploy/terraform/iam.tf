@@ -91,7 +91,8 @@ resource "aws_iam_role_policy_attachment" "lambda_vpc" {
 
 # ---- What each function does ------------------------------------------------------------------
 
-# InitializeBatchProcessing: reads the manifest (when started by one) and stats/samples the input.
+# InitializeBatchProcessing: reads the manifest (when started by one), looks for a stored plan
+# (metadata/), and stats/samples the input of a batch that has none.
 data "aws_iam_policy_document" "read_s3" {
   statement {
     sid       = "ReadInputAndManifests"

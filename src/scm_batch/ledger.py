@@ -108,12 +108,13 @@ class Ledger:
         return self._read_if_there(layout.plan_key(self.batch_id), ChunkPlan)
 
     def stored_plan(self) -> ChunkPlan:
-        """The plan, or ``NothingToResumeError`` saying how to start the batch."""
+        """The plan, or ``NothingToResumeError``."""
         plan = self.plan()
         if plan is None:
             raise NothingToResumeError(
                 f"batch {self.batch_id!r} has no plan in {self.storage.uri} "
-                f"({layout.plan_key(self.batch_id)}); start it with 'scm-batch run'"
+                f"({layout.plan_key(self.batch_id)}): it was never planned, or its objects were "
+                "deleted"
             )
         return plan
 
@@ -170,18 +171,24 @@ class Ledger:
         """The aggregated results, if the batch was aggregated."""
         return self._read_if_there(layout.aggregated_key(self.batch_id), RunSummary)
 
-    def stored_summary(self) -> RunSummary:
-        """The aggregated results, or ``ObjectNotFoundError`` if the batch was not aggregated."""
-        summary = self.summary()
-        if summary is None:
-            key = layout.aggregated_key(self.batch_id)
-            raise ObjectNotFoundError(
-                f"batch {self.batch_id!r} has no aggregated results in {self.storage.uri} ({key})"
-            )
-        return summary
-
     def validation(self) -> ValidationReport | None:
         return self._read_if_there(layout.validation_key(self.batch_id), ValidationReport)
+
+    def _recorded(self, value: T | None, key: str) -> T:
+        if value is None:
+            raise ObjectNotFoundError(
+                f"batch {self.batch_id!r} has no {key} in {self.storage.uri}: it was not "
+                "aggregated, or the object was deleted"
+            )
+        return value
+
+    def stored_summary(self) -> RunSummary:
+        """The aggregated results, or ``ObjectNotFoundError``."""
+        return self._recorded(self.summary(), layout.aggregated_key(self.batch_id))
+
+    def stored_validation(self) -> ValidationReport:
+        """The validation report, or ``ObjectNotFoundError``."""
+        return self._recorded(self.validation(), layout.validation_key(self.batch_id))
 
     def record_validation(self, report: ValidationReport) -> None:
         self.storage.put_bytes(layout.validation_key(self.batch_id), _encode(report))
@@ -198,9 +205,13 @@ class Ledger:
     def record_notified(self, record: NotificationRecord) -> None:
         self.storage.put_bytes(layout.notified_key(self.batch_id), _encode(record))
 
-    def finished(self, plan: ChunkPlan, done: dict[str, ChunkResult]) -> bool:
-        """Every chunk done and the batch's messages sent: nothing left to run or send."""
-        return len(done) == plan.chunk_count and self.notified() is not None
+    def finished(self, plan: ChunkPlan, done: dict[str, ChunkResult] | None = None) -> bool:
+        """Every chunk done and the batch's messages sent: nothing left to run or send. The
+        receipts (``done``, read here when not given) matter only once the marker is there."""
+        if self.notified() is None:
+            return False
+        done = self.done() if done is None else done
+        return all(c.chunk_id in done for c in plan.chunks)
 
     def reopen(self) -> None:
         """Withdraw the batch's recorded outcome (aggregate, verdict, notified marker) before a

@@ -40,11 +40,12 @@ import msgspec
 from scm_batch import layout
 from scm_batch.clock import utc_timestamp
 from scm_batch.config import RunOptions
-from scm_batch.errors import ConfigError, ExitCode, PlanTooLargeError
+from scm_batch.errors import ConfigError, ExitCode, NothingToResumeError, PlanTooLargeError
 from scm_batch.ledger import Ledger, NotificationRecord
 from scm_batch.model import (
     ChunkPlan,
     ChunkResult,
+    ChunkTask,
     DeliveryTarget,
     JobInput,
     RunSummary,
@@ -75,7 +76,7 @@ from scm_batch.storage import Storage, open_storage
 __all__ = [
     "STATES",
     "Aggregated",
-    "Planned",
+    "PlannedBatch",
     "RunReport",
     "admit",
     "aggregate",
@@ -132,12 +133,22 @@ def validate(job: JobInput, ledger: Ledger, options: RunOptions) -> DeliveryTarg
     """
     stored = ledger.plan()
     if stored is not None:
-        check_same_batch(stored, job, ledger.storage)
+        _check_stored_plan(stored, job, ledger, options)
     target = delivery_target(job.destination or "none", options.delivery)
-    if stored is None or not ledger.finished(stored, ledger.done()):
+    if stored is None or not ledger.finished(stored):
         _check_completion_channel(job, options)
         preflight(target.destination, job.deployment, options.delivery)
     return target
+
+
+def _check_stored_plan(
+    stored: ChunkPlan, job: JobInput, ledger: Ledger, options: RunOptions
+) -> None:
+    """A stored plan is carried on only by the same batch, over the same input object, to the
+    same destination: checked before any broker is asked anything."""
+    check_same_batch(stored, job, ledger.storage)
+    check_input_unchanged(stored, ledger.storage)
+    check_delivery_unchanged(stored, options)
 
 
 def _check_completion_channel(job: JobInput, options: RunOptions) -> None:
@@ -162,7 +173,7 @@ def _check_completion_channel(job: JobInput, options: RunOptions) -> None:
 
 # ---- CalculateChunks --------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class Planned:
+class PlannedBatch:
     """CalculateChunks' answer: the plan, and where the batch stood when it was taken up."""
 
     plan: ChunkPlan
@@ -174,6 +185,13 @@ class Planned:
     def records_before(self) -> int:
         return sum(r.records for r in self.done_before.values())
 
+    @property
+    def todo(self) -> list[ChunkTask]:
+        """The chunks still to process (none for a finished batch)."""
+        if self.finished:
+            return []
+        return [c for c in self.plan.chunks if c.chunk_id not in self.done_before]
+
 
 def plan(
     job: JobInput,
@@ -183,7 +201,7 @@ def plan(
     options: RunOptions,
     *,
     inline_limit: int | None = None,
-) -> Planned:
+) -> PlannedBatch:
     """CalculateChunks: the plan of a new batch, made and stored (its chunk items first); or the
     stored plan of a batch taken up again, checked (same batch, same input, same delivery, a
     result format this run writes) and carried on, its recorded outcome withdrawn unless it is
@@ -191,9 +209,8 @@ def plan(
     stored = ledger.plan()
     if stored is None:
         return _new_plan(job, source, target, ledger, options, inline_limit)
-    check_same_batch(stored, job, ledger.storage)
-    check_input_unchanged(stored, ledger.storage)
-    check_delivery_unchanged(stored, options)
+    # Again: on AWS another execution may have planned or changed it since ValidateBatchConfig.
+    _check_stored_plan(stored, job, ledger, options)
     ledger.discard_incomplete()  # what killed attempts left: temporary files, open uploads
     done = ledger.done()
     ledger.forget_failures_of_done_chunks(done)
@@ -201,10 +218,10 @@ def plan(
     # A finished batch writes no part: it is reported even where its format cannot be written.
     check_output_format_unchanged(stored, options, finished=finished)
     _check_inline(stored, inline_limit)
-    ledger.ensure_chunk_items(stored)
     if not finished:  # its outcome will change: a crash must not leave the old one standing
+        ledger.ensure_chunk_items(stored)
         ledger.reopen()
-    return Planned(stored, resumed=True, done_before=done, finished=finished)
+    return PlannedBatch(stored, resumed=True, done_before=done, finished=finished)
 
 
 def _new_plan(
@@ -214,7 +231,7 @@ def _new_plan(
     ledger: Ledger,
     options: RunOptions,
     inline_limit: int | None,
-) -> Planned:
+) -> PlannedBatch:
     if source is None:  # the plan seen by InitializeBatchProcessing is gone (deleted by hand)
         source = initialize_batch(job, ledger.storage, sample_bytes=options.plan.sample_bytes)
     new = calculate_chunks(job, source, ledger.storage, options.plan)
@@ -227,7 +244,7 @@ def _new_plan(
     ledger.record_plan(new)
     if faults is not None:
         faults.crash_driver_at("after-plan")
-    return Planned(new, resumed=False, done_before={}, finished=False)
+    return PlannedBatch(new, resumed=False, done_before={}, finished=False)
 
 
 def _check_inline(chunk_plan: ChunkPlan, limit: int | None) -> None:
@@ -279,10 +296,8 @@ def aggregate(
 
     ``chunks_before`` and ``records_before`` were done by earlier sessions; time and records/s
     describe this one, from ``started_at`` (``elapsed`` seconds, or until now)."""
-    if finished:
-        summary, validation = ledger.summary(), ledger.validation()
-        if summary is not None and validation is not None:
-            return Aggregated(summary, validation, recorded_before=True)
+    if finished:  # its outcome stands as recorded: never aggregated (nor sent) again
+        return Aggregated(ledger.stored_summary(), ledger.stored_validation(), True)
     done = ledger.done()
     ledger.forget_failures_of_done_chunks(done)
     finished_at = datetime.now(UTC)
@@ -407,7 +422,13 @@ def resume_batch(
     """Carry on a batch from the plan and ledger in its bucket."""
     started = Session.start(options, **session)
     ledger = open_ledger(bucket, batch_id, started.options)
-    job = admit(ledger.stored_plan().job, started.options)
+    stored = ledger.plan()
+    if stored is None:
+        raise NothingToResumeError(
+            f"batch {batch_id!r} has no plan in {ledger.storage.uri} "
+            f"({layout.plan_key(batch_id)}); start it with 'scm-batch run'"
+        )
+    job = admit(stored.job, started.options)
     return _carry_out(job, None, ledger, started)
 
 
@@ -422,8 +443,8 @@ def _carry_out(
         session.progress.phase(f"batch {job.batch_id} is already complete")
     elif planned.resumed:
         session.progress.phase(f"resuming batch {job.batch_id} from its plan")
-    if not planned.finished and len(planned.done_before) < planned.plan.chunk_count:
-        process_in_parallel(planned.plan, planned.done_before, ledger, session)
+    if planned.todo:
+        process_in_parallel(planned.plan, planned.todo, planned.done_before, ledger, session)
     session.progress.phase("AggregateResults")
     aggregated = aggregate(
         planned.plan,

@@ -22,7 +22,7 @@ from scm_batch.config import RunOptions
 from scm_batch.executors.base import ChunkExecutor
 from scm_batch.faults import FaultPlan
 from scm_batch.ledger import Ledger
-from scm_batch.model import ChunkPlan, ChunkResult
+from scm_batch.model import ChunkPlan, ChunkResult, ChunkTask
 from scm_batch.observe.progress import NullProgress, ProgressReporter, ProgressSnapshot
 from scm_batch.scheduler import ChunkScheduler, Clock, Outcome, SystemClock, Tally
 
@@ -87,11 +87,15 @@ class Session:
 
 
 def process_in_parallel(
-    plan: ChunkPlan, done_before: dict[str, ChunkResult], ledger: Ledger, session: Session
+    plan: ChunkPlan,
+    todo: list[ChunkTask],
+    done_before: dict[str, ChunkResult],
+    ledger: Ledger,
+    session: Session,
 ) -> Outcome:
-    """ProcessChunksInParallel for the chunks not done yet: run them on the session's executor,
-    retrying, tolerating and failing fast as the options say; progress on the way."""
-    todo = [c for c in plan.chunks if c.chunk_id not in done_before]
+    """ProcessChunksInParallel for the chunks ``todo`` (the others are ``done_before``): run them
+    on the session's executor, retrying, tolerating and failing fast as the options say, with
+    progress on the way."""
     lines_before = sum(r.lines for r in done_before.values())
     session.progress.phase(
         f"ProcessChunksInParallel: {len(todo)} of {plan.chunk_count} chunks of up to "

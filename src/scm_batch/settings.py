@@ -13,10 +13,11 @@ of the option itself (:class:`scm_batch.config.RunOptions` and the structs insid
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -73,8 +74,10 @@ def _percentage(raw: str) -> float:
     return value
 
 
-_SWITCH = {"true": True, "1": True, "yes": True, "on": True}
-_SWITCH.update({"false": False, "0": False, "no": False, "off": False})
+# The spellings the command line has always taken (click's): 1/0, true/false, t/f, yes/no, y/n,
+# on/off.
+_SWITCH = dict.fromkeys(("1", "true", "t", "yes", "y", "on"), True)
+_SWITCH.update(dict.fromkeys(("0", "false", "f", "no", "n", "off"), False))
 
 
 def _switch(raw: str) -> bool:
@@ -87,19 +90,23 @@ def _text(raw: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Kind:
-    """How a setting's text is read, what a good value looks like, and its Python type."""
+    """How a setting's text is read, what a good value looks like, and its Python type.
+
+    Text is taken as it is (a password may begin or end with a space); other values are read
+    without the white space around them."""
 
     parse: Callable[[str], Any]
     rule: str
     type: type
     choices: tuple[str, ...] = ()
+    verbatim: bool = False
 
 
 WHOLE = Kind(_whole, "a whole number", int)
 NUMBER = Kind(_number, "a number", float)
 PERCENTAGE = Kind(_percentage, "0 to 100", float)
 SWITCH = Kind(_switch, "true or false", bool)
-TEXT = Kind(_text, "text", str)
+TEXT = Kind(_text, "text", str, verbatim=True)
 
 
 def choice(*values: str) -> Kind:
@@ -107,20 +114,30 @@ def choice(*values: str) -> Kind:
     return Kind(_text, rule, str, values)
 
 
+Group = Literal[
+    "planning", "output", "execution", "rerun", "storage", "encryption", "delivery", "job",
+    "deployment",
+]  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
-    """One setting: where its value goes, and the flag and variable it is given by."""
+    """One setting: where its value goes, and the flag and variable it is given by. Settings
+    come in groups; a command reads the groups it has a use for."""
 
     paths: tuple[Path, ...]
     kind: Kind
     help: str
     flag: str | None = None  # e.g. "--workers", or "--count-records/--estimate-records"
     env: str | None = None
+    group: Group = "deployment"
 
     @property
     def name(self) -> str:
-        """The command line's parameter name: ``--kafka-brokers`` → ``kafka_brokers``."""
-        assert self.flag is not None
+        """The setting's name: its command-line parameter's (``--kafka-brokers`` →
+        ``kafka_brokers``), or its variable's in lower case when it has no flag."""
+        if self.flag is None:
+            return str(self.env).lower()
         return self.flag.split("/")[0].removeprefix("--").replace("-", "_")
 
 
@@ -135,6 +152,10 @@ def _s(
     return Setting(paths, kind, text, flag, env)
 
 
+def _in(group: Group, settings: tuple[Setting, ...]) -> tuple[Setting, ...]:
+    return tuple(dataclasses.replace(setting, group=group) for setting in settings)
+
+
 _KAFKA = "run.delivery.kafka."
 _SQS = "run.delivery.sqs."
 _S3 = "run.storage.s3."
@@ -142,93 +163,115 @@ _ROUTING = "run.plan.routing."
 
 SETTINGS: tuple[Setting, ...] = (
     # ---- how a batch is cut and routed
-    _s("run.plan.minChunkSize", WHOLE, "Records per chunk at least, so small files are not "
-       "over-split.", "--min-chunk-size", "SCM_BATCH_MIN_CHUNK_SIZE"),
-    _s("run.plan.countRecords", SWITCH, "Count lines exactly before splitting (exact indices; "
-       "the default for local files), or estimate them from a sample (the default for S3, where "
-       "counting means reading twice).", "--count-records/--estimate-records",
-       "SCM_BATCH_COUNT_RECORDS"),
-    _s(_ROUTING + "lambdaTimeoutSeconds", NUMBER, "Lambda timeout in seconds, for routing "
-       "chunks.", "--lambda-timeout", "SCM_BATCH_LAMBDA_TIMEOUT"),
-    _s(_ROUTING + "estimatedProcessingTimePerRecord", NUMBER, "Estimated seconds per record, "
-       "for routing chunks.", "--estimated-time-per-record",
-       "SCM_BATCH_ESTIMATED_PROCESSING_TIME_PER_RECORD"),
-    _s(_ROUTING + "batchProcessingThreshold", WHOLE, "Chunks above this many records go to AWS "
-       "Batch.", "--batch-processing-threshold", "SCM_BATCH_BATCH_PROCESSING_THRESHOLD"),
-    _s("run.plan.outputFormat", choice("jsonl", "parquet"), "Result parts as jsonl (the default "
-       "for a new batch) or parquet (zstd; needs scm-batch[parquet]). A resumed batch keeps the "
-       "format it was planned with.", "--output-format", "SCM_BATCH_OUTPUT_FORMAT"),
+    *_in("planning", (
+        _s("run.plan.minChunkSize", WHOLE, "Records per chunk at least, so small files are not "
+           "over-split.", "--min-chunk-size", "SCM_BATCH_MIN_CHUNK_SIZE"),
+        _s("run.plan.countRecords", SWITCH, "Count lines exactly before splitting (exact "
+           "indices; the default for local files), or estimate them from a sample (the default "
+           "for S3, where counting means reading twice).", "--count-records/--estimate-records",
+           "SCM_BATCH_COUNT_RECORDS"),
+        _s(_ROUTING + "lambdaTimeoutSeconds", NUMBER, "Lambda timeout in seconds, for routing "
+           "chunks.", "--lambda-timeout", "SCM_BATCH_LAMBDA_TIMEOUT"),
+        _s(_ROUTING + "estimatedProcessingTimePerRecord", NUMBER, "Estimated seconds per record, "
+           "for routing chunks.", "--estimated-time-per-record",
+           "SCM_BATCH_ESTIMATED_PROCESSING_TIME_PER_RECORD"),
+        _s(_ROUTING + "batchProcessingThreshold", WHOLE, "Chunks above this many records go to AWS "
+           "Batch.", "--batch-processing-threshold", "SCM_BATCH_BATCH_PROCESSING_THRESHOLD"),
+    )),
+    # ---- how result parts are written
+    *_in("output", (
+        _s("run.plan.outputFormat", choice("jsonl", "parquet"), "Result parts as jsonl (the "
+           "default for a new batch) or parquet (zstd; needs scm-batch[parquet]). A resumed batch "
+           "keeps the format it was planned with.", "--output-format", "SCM_BATCH_OUTPUT_FORMAT"),
+    )),
     # ---- how chunks run
-    _s("run.workers", WHOLE, "Worker processes (default: one per core).", "--workers",
-       "SCM_BATCH_WORKERS"),
-    _s("run.retry.attempts", WHOLE, "Attempts per chunk, the first included.",
-       "--retry-attempts", "SCM_BATCH_RETRY_ATTEMPTS"),
-    _s("run.retry.baseDelaySeconds", NUMBER, "Backoff before the first retry, seconds (full "
-       "jitter).", "--retry-base-delay", "SCM_BATCH_RETRY_BASE_DELAY"),
-    _s("run.retry.backoffRate", NUMBER, "Backoff growth per retry.", "--retry-backoff-rate",
-       "SCM_BATCH_RETRY_BACKOFF_RATE"),
-    _s("run.retry.maxDelaySeconds", NUMBER, "Longest backoff, seconds.", "--retry-max-delay",
-       "SCM_BATCH_RETRY_MAX_DELAY"),
-    _s("run.tolerance.percentage", PERCENTAGE, "Failed chunks tolerated, as a percentage of all "
-       "chunks.", "--tolerated-failure-percentage", "SCM_BATCH_TOLERATED_FAILURE_PERCENTAGE"),
-    _s("run.tolerance.count", WHOLE, "Failed chunks tolerated, as a number.",
-       "--tolerated-failure-count", "SCM_BATCH_TOLERATED_FAILURE_COUNT"),
-    _s("run.overwrite", SWITCH, "Replace the outputs of an earlier run of this batch id.",
-       "--overwrite"),
+    *_in("execution", (
+        _s("run.workers", WHOLE, "Worker processes (default: one per core).", "--workers",
+           "SCM_BATCH_WORKERS"),
+        _s("run.retry.attempts", WHOLE, "Attempts per chunk, the first included.",
+           "--retry-attempts", "SCM_BATCH_RETRY_ATTEMPTS"),
+        _s("run.retry.baseDelaySeconds", NUMBER, "Backoff before the first retry, seconds (full "
+           "jitter).", "--retry-base-delay", "SCM_BATCH_RETRY_BASE_DELAY"),
+        _s("run.retry.backoffRate", NUMBER, "Backoff growth per retry.", "--retry-backoff-rate",
+           "SCM_BATCH_RETRY_BACKOFF_RATE"),
+        _s("run.retry.maxDelaySeconds", NUMBER, "Longest backoff, seconds.", "--retry-max-delay",
+           "SCM_BATCH_RETRY_MAX_DELAY"),
+        _s("run.tolerance.percentage", PERCENTAGE, "Failed chunks tolerated, as a percentage of "
+           "all chunks.", "--tolerated-failure-percentage",
+           "SCM_BATCH_TOLERATED_FAILURE_PERCENTAGE"),
+        _s("run.tolerance.count", WHOLE, "Failed chunks tolerated, as a number.",
+           "--tolerated-failure-count", "SCM_BATCH_TOLERATED_FAILURE_COUNT"),
+    )),
+    # ---- a batch started afresh
+    *_in("rerun", (
+        _s("run.overwrite", SWITCH, "Replace the outputs of an earlier run of this batch id.",
+           "--overwrite"),
+    )),
     # ---- the bucket
-    _s("run.storage.kind", choice("auto", "local", "s3"), "auto: s3:// buckets are S3, others "
-       "local directories; s3: bare names are S3 buckets.", "--storage", "SCM_BATCH_STORAGE"),
-    _s(_S3 + "endpoint_url", TEXT, "S3 endpoint URL, for S3-compatible services.",
-       "--endpoint-url", "AWS_ENDPOINT_URL_S3"),
-    _s((_S3 + "region", _SQS + "region"), TEXT, "AWS region of the bucket and the queues.",
-       "--region", "AWS_REGION"),
-    _s(_S3 + "sse", choice("AES256", "aws:kms"), "Encrypt written objects: AES256 or aws:kms.",
-       "--sse", "SCM_BATCH_SSE"),
-    _s(_S3 + "sse_kms_key_id", TEXT, "KMS key id for --sse aws:kms.", "--sse-kms-key-id",
-       "SCM_BATCH_SSE_KMS_KEY_ID"),
+    *_in("storage", (
+        _s("run.storage.kind", choice("auto", "local", "s3"), "auto: s3:// buckets are S3, others "
+           "local directories; s3: bare names are S3 buckets.", "--storage", "SCM_BATCH_STORAGE"),
+        _s(_S3 + "endpoint_url", TEXT, "S3 endpoint URL, for S3-compatible services.",
+           "--endpoint-url", "AWS_ENDPOINT_URL_S3"),
+        _s((_S3 + "region", _SQS + "region"), TEXT, "AWS region of the bucket and the queues.",
+           "--region", "AWS_REGION"),
+    )),
+    # ---- what is written to it
+    *_in("encryption", (
+        _s(_S3 + "sse", choice("AES256", "aws:kms"), "Encrypt written objects: AES256 or aws:kms.",
+           "--sse", "SCM_BATCH_SSE"),
+        _s(_S3 + "sse_kms_key_id", TEXT, "KMS key id for --sse aws:kms.", "--sse-kms-key-id",
+           "SCM_BATCH_SSE_KMS_KEY_ID"),
+    )),
     # ---- where records and notifications go
-    _s("run.delivery.message_format", choice("envelope", "bare"), "envelope: the contract's "
-       "{record, metadata}; bare: the record, with headers.", "--message-format",
-       "SCM_BATCH_MESSAGE_FORMAT"),
-    _s(_KAFKA + "brokers", TEXT, "Kafka bootstrap servers, host:port,…", "--kafka-brokers",
-       "KAFKA_BROKERS"),
-    _s(_KAFKA + "topic", TEXT, "Topic for the records.", "--kafka-topic", "KAFKA_TOPIC"),
-    _s(_KAFKA + "notification_topic", TEXT, "Topic for completion messages.",
-       "--kafka-notification-topic", "KAFKA_NOTIFICATION_TOPIC"),
-    _s(_KAFKA + "topic_policy", choice("require", "create"), "require: a missing topic is an "
-       "error; create: create it.", "--kafka-topic-policy", "KAFKA_TOPIC_POLICY"),
-    _s(_KAFKA + "security_protocol", choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
-       "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.", "--kafka-security-protocol",
-       "KAFKA_SECURITY_PROTOCOL"),
-    _s(_KAFKA + "sasl_mechanism", choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512",
-       "OAUTHBEARER"), "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (user and password from "
-       "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD), or OAUTHBEARER with "
-       "--kafka-msk-iam-region.", "--kafka-sasl-mechanism", "KAFKA_SASL_MECHANISM"),
-    _s(_KAFKA + "sasl_username", TEXT, "SASL user name.", env="KAFKA_SASL_USERNAME"),
-    _s(_KAFKA + "sasl_password", TEXT, "SASL password.", env="KAFKA_SASL_PASSWORD"),
-    _s(_KAFKA + "ssl_ca_location", TEXT, "CA certificate file for TLS.", "--kafka-ssl-ca",
-       "KAFKA_SSL_CA_LOCATION"),
-    _s(_KAFKA + "msk_iam_region", TEXT, "Authenticate to MSK with IAM in this region (SASL "
-       "OAUTHBEARER).", "--kafka-msk-iam-region", "KAFKA_MSK_IAM_REGION"),
-    _s(_SQS + "core_queue_url", TEXT, "SQS Core queue URL.", "--sqs-core-queue",
-       "SQS_CORE_QUEUE"),
-    _s(_SQS + "status_queue_url", TEXT, "Status queue (batch-proc) URL.", "--status-queue",
-       "SQS_STATUS_QUEUE"),
-    _s(_SQS + "endpoint_url", TEXT, "SQS endpoint URL.", "--sqs-endpoint-url",
-       "AWS_ENDPOINT_URL_SQS"),
+    *_in("delivery", (
+        _s("run.delivery.message_format", choice("envelope", "bare"), "envelope: the contract's "
+           "{record, metadata}; bare: the record, with headers.", "--message-format",
+           "SCM_BATCH_MESSAGE_FORMAT"),
+        _s(_KAFKA + "brokers", TEXT, "Kafka bootstrap servers, host:port,…", "--kafka-brokers",
+           "KAFKA_BROKERS"),
+        _s(_KAFKA + "topic", TEXT, "Topic for the records.", "--kafka-topic", "KAFKA_TOPIC"),
+        _s(_KAFKA + "notification_topic", TEXT, "Topic for completion messages.",
+           "--kafka-notification-topic", "KAFKA_NOTIFICATION_TOPIC"),
+        _s(_KAFKA + "topic_policy", choice("require", "create"), "require: a missing topic is an "
+           "error; create: create it.", "--kafka-topic-policy", "KAFKA_TOPIC_POLICY"),
+        _s(_KAFKA + "security_protocol", choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+           "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.", "--kafka-security-protocol",
+           "KAFKA_SECURITY_PROTOCOL"),
+        _s(_KAFKA + "sasl_mechanism", choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512",
+           "OAUTHBEARER"), "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (user and password from "
+           "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD), or OAUTHBEARER with "
+           "--kafka-msk-iam-region.", "--kafka-sasl-mechanism", "KAFKA_SASL_MECHANISM"),
+        _s(_KAFKA + "sasl_username", TEXT, "SASL user name.", env="KAFKA_SASL_USERNAME"),
+        _s(_KAFKA + "sasl_password", TEXT, "SASL password.", env="KAFKA_SASL_PASSWORD"),
+        _s(_KAFKA + "ssl_ca_location", TEXT, "CA certificate file for TLS.", "--kafka-ssl-ca",
+           "KAFKA_SSL_CA_LOCATION"),
+        _s(_KAFKA + "msk_iam_region", TEXT, "Authenticate to MSK with IAM in this region (SASL "
+           "OAUTHBEARER).", "--kafka-msk-iam-region", "KAFKA_MSK_IAM_REGION"),
+        _s(_SQS + "core_queue_url", TEXT, "SQS Core queue URL.", "--sqs-core-queue",
+           "SQS_CORE_QUEUE"),
+        _s(_SQS + "status_queue_url", TEXT, "Status queue (batch-proc) URL.", "--status-queue",
+           "SQS_STATUS_QUEUE"),
+        _s(_SQS + "endpoint_url", TEXT, "SQS endpoint URL.", "--sqs-endpoint-url",
+           "AWS_ENDPOINT_URL_SQS"),
+    )),
     # ---- what an execution input leaves out (as the Terraform variables users know set them)
-    _s("jobDefaults.maxConcurrentChunks", WHOLE, "maxConcurrentChunks of an input without one.",
-       env="SCM_BATCH_MAX_CONCURRENT_CHUNKS"),
-    _s("jobDefaults.maxChunkSize", WHOLE, "maxChunkSize of an input without one.",
-       env="SCM_BATCH_MAX_RECORDS_PER_CHUNK"),
-    _s("jobDefaults.destination", choice("kafka", "sqs_core", "none"), "destination of an input "
-       "without one.", env="SCM_BATCH_DESTINATION"),
+    *_in("job", (
+        _s("jobDefaults.maxConcurrentChunks", WHOLE, "maxConcurrentChunks of an input without one.",
+           env="SCM_BATCH_MAX_CONCURRENT_CHUNKS"),
+        _s("jobDefaults.maxChunkSize", WHOLE, "maxChunkSize of an input without one.",
+           env="SCM_BATCH_MAX_RECORDS_PER_CHUNK"),
+        _s("jobDefaults.destination", choice("kafka", "sqs_core", "none"), "destination of an "
+           "input without one.", env="SCM_BATCH_DESTINATION"),
+    )),
     # ---- the deployment
-    _s("run.completionOutboxOnly", SWITCH, "true: a batch whose completion channel (Kafka for "
-       "WORKSPACE, SQS Core for CORE) is not configured keeps its completion message in the "
-       "bucket's outbox only.", env="SCM_BATCH_COMPLETION_OUTBOX_ONLY"),
-    _s("metricsNamespace", TEXT, "CloudWatch namespace of the metrics.",
-       env="SCM_BATCH_METRICS_NAMESPACE"),
+    *_in("deployment", (
+        _s("run.completionOutboxOnly", SWITCH, "true: a batch whose completion channel (Kafka for "
+           "WORKSPACE, SQS Core for CORE) is not configured keeps its completion message in the "
+           "bucket's outbox only.", env="SCM_BATCH_COMPLETION_OUTBOX_ONLY"),
+        _s("metricsNamespace", TEXT, "CloudWatch namespace of the metrics.",
+           env="SCM_BATCH_METRICS_NAMESPACE"),
+    )),
 )  # fmt: skip
 
 # What the Lambda functions and the Batch job start from: one chunk per process, a bare bucket
@@ -258,8 +301,9 @@ def _from_flag(setting: Setting, value: object) -> object:
 
 def _from_env(setting: Setting, raw: str) -> object:
     kind = setting.kind
+    text = raw if kind.verbatim else raw.strip()
     try:
-        value = kind.parse(raw)
+        value = kind.parse(text)
     except (ValueError, KeyError):
         raise ConfigError(str(setting.env), f"must be {kind.rule} (got {raw!r})") from None
     if kind.choices and value not in kind.choices:
@@ -271,19 +315,26 @@ def load_settings(
     env: Mapping[str, str],
     given: Mapping[str, object] | None = None,
     defaults: Mapping[Path, object] | None = None,
+    *,
+    groups: Collection[Group] | None = None,
 ) -> Settings:
     """The settings from flags ``given`` (by parameter name; ``None`` means not given), the
-    environment ``env`` and the place's ``defaults``; a bad value names its flag or variable."""
+    environment ``env`` and the place's ``defaults``; a bad value names its flag or variable.
+
+    ``groups``: the groups of settings to read (a command reads those it has a use for, so a
+    variable it never uses cannot break it); all of them by default."""
     flags = given or {}
     tree: dict[str, Any] = {}
     for path, value in (defaults or {}).items():
         _put(tree, path, value)
     for setting in SETTINGS:
+        if groups is not None and setting.group not in groups:
+            continue
         flagged = flags.get(setting.name) if setting.flag is not None else None
-        raw = env.get(setting.env, "").strip() if setting.env is not None else ""
+        raw = env.get(setting.env, "") if setting.env is not None else ""
         if flagged is not None:
             value = _from_flag(setting, flagged)
-        elif raw:
+        elif raw.strip():  # an empty variable is an unset one
             value = _from_env(setting, raw)
         else:
             continue

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from scm_batch.errors import DeliveryError
 from scm_batch.records.generate import generate_file
@@ -354,3 +355,24 @@ def test_kafka_settings_librdkafka_refuses_are_configuration_errors(
         assert len(errors) == 1, result.stderr
         assert words in errors[0], result.stderr
         assert "%3|" not in result.stderr  # librdkafka's own log stays out of the way
+
+
+def test_a_resume_to_another_topic_is_refused_before_any_broker_is_asked(
+    cli: Cli, kafka: KafkaBroker, tmp_path: Path
+) -> None:
+    records, notices, other = unique("records"), unique("notices"), unique("other")
+    create_topics(kafka.bootstrap, records, notices)
+    bucket = tmp_path / "bucket"
+    generate_file(bucket / "input" / "records.jsonl", 500, seed=8)
+    args = run_args(bucket, kafka.bootstrap, records, notices)
+    planned = cli(*args, env={"SCM_BATCH_FAULTS": "driver=after-plan"})
+    assert planned.returncode == -signal.SIGKILL
+    # Told to create missing topics, a resume to another topic would create it were the
+    # brokers asked first: the changed destination is refused before that.
+    moved = run_args(bucket, kafka.bootstrap, other, notices, "--kafka-topic-policy", "create")
+    refused = cli(*moved)
+    assert refused.returncode == 2, refused.stderr
+    assert f"was planned to deliver to kafka {records}" in refused.stderr
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    assert other not in admin.list_topics(timeout=10).topics
+    assert cli(*args).returncode == 0

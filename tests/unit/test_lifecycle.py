@@ -14,7 +14,7 @@ import pytest
 from scm_batch import lifecycle
 from scm_batch.aws.definition import build_definition, resources_for_account
 from scm_batch.config import RunOptions
-from scm_batch.errors import ConfigError
+from scm_batch.errors import ConfigError, ObjectNotFoundError
 from scm_batch.model import PlanOptions
 from scm_batch.records.generate import generate_file
 from scm_batch.sinks import routing
@@ -135,3 +135,16 @@ def test_a_finished_batch_is_reported_from_its_ledger_without_being_aggregated_a
     assert again.already_complete
     assert (bucket / "final-results/b/aggregated-results.json").read_bytes() == aggregated
     assert msgspec.to_builtins(again.summary) == msgspec.to_builtins(first.summary)
+
+
+def test_a_finished_batch_missing_part_of_its_outcome_is_an_error_never_sent_again(
+    bucket: Path,
+) -> None:
+    generate_file(bucket / "in.jsonl", 300, seed=5)
+    options = RunOptions(workers=1, plan=PlanOptions(min_chunk_size=1))
+    lifecycle.run_batch(job_input(bucket), options)
+    sent = (bucket / "notifications/b/batch-proc.json").read_bytes()
+    (bucket / "validation/b/validation-results.json").unlink()
+    with pytest.raises(ObjectNotFoundError, match=r"validation/b/validation-results\.json"):
+        lifecycle.resume_batch(str(bucket), "b", options)
+    assert (bucket / "notifications/b/batch-proc.json").read_bytes() == sent

@@ -105,9 +105,32 @@ def test_what_an_input_leaves_out_comes_from_the_configuration() -> None:
 
 
 def test_every_setting_with_a_flag_is_an_option_of_the_command_line() -> None:
-    groups = (flags.PLANNING, flags.EXECUTION, flags.STORAGE, flags.DELIVERY, flags.OVERWRITE)
+    groups = (
+        flags.PLANNING,
+        flags.OUTPUT_FORMAT,
+        flags.EXECUTION,
+        flags.OVERWRITE,
+        flags.STORAGE,
+        flags.ENCRYPTION,
+        flags.DELIVERY,
+    )
     offered = {flag.name for group in groups for flag in group}
     assert offered == {s.name for s in SETTINGS if s.flag is not None}
+
+
+def test_a_command_reads_only_the_groups_of_settings_it_has_a_use_for() -> None:
+    env = {"SCM_BATCH_RETRY_ATTEMPTS": "three", "SCM_BATCH_STORAGE": "s3"}
+    assert load_settings(env, groups={"storage"}).run.storage.kind == "s3"
+    with pytest.raises(ConfigError, match="SCM_BATCH_RETRY_ATTEMPTS"):
+        load_settings(env, groups={"storage", "execution"})
+
+
+def test_text_is_taken_as_it_is_and_switches_as_the_command_line_spells_them() -> None:
+    settings = load_settings({"KAFKA_SASL_PASSWORD": " pass word ", "SCM_BATCH_COUNT_RECORDS": "y"})
+    assert settings.run.delivery.kafka.sasl_password == " pass word "
+    assert settings.run.plan.count_records is True
+    assert load_settings({"SCM_BATCH_COUNT_RECORDS": " F "}).run.plan.count_records is False
+    assert load_settings({"SCM_BATCH_WORKERS": "   "}).run.workers == Settings().run.workers
 
 
 def test_every_setting_is_in_the_readme_with_its_flag_and_variable() -> None:

@@ -123,8 +123,10 @@ def read_s3(event: Mapping[str, Any], settings: Settings, telemetry: Telemetry) 
     # The ids become object keys: they are checked before anything touches the bucket.
     job = lifecycle.admit(parse_job_input(settings.job_defaults.fill(fields)), settings.run)
     source = lifecycle.initialize(job, _ledger(job, settings), settings.run)
-    size = source.size if source is not None else None
-    telemetry.log("initialized", batchId=job.batch_id, key=job.file, size=size)
+    size = source.size if source is not None else None  # a batch with a plan looks at nothing
+    telemetry.log(
+        "initialized", batchId=job.batch_id, key=job.file, size=size, planned=source is None
+    )
     return Initialized(job=job, source=source)
 
 

@@ -30,8 +30,7 @@ from scm_batch.model import (
 from scm_batch.stages.notify import failure_name
 
 if TYPE_CHECKING:  # the lifecycle's answers, described here; importing it would load it all
-    from scm_batch.lifecycle import Aggregated
-    from scm_batch.lifecycle import Planned as Planned_
+    from scm_batch.lifecycle import Aggregated, PlannedBatch
     from scm_batch.stages.process import ChunkRun
 
 P = TypeVar("P", bound="Payload")
@@ -78,7 +77,7 @@ class PlanDescription(Payload, frozen=True, omit_defaults=True):
     items: list[ChunkTask] | None = None
 
     @classmethod
-    def of(cls, planned: Planned_, bucket: str, *, inline: bool) -> PlanDescription:
+    def of(cls, planned: PlannedBatch, bucket: str, *, inline: bool) -> PlanDescription:
         """How CalculateChunks describes the batch it planned (or took up) in ``bucket``."""
         plan = planned.plan
         routes: dict[Route, int] = {"lambda": 0, "batch": 0}

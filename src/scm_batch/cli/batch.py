@@ -7,7 +7,6 @@ decides anything about a batch.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ from scm_batch.cli.app import app
 from scm_batch.cli.console import err
 from scm_batch.cli.flags import (
     BATCH,
-    BUCKET_ACCESS,
     DELIVERY,
+    ENCRYPTION,
     EXECUTION,
     JOB,
     JOB_FIELDS,
@@ -46,13 +45,9 @@ from scm_batch.lifecycle import preview_plan, resume_batch, run_batch
 from scm_batch.model import JobInput
 from scm_batch.observe.progress import ProgressMode, ProgressReporter, choose_progress
 from scm_batch.observe.status import batch_status
-from scm_batch.settings import Settings, load_settings
+from scm_batch.settings import Settings
 
 _SOURCES = ("--input", "--manifest", "--event")
-
-
-def _settings(given: Given) -> Settings:
-    return load_settings(os.environ, given)
 
 
 def _job_input(given: Given, settings: Settings) -> JobInput:
@@ -93,36 +88,48 @@ def _progress(given: Given) -> ProgressReporter:
     return choose_progress(chosen)
 
 
-@command(app, JOB, PLANNING, EXECUTION, STORAGE, DELIVERY, OVERWRITE, PROGRESS, JSON)
+@command(
+    app,
+    JOB,
+    PLANNING,
+    OUTPUT_FORMAT,
+    EXECUTION,
+    STORAGE,
+    ENCRYPTION,
+    DELIVERY,
+    OVERWRITE,
+    PROGRESS,
+    JSON,
+)
 def run(ctx: typer.Context, given: Given) -> int:
     """Run a batch end to end: validate, plan, process chunks in parallel, aggregate, notify.
 
     A batch id whose plan is already in the bucket is resumed rather than started again.
     """
-    settings = _settings(given)
+    settings = given.settings("job", "deployment")
     job = _job_input(given, settings)
     report = run_batch(job, settings.run, progress=_progress(given))
     return finish(report, given["as_json"])
 
 
-@command(app, BATCH, OUTPUT_FORMAT, EXECUTION, STORAGE, DELIVERY, PROGRESS, JSON)
+@command(app, BATCH, OUTPUT_FORMAT, EXECUTION, STORAGE, ENCRYPTION, DELIVERY, PROGRESS, JSON)
 def resume(ctx: typer.Context, given: Given) -> int:
     """Continue an interrupted batch from its plan: finished chunks are kept, the rest run."""
-    settings = _settings(given)
+    settings = given.settings("deployment")
     progress = _progress(given)
     report = resume_batch(given["bucket"], given["batch_id"], settings.run, progress=progress)
     return finish(report, given["as_json"])
 
 
-@command(app, JOB, PLANNING, STORAGE, DELIVERY, JSON)
+@command(app, JOB, PLANNING, OUTPUT_FORMAT, STORAGE, DELIVERY, JSON)
 def plan(ctx: typer.Context, given: Given) -> None:
     """Print the chunk plan (byte ranges, records, route) without processing or writing anything."""
-    settings = _settings(given)
+    settings = given.settings("job")
     print_plan(preview_plan(_job_input(given, settings), settings.run), given["as_json"])
 
 
-@command(app, BATCH, BUCKET_ACCESS, JSON)
+@command(app, BATCH, STORAGE, JSON)
 def status(ctx: typer.Context, given: Given) -> None:
     """Where a batch stands, from its bucket alone: chunks done, failed, pending; records so far."""
-    storage = _settings(given).run.storage
+    storage = given.settings().run.storage
     print_status(batch_status(given["bucket"], given["batch_id"], storage), given["as_json"])

@@ -9,6 +9,7 @@ command whose body takes the values given, by parameter name, whatever groups it
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,20 +20,40 @@ import typer
 from rich.markup import escape
 
 from scm_batch.cli.console import guarded
-from scm_batch.settings import SETTINGS, Setting, Settings
+from scm_batch.settings import SETTINGS, Group, Setting, Settings, load_settings
 
-Given = Mapping[str, Any]
-"""The values of a command's options, by parameter name (``None``: not given)."""
+REQUIRED: Any = inspect.Parameter.empty  # the default of an option that must be given
+
+
+@dataclass(frozen=True, slots=True)
+class Given:
+    """What a command was given: its options' values by parameter name (``None``: not given),
+    and the groups of settings it has options for."""
+
+    values: Mapping[str, Any]
+    groups: frozenset[Group]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def settings(self, *also: Group) -> Settings:
+        """The settings of the command's groups, and of the groups ``also`` (settings without
+        flags it reads too): a variable of a setting the command has no use for is not read."""
+        return load_settings(os.environ, self.values, groups={*self.groups, *also})
+
+
 Body = Callable[[typer.Context, Given], int | None]
 
 
 @dataclass(frozen=True, slots=True)
 class Flag:
-    """One command-line option: its parameter name, ``Annotated`` type and default."""
+    """One command-line option: its parameter name, ``Annotated`` type and default, and the
+    group of the setting it gives, if it gives one."""
 
     name: str
     annotation: Any
     default: Any = None
+    group: Group | None = None
 
 
 def option(name: str, kind: Any, *decls: str, default: Any = None, **settings: Any) -> Flag:
@@ -41,9 +62,6 @@ def option(name: str, kind: Any, *decls: str, default: Any = None, **settings: A
 
 
 # ---- options made from settings -----------------------------------------------------------------
-_BY_NAME = {s.name: s for s in SETTINGS if s.flag is not None}
-
-
 def _default_text(setting: Setting) -> str | None:
     """The setting's default as ``--help`` shows it, or ``None`` when there is none to show."""
     value: Any = Settings()
@@ -71,13 +89,17 @@ def _setting_flag(setting: Setting) -> Flag:
     )
     text = escape(setting.help + notes)
     if setting.kind.type is bool and "/" not in setting.flag:  # an on/off flag: --overwrite
-        return option(setting.name, bool, setting.flag, default=False, help=text)
-    return option(setting.name, setting.kind.type | None, setting.flag, help=text)
+        switch = Annotated[bool, typer.Option(setting.flag, help=text)]
+        return Flag(setting.name, switch, False, setting.group)
+    kind: Any = setting.kind.type | None
+    return Flag(
+        setting.name, Annotated[kind, typer.Option(setting.flag, help=text)], None, setting.group
+    )
 
 
-def from_settings(*names: str) -> tuple[Flag, ...]:
-    """The options of the settings with these parameter names, in this order."""
-    return tuple(_setting_flag(_BY_NAME[name]) for name in names)
+def of_settings(group: Group) -> tuple[Flag, ...]:
+    """The options of a group's settings that have a flag, in the table's order."""
+    return tuple(_setting_flag(s) for s in SETTINGS if s.group == group and s.flag is not None)
 
 
 # ---- the groups ---------------------------------------------------------------------------------
@@ -167,48 +189,19 @@ BATCH = (
         "bucket",
         str,
         "--bucket",
+        default=REQUIRED,
         help="The batch's bucket: s3://name or a local directory.",
         envvar="SCM_BATCH_BUCKET",
     ),
-    option("batch_id", str, "--batch-id", help="The batch id."),
+    option("batch_id", str, "--batch-id", default=REQUIRED, help="The batch id."),
 )
-OUTPUT_FORMAT = from_settings("output_format")
-PLANNING = (
-    *from_settings(
-        "min_chunk_size",
-        "count_records",
-        "lambda_timeout",
-        "estimated_time_per_record",
-        "batch_processing_threshold",
-    ),
-    *OUTPUT_FORMAT,
-)
-EXECUTION = from_settings(
-    "workers",
-    "retry_attempts",
-    "retry_base_delay",
-    "retry_backoff_rate",
-    "retry_max_delay",
-    "tolerated_failure_percentage",
-    "tolerated_failure_count",
-)
-BUCKET_ACCESS = from_settings("storage", "endpoint_url", "region")
-STORAGE = (*BUCKET_ACCESS, *from_settings("sse", "sse_kms_key_id"))
-DELIVERY = from_settings(
-    "message_format",
-    "kafka_brokers",
-    "kafka_topic",
-    "kafka_notification_topic",
-    "kafka_topic_policy",
-    "kafka_security_protocol",
-    "kafka_sasl_mechanism",
-    "kafka_ssl_ca",
-    "kafka_msk_iam_region",
-    "sqs_core_queue",
-    "status_queue",
-    "sqs_endpoint_url",
-)
-OVERWRITE = from_settings("overwrite")
+PLANNING = of_settings("planning")
+OUTPUT_FORMAT = of_settings("output")
+EXECUTION = of_settings("execution")
+OVERWRITE = of_settings("rerun")
+STORAGE = of_settings("storage")
+ENCRYPTION = of_settings("encryption")
+DELIVERY = of_settings("delivery")
 PROGRESS = (
     option(
         "progress",
@@ -232,7 +225,8 @@ def command(app: typer.Typer, *groups: tuple[Flag, ...]) -> Callable[[Body], Bod
     flags = [flag for group in groups for flag in group]
 
     def register(body: Body) -> Body:
-        def command_line(ctx: typer.Context, **given: Any) -> None:
+        def command_line(ctx: typer.Context, **values: Any) -> None:
+            given = Given(values, frozenset(f.group for f in flags if f.group is not None))
             raise typer.Exit(guarded(ctx, lambda: body(ctx, given)) or 0)
 
         context = inspect.Parameter(

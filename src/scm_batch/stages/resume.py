@@ -41,7 +41,7 @@ def check_same_batch(plan: ChunkPlan, job: JobInput, storage: Storage) -> None:
         raise BatchExistsError(
             f"batch {job.batch_id!r} in {storage.uri} was planned with other input "
             f"({difference}); resume it as planned, use another batch id, or start it afresh "
-            "(--overwrite, or delete its objects)"
+            "(delete its objects; on the command line, --overwrite)"
         )
 
 
