@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
@@ -82,6 +82,9 @@ class Ledger:
 
     storage: Storage
     batch_id: str
+    # The plan once read or written: a batch's plan never changes (``clear`` forgets it), and a
+    # run asks for it at several steps; a large plan is megabytes of JSON.
+    _plan: list[ChunkPlan] = field(default_factory=list, repr=False, compare=False)
 
     def _read(self, key: str, kind: type[T]) -> T:
         return msgspec.json.decode(self.storage.get_bytes(key), type=kind)
@@ -102,10 +105,15 @@ class Ledger:
 
     # ---- the plan -----------------------------------------------------------------------------
     def has_plan(self) -> bool:
-        return self.storage.exists(layout.plan_key(self.batch_id))
+        return bool(self._plan) or self.storage.exists(layout.plan_key(self.batch_id))
 
     def plan(self) -> ChunkPlan | None:
-        return self._read_if_there(layout.plan_key(self.batch_id), ChunkPlan)
+        if not self._plan:
+            plan = self._read_if_there(layout.plan_key(self.batch_id), ChunkPlan)
+            if plan is None:
+                return None
+            self._plan.append(plan)
+        return self._plan[0]
 
     def stored_plan(self) -> ChunkPlan:
         """The plan, or ``NothingToResumeError``."""
@@ -129,6 +137,7 @@ class Ledger:
         """Store a new plan, its chunk items first."""
         self.storage.put_bytes(layout.chunk_items_key(self.batch_id), encode_chunk_items(plan))
         self.storage.put_bytes(layout.plan_key(self.batch_id), encode_plan(plan))
+        self._plan[:] = [plan]
 
     def ensure_chunk_items(self, plan: ChunkPlan) -> None:
         """Write the chunk items of a stored plan that lacks them (planned by an older version)."""
@@ -232,6 +241,7 @@ class Ledger:
         """Remove everything of the batch (``--overwrite``): it starts afresh."""
         for prefix in layout.batch_prefixes(self.batch_id):
             self.storage.delete_prefix(prefix)
+        self._plan.clear()
 
 
 # ---- failures recorded by the state machine ------------------------------------------------------

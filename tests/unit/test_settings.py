@@ -3,7 +3,11 @@ wherever it runs, a flag over its variable over the default, errors naming their
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ from scm_batch.settings import (
     SWITCH,
     TEXT,
     WHOLE,
+    Group,
     JobDefaults,
     Setting,
     Settings,
@@ -105,17 +110,18 @@ def test_what_an_input_leaves_out_comes_from_the_configuration() -> None:
 
 
 def test_every_setting_with_a_flag_is_an_option_of_the_command_line() -> None:
-    groups = (
-        flags.PLANNING,
-        flags.OUTPUT_FORMAT,
-        flags.EXECUTION,
-        flags.OVERWRITE,
-        flags.STORAGE,
-        flags.ENCRYPTION,
-        flags.DELIVERY,
-    )
-    offered = {flag.name for group in groups for flag in group}
+    offered = {flag.name for group in typing.get_args(Group) for flag in flags.of_settings(group)}
     assert offered == {s.name for s in SETTINGS if s.flag is not None}
+    help_text = subprocess.run(
+        [sys.executable, "-m", "scm_batch", "run", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    ).stdout
+    for setting in SETTINGS:
+        if setting.flag is not None:
+            assert setting.flag.split("/")[0] in help_text
 
 
 def test_a_command_reads_only_the_groups_of_settings_it_has_a_use_for() -> None:

@@ -17,17 +17,10 @@ from scm_batch.cli.app import app
 from scm_batch.cli.console import err
 from scm_batch.cli.flags import (
     BATCH,
-    DELIVERY,
-    ENCRYPTION,
-    EXECUTION,
     JOB,
     JOB_FIELDS,
     JSON,
-    OUTPUT_FORMAT,
-    OVERWRITE,
-    PLANNING,
     PROGRESS,
-    STORAGE,
     Given,
     command,
 )
@@ -91,13 +84,13 @@ def _progress(given: Given) -> ProgressReporter:
 @command(
     app,
     JOB,
-    PLANNING,
-    OUTPUT_FORMAT,
-    EXECUTION,
-    STORAGE,
-    ENCRYPTION,
-    DELIVERY,
-    OVERWRITE,
+    "planning",
+    "output",
+    "execution",
+    "storage",
+    "encryption",
+    "delivery",
+    "rerun",
     PROGRESS,
     JSON,
 )
@@ -112,7 +105,7 @@ def run(ctx: typer.Context, given: Given) -> int:
     return finish(report, given["as_json"])
 
 
-@command(app, BATCH, OUTPUT_FORMAT, EXECUTION, STORAGE, ENCRYPTION, DELIVERY, PROGRESS, JSON)
+@command(app, BATCH, "output", "execution", "storage", "encryption", "delivery", PROGRESS, JSON)
 def resume(ctx: typer.Context, given: Given) -> int:
     """Continue an interrupted batch from its plan: finished chunks are kept, the rest run."""
     settings = given.settings("deployment")
@@ -121,14 +114,14 @@ def resume(ctx: typer.Context, given: Given) -> int:
     return finish(report, given["as_json"])
 
 
-@command(app, JOB, PLANNING, OUTPUT_FORMAT, STORAGE, DELIVERY, JSON)
+@command(app, JOB, "planning", "output", "storage", "delivery", JSON)
 def plan(ctx: typer.Context, given: Given) -> None:
     """Print the chunk plan (byte ranges, records, route) without processing or writing anything."""
     settings = given.settings("job")
     print_plan(preview_plan(_job_input(given, settings), settings.run), given["as_json"])
 
 
-@command(app, BATCH, STORAGE, JSON)
+@command(app, BATCH, "storage", JSON)
 def status(ctx: typer.Context, given: Given) -> None:
     """Where a batch stands, from its bucket alone: chunks done, failed, pending; records so far."""
     storage = given.settings().run.storage

@@ -195,13 +195,6 @@ BATCH = (
     ),
     option("batch_id", str, "--batch-id", default=REQUIRED, help="The batch id."),
 )
-PLANNING = of_settings("planning")
-OUTPUT_FORMAT = of_settings("output")
-EXECUTION = of_settings("execution")
-OVERWRITE = of_settings("rerun")
-STORAGE = of_settings("storage")
-ENCRYPTION = of_settings("encryption")
-DELIVERY = of_settings("delivery")
 PROGRESS = (
     option(
         "progress",
@@ -217,12 +210,17 @@ JSON = (
 )
 
 
-def command(app: typer.Typer, *groups: tuple[Flag, ...]) -> Callable[[Body], Body]:
-    """Register ``body`` as a command of ``app`` taking the options of ``groups``: typer reads
-    the options from the signature made here, and ``body`` gets their values as one mapping. Its
-    failures end the command with one line and an exit code (:func:`scm_batch.cli.console.guarded`).
+def command(app: typer.Typer, *groups: tuple[Flag, ...] | Group) -> Callable[[Body], Body]:
+    """Register ``body`` as a command of ``app`` taking the options of ``groups`` (option groups
+    of this module, or groups of settings by name): typer reads the options from the signature
+    made here, and ``body`` gets what was given as one :class:`Given`. Its failures end the
+    command with one line and an exit code (:func:`scm_batch.cli.console.guarded`).
     """
-    flags = [flag for group in groups for flag in group]
+    flags = [
+        flag
+        for group in groups
+        for flag in (of_settings(group) if isinstance(group, str) else group)
+    ]
 
     def register(body: Body) -> Body:
         def command_line(ctx: typer.Context, **values: Any) -> None:
