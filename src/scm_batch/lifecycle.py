@@ -238,13 +238,16 @@ def _new_plan(
     new = msgspec.structs.replace(new, delivery=target)
     check_output_format_unchanged(new, options)
     _check_inline(new, inline_limit)
-    faults = options.faults
-    if faults is not None:
-        faults.crash_driver_at("during-planning")
+    _fault_point(options, "during-planning")
     ledger.record_plan(new)
-    if faults is not None:
-        faults.crash_driver_at("after-plan")
+    _fault_point(options, "after-plan")
     return PlannedBatch(new, resumed=False, done_before={}, finished=False)
+
+
+def _fault_point(options: RunOptions, point: str) -> None:
+    """Where the test-only fault switch may kill the driver (:mod:`scm_batch.faults`)."""
+    if options.faults is not None:
+        options.faults.crash_driver_at(point)
 
 
 def _check_inline(chunk_plan: ChunkPlan, limit: int | None) -> None:
@@ -313,13 +316,10 @@ def aggregate(
         chunks_resumed=chunks_before,
         session_records=sum(r.records for r in done.values()) - records_before,
     )
-    faults = options.faults
     ledger.record_validation(validation)
-    if faults is not None:
-        faults.crash_driver_at("during-aggregation")
+    _fault_point(options, "during-aggregation")
     ledger.record_summary(summary)
-    if faults is not None:
-        faults.crash_driver_at("before-notify")
+    _fault_point(options, "before-notify")
     return Aggregated(summary, validation)
 
 
@@ -342,11 +342,11 @@ def notify(aggregated: Aggregated, ledger: Ledger, options: RunOptions) -> list[
     ReportFailure's form), then the notified marker. A finished batch sends nothing again: where
     its messages went is what it recorded."""
     storage = ledger.storage
-    notified = ledger.notified()
-    if aggregated.recorded_before and notified is not None:
+    if aggregated.recorded_before:
+        notified = ledger.notified()
         return [
             Delivered(channel, storage.uri_for(layout.notification_key(ledger.batch_id, channel)))
-            for channel in notified.channels
+            for channel in (notified.channels if notified is not None else [])
         ]
     sent = notifications.send_notifications(
         aggregated.summary, _notifier(ledger, options), bucket=storage.uri
