@@ -12,6 +12,7 @@ from datetime import datetime
 
 import msgspec
 
+from scm_batch import layout
 from scm_batch.config import RunOptions
 from scm_batch.errors import ConfigError
 from scm_batch.model import JobInput
@@ -51,6 +52,19 @@ def _check_processed_at(value: str) -> None:
         raise ConfigError("processedAt", problem) from None
 
 
+def _check_input_outside_outputs(job: JobInput) -> None:
+    """No run may write or delete its own input: an input under a prefix the batch writes to or
+    deletes (its results, errors, metadata…) is refused, whatever the storage."""
+    for prefix in layout.batch_prefixes(job.batch_id):
+        if job.file.startswith(prefix):
+            raise ConfigError(
+                "file",
+                f"{job.file!r} is under {prefix}, where batch {job.batch_id!r} writes its "
+                "outputs: the run would overwrite or delete its own input (move the input, or use "
+                "another batch id)",
+            )
+
+
 def validate_batch_config(job: JobInput, options: RunOptions) -> JobInput:
     """Check the execution input and run options; return the input with its bucket normalized."""
     bucket = normalize_bucket(job.bucket, options.storage.kind)
@@ -58,6 +72,7 @@ def validate_batch_config(job: JobInput, options: RunOptions) -> JobInput:
     _check_id("customerId", job.customer_id)
     _check_id("tenantId", job.tenant_id)
     _check_id("batchId", job.batch_id)
+    _check_input_outside_outputs(job)
     if job.snapshot_id is not None:
         _check_id("snapshotId", job.snapshot_id)
     _check_range("maxConcurrentChunks", job.max_concurrent_chunks, 1, MAX_CONCURRENT_CHUNKS)
