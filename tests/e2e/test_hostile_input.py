@@ -3,6 +3,8 @@ Each test here failed on the code before its fix."""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,23 @@ def test_an_input_under_the_batch_own_outputs_is_refused(cli: Cli, bucket: Path,
     # Another batch's outputs are just files: reading them is fine.
     ok = cli("run", *batch_flags(bucket, key, batch_id="other"))
     assert ok.returncode == 0, ok.stderr
+
+
+def test_a_file_of_blank_lines_is_refused_however_long(cli: Cli, bucket: Path) -> None:
+    for name, size in (("short.jsonl", 900), ("long.jsonl", 2 << 20)):
+        (bucket / name).write_bytes(b" \n" * (size // 2))
+        result = cli("run", *batch_flags(bucket, name, batch_id=name.split(".")[0]))
+        assert_one_line_error(result, 2, "holds no records, only blank lines")
+    assert not (bucket / "notifications").exists()
+    # A record after two MiB of blank lines is found, and the file runs.
+    (bucket / "late.jsonl").write_bytes(b"\n" * (2 << 20) + GOOD_RECORD.encode())
+    ran = cli("run", *batch_flags(bucket, "late.jsonl", batch_id="late"))
+    assert ran.returncode == 0, ran.stderr
+
+
+def test_generate_never_replaces_what_is_not_a_regular_file(cli: Cli, tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    result = cli("generate", str(fifo), "--records", "5")
+    assert_one_line_error(result, 2, "is not a regular file")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)

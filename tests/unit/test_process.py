@@ -237,3 +237,13 @@ def test_a_chunk_pauses_the_cyclic_collector_and_always_resumes_it(bucket: Path)
     with pytest.raises(InputChangedError):
         process_chunk(plan.chunks[0], storage=storage)
     assert gc.isenabled()
+
+
+def test_only_json_white_space_makes_a_line_blank(bucket: Path) -> None:
+    # Form feed and vertical tab are white space to Python, not to JSON: such a line is malformed.
+    lines = [record(0), b" \t\r", b"\x0c", b"\x0b", b"", record(5)]
+    (bucket / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    storage, plan = plan_input(bucket, job_input(bucket))
+    result = process_chunk(plan.chunks[0], storage=storage)
+    assert (result.blank_lines, result.errors_by_category) == (2, {"malformed": 2})
+    assert [e["raw"] for e in read_lines(bucket / result.error_key)] == ["\x0c", "\x0b"]

@@ -36,6 +36,8 @@ def generate(
     def action() -> None:
         if invalid_rate + malformed_rate > 1.0:
             raise ConfigError("--invalid-rate", "plus --malformed-rate must be at most 1")
+        if file.exists() and not file.is_file():  # a device, a directory: never replaced
+            raise ConfigError("FILE", f"{file} exists and is not a regular file")
         started = time.perf_counter()
         done = 0
         last_report = started

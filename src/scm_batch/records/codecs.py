@@ -15,6 +15,14 @@ from scm_batch.model import InputFormat
 
 BOM = b"\xef\xbb\xbf"
 NEWLINE = b"\n"
+# JSON's white space: a line of nothing else is blank. (Form feed and vertical tab are not: such
+# a line is malformed, as a JSON parser says.)
+JSON_SPACE = b" \t\r\n"
+
+
+def is_blank(line: bytes) -> bool:
+    return not line.strip(JSON_SPACE)
+
 
 # What decoding one line can raise: msgspec.DecodeError and UnicodeDecodeError are ValueErrors;
 # a line nested about a thousand levels deep raises RecursionError.
@@ -44,7 +52,7 @@ def detect_format(head: bytes, where: str) -> InputFormat:
             raise InputFormatError(
                 f"{where} is {name}-compressed; this version reads uncompressed JSON Lines only"
             )
-    text = head.removeprefix(BOM).lstrip(b" \t\r\n")
+    text = head.removeprefix(BOM).lstrip(JSON_SPACE)
     if text.startswith(b"[") and not _array_line_then_more_lines(text):
         raise InputFormatError(
             f"{where} is a JSON array file; this version reads JSON Lines only "
@@ -64,7 +72,7 @@ def _array_line_then_more_lines(text: bytes) -> bool:
     except DECODE_ERRORS:
         return False
     for line in rest.split(NEWLINE)[:100]:
-        if line.strip():
+        if not is_blank(line):
             try:
                 decode(line)
             except DECODE_ERRORS:

@@ -10,11 +10,19 @@ import msgspec
 
 from scm_batch.errors import InputError, InputFormatError, ObjectNotFoundError
 from scm_batch.model import JobInput, SourceInfo
-from scm_batch.records.codecs import BOM, DECODE_ERRORS, NEWLINE, detect_format
+from scm_batch.records.codecs import BOM, DECODE_ERRORS, NEWLINE, detect_format, is_blank
 from scm_batch.records.transform import MAX_OFFSET
 from scm_batch.storage import Storage
 
 DEFAULT_SAMPLE_BYTES = 1 << 20
+_SCAN_BLOCK = 8 << 20
+
+
+def _anything_after(storage: Storage, key: str, start: int, size: int) -> bool:
+    """Whether the object holds anything but JSON white space from ``start`` on: read only when
+    its sample held nothing else, and only as far as the first byte that is not."""
+    blocks = storage.iter_range(key, start, size, _SCAN_BLOCK) if start < size else ()
+    return any(not is_blank(block) for block in blocks)
 
 
 def initialize_batch(
@@ -36,10 +44,14 @@ def initialize_batch(
     has_bom = head.startswith(BOM)
     body = head[len(BOM) :] if has_bom else head
     lines = body.split(NEWLINE)
-    if len(head) < info.size:
-        lines.pop()  # the last line of the sample may be cut short
-    non_blank = [line for line in lines if line.strip()]
-    if len(head) == info.size and not non_blank:
+    # The last line of the sample may be cut short: not sampled, but looked at for blankness.
+    partial = lines.pop() if len(head) < info.size else b""
+    non_blank = [line for line in lines if not is_blank(line)]
+    if (
+        not non_blank
+        and is_blank(partial)
+        and not _anything_after(storage, job.file, len(head), info.size)
+    ):
         raise InputError(f"input file {where} holds no records, only blank lines")
     decode = msgspec.json.Decoder().decode
     objects = 0

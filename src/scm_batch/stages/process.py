@@ -26,7 +26,7 @@ from scm_batch.errors import InputChangedError
 from scm_batch.faults import FaultPlan
 from scm_batch.ledger import Ledger, record_receipt
 from scm_batch.model import Attempt, ChunkResult, ChunkTask, StatusWord
-from scm_batch.records.codecs import BOM, DECODE_ERRORS, iter_line_blocks, undecodable
+from scm_batch.records.codecs import BOM, DECODE_ERRORS, is_blank, iter_line_blocks, undecodable
 from scm_batch.records.parts import open_result_part
 from scm_batch.records.transform import TransformContext, transform_records
 from scm_batch.records.validate import (
@@ -105,7 +105,7 @@ def _decode_slow(decode: Callable[[bytes], Any], line: bytes, start: int) -> Any
     """Decode a line the fast path refused: ``_BLANK`` for a blank line, the record when only
     the file's byte order mark was in the way, else one of ``DECODE_ERRORS`` (malformed)."""
     body = line[len(BOM) :] if start == 0 and line.startswith(BOM) else line
-    if not body.strip():
+    if is_blank(body):
         return _BLANK
     return decode(body)
 
