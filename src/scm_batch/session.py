@@ -97,11 +97,13 @@ def process_in_parallel(
     on the session's executor, retrying, tolerating and failing fast as the options say, with
     progress on the way."""
     lines_before = sum(r.lines for r in done_before.values())
+    # Never more workers than chunks: a worker with nothing to do costs a process all the same.
+    workers = min(session.options.workers, len(todo))
     session.progress.phase(
         f"ProcessChunksInParallel: {len(todo)} of {plan.chunk_count} chunks of up to "
-        f"{plan.chunk_size:,} records on {session.options.workers} workers"
+        f"{plan.chunk_size:,} records on {workers} workers"
     )
-    executor = session.executor_factory(session.options)
+    executor = session.executor_factory(msgspec.structs.replace(session.options, workers=workers))
 
     def snapshot(tally: Tally) -> ProgressSnapshot:
         return ProgressSnapshot(

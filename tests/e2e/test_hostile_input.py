@@ -59,3 +59,15 @@ def test_generate_never_replaces_what_is_not_a_regular_file(cli: Cli, tmp_path: 
     result = cli("generate", str(fifo), "--records", "5")
     assert_one_line_error(result, 2, "is not a regular file")
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+def test_never_more_workers_than_chunks_and_a_warning_far_beyond_the_cpus(
+    cli: Cli, bucket: Path
+) -> None:
+    (bucket / "in.jsonl").write_text(GOOD_RECORD * 30)
+    flags = [*batch_flags(bucket, "in.jsonl", batch_id="w"), "--progress", "log"]
+    result = cli("run", *flags, "--workers", "200", "--max-concurrent-chunks", "2",
+                 "--min-chunk-size", "1")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "2 of 2 chunks of up to 15 records on 2 workers" in result.stderr
+    assert "warning: 200 workers on" in result.stderr

@@ -7,6 +7,7 @@ decides anything about a batch.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from scm_batch.cli.flags import (
 )
 from scm_batch.cli.show import finish, print_plan, print_status
 from scm_batch.config import (
+    RunOptions,
     load_input_file,
     load_manifest,
     manifest_of_event,
@@ -41,6 +43,7 @@ from scm_batch.observe.status import batch_status
 from scm_batch.settings import Settings
 
 _SOURCES = ("--input", "--manifest", "--event")
+MANY_WORKERS_PER_CPU = 4  # beyond this many workers a CPU, a run is warned
 
 
 def _job_input(given: Given, settings: Settings) -> JobInput:
@@ -73,6 +76,15 @@ def _job_input(given: Given, settings: Settings) -> JobInput:
     return parse_job_input(settings.job_defaults.fill(mapping))
 
 
+def _warn_of_many_workers(options: RunOptions) -> None:
+    cpus = os.cpu_count() or 1
+    if options.workers > MANY_WORKERS_PER_CPU * cpus:
+        err.print(
+            f"[yellow]warning:[/] {options.workers} workers on {cpus} CPUs: more than "
+            f"{MANY_WORKERS_PER_CPU} a CPU only adds processes and memory (each chunk runs on one)"
+        )
+
+
 def _progress(given: Given) -> ProgressReporter:
     mode = given["progress"]
     if mode not in ("auto", "live", "log", "none"):
@@ -101,6 +113,7 @@ def run(ctx: typer.Context, given: Given) -> int:
     """
     settings = given.settings("job", "deployment")
     job = _job_input(given, settings)
+    _warn_of_many_workers(settings.run)
     report = run_batch(job, settings.run, progress=_progress(given))
     return finish(report, given["as_json"])
 
@@ -109,6 +122,7 @@ def run(ctx: typer.Context, given: Given) -> int:
 def resume(ctx: typer.Context, given: Given) -> int:
     """Continue an interrupted batch from its plan: finished chunks are kept, the rest run."""
     settings = given.settings("deployment")
+    _warn_of_many_workers(settings.run)
     progress = _progress(given)
     report = resume_batch(given["bucket"], given["batch_id"], settings.run, progress=progress)
     return finish(report, given["as_json"])
