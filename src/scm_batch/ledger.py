@@ -71,6 +71,19 @@ def encode_chunk_items(plan: ChunkPlan) -> bytes:
     return msgspec.json.encode(plan.chunks)
 
 
+def rebased(plan: ChunkPlan, bucket: str) -> ChunkPlan:
+    """``plan`` with its bucket, and every chunk's, the one named ``bucket``: everything else in a
+    plan is relative to its bucket already (object keys)."""
+    if plan.job.bucket == bucket and all(c.bucket == bucket for c in plan.chunks):
+        return plan
+    replace = msgspec.structs.replace
+    return replace(
+        plan,
+        job=replace(plan.job, bucket=bucket),
+        chunks=[replace(c, bucket=bucket) for c in plan.chunks],
+    )
+
+
 def record_receipt(storage: Storage, batch_id: str, result: ChunkResult) -> None:
     """Commit a chunk: call only once its parts are complete and its records delivered."""
     storage.put_bytes(layout.receipt_key(batch_id, result.chunk_id), _encode(result))
@@ -108,11 +121,13 @@ class Ledger:
         return bool(self._plan) or self.storage.exists(layout.plan_key(self.batch_id))
 
     def plan(self) -> ChunkPlan | None:
+        """The stored plan, in this bucket: a bucket copied or moved elsewhere is carried on
+        where it is now, never written back to where it was planned."""
         if not self._plan:
             plan = self._read_if_there(layout.plan_key(self.batch_id), ChunkPlan)
             if plan is None:
                 return None
-            self._plan.append(plan)
+            self._plan.append(rebased(plan, self.storage.uri))
         return self._plan[0]
 
     def stored_plan(self) -> ChunkPlan:
@@ -139,11 +154,10 @@ class Ledger:
         self.storage.put_bytes(layout.plan_key(self.batch_id), encode_plan(plan))
         self._plan[:] = [plan]
 
-    def ensure_chunk_items(self, plan: ChunkPlan) -> None:
-        """Write the chunk items of a stored plan that lacks them (planned by an older version)."""
-        key = layout.chunk_items_key(self.batch_id)
-        if not self.storage.exists(key):
-            self.storage.put_bytes(key, encode_chunk_items(plan))
+    def record_chunk_items(self, plan: ChunkPlan) -> None:
+        """Write the chunk items of a stored plan taken up again, as they are in this bucket now
+        (a plan made by an older version has none; a copied bucket's name the old bucket)."""
+        self.storage.put_bytes(layout.chunk_items_key(self.batch_id), encode_chunk_items(plan))
 
     # ---- chunks -------------------------------------------------------------------------------
     def receipt(self, chunk_id: str) -> ChunkResult | None:

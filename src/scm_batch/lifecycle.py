@@ -219,7 +219,7 @@ def plan(
     check_output_format_unchanged(stored, options, finished=finished)
     _check_inline(stored, inline_limit)
     if not finished:  # its outcome will change: a crash must not leave the old one standing
-        ledger.ensure_chunk_items(stored)
+        ledger.record_chunk_items(stored)
         ledger.reopen()
     return PlannedBatch(stored, resumed=True, done_before=done, finished=finished)
 
