@@ -25,7 +25,9 @@ class ExitCode:
     CHUNKS_FAILED = 4
     COMPLETED_WITH_TOLERATED_FAILURES = 5
     UNAVAILABLE = 6
-    INTERRUPTED = 130
+    INTERRUPTED = 130  # Ctrl-C (SIGINT)
+    BROKEN_PIPE = 141  # standard output closed early, as a shell reports SIGPIPE
+    TERMINATED = 143  # SIGTERM: how containers and schedulers stop a job
 
 
 def _restore(cls: type[ScmBatchError], message: str, state: dict[str, Any]) -> ScmBatchError:
@@ -78,8 +80,10 @@ class InputChangedError(InputError):
 
 
 class StorageError(ScmBatchError):
-    """Reading or writing the working bucket failed for a reason that may pass (I/O hiccup)."""
+    """Reading or writing the working bucket failed for a reason that may pass (an I/O hiccup, a
+    full disk): the environment's failure, not the input's nor a bug."""
 
+    exit_code = ExitCode.UNAVAILABLE
     transient = True
 
 

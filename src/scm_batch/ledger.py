@@ -252,8 +252,12 @@ class Ledger:
         )
 
     def clear(self) -> None:
-        """Remove everything of the batch (``--overwrite``): it starts afresh."""
-        for prefix in layout.batch_prefixes(self.batch_id):
+        """Remove everything of the batch (``--overwrite``): it starts afresh. Every prefix is
+        checked first, so the batch is deleted whole or not at all."""
+        prefixes = layout.batch_prefixes(self.batch_id)
+        for prefix in prefixes:
+            self.storage.check_deletable(prefix)
+        for prefix in prefixes:
             self.storage.delete_prefix(prefix)
         self._plan.clear()
 

@@ -12,6 +12,8 @@ documented exit code; a traceback appears only with ``--debug``.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 import typer
@@ -20,7 +22,7 @@ from rich.markup import escape
 from scm_batch.cli import batch, generate  # noqa: F401 - the commands register themselves
 from scm_batch.cli.app import app
 from scm_batch.cli.aws import aws_app
-from scm_batch.cli.console import err
+from scm_batch.cli.console import err, raise_terminated
 from scm_batch.errors import ExitCode
 
 app.add_typer(aws_app, name="aws")
@@ -29,9 +31,16 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    """Console entry point: usage errors, like every other error, are one line on stderr."""
+    """Console entry point: usage errors, like every other error, are one line on stderr; SIGTERM
+    stops a run as Ctrl-C does; a standard output closed early ends the command quietly."""
+    signal.signal(signal.SIGTERM, raise_terminated)
     try:
         code = app(standalone_mode=False, prog_name="scm-batch")
+    except BrokenPipeError:
+        # The reader is gone (`scm-batch status … | head -1`): nothing more to say, and nothing
+        # left to flush into the closed pipe at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(ExitCode.BROKEN_PIPE)
     except typer.Abort:
         err.print("[bold red]error:[/] interrupted", soft_wrap=True)
         sys.exit(ExitCode.INTERRUPTED)

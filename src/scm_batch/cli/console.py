@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import traceback
 from collections.abc import Callable
 from typing import TypeVar
@@ -14,8 +16,18 @@ from scm_batch.errors import ExitCode, ScmBatchError
 
 T = TypeVar("T")
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False, soft_wrap=True)
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader of standard output is gone (``… | head -1``): end quietly, as other
+        command-line tools do, with the code a shell gives SIGPIPE (rich itself exits 1)."""
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(ExitCode.BROKEN_PIPE)
+
+
+err = _Console(stderr=True, highlight=False)
+out = _Console(highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -23,17 +35,29 @@ def fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it stops as it does on Ctrl-C: workers
+    stopped, temporary files removed, one line."""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def guarded(ctx: typer.Context, action: Callable[[], T]) -> T:
-    """Run a command body, turning failures into one line and an exit code."""
+    """Run a command body, turning failures into one line and an exit code. A closed standard
+    output is the caller's to handle (it ends the command quietly)."""
     debug = bool(ctx.obj)
     try:
         return action()
-    except (typer.Exit, typer.Abort):
+    except (typer.Exit, typer.Abort, BrokenPipeError):
         raise
     except ScmBatchError as exc:
         if debug:
             traceback.print_exc()
         raise fail(exc.message, exc.exit_code) from None
+    except Terminated:
+        raise fail("terminated", ExitCode.TERMINATED) from None
     except KeyboardInterrupt:
         raise fail("interrupted", ExitCode.INTERRUPTED) from None
     except Exception as exc:

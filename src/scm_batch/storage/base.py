@@ -94,7 +94,13 @@ class Storage(Protocol):
         ...
 
     def delete_prefix(self, prefix: str) -> None:
-        """Remove every object whose key starts with ``prefix`` (which ends in ``/``)."""
+        """Remove every object whose key starts with ``prefix`` (which ends in ``/``); never
+        through a link that leads out of the bucket (``StorageAccessError``)."""
+        ...
+
+    def check_deletable(self, prefix: str) -> None:
+        """Raise what :meth:`delete_prefix` would raise before deleting anything, so that a
+        caller deleting several prefixes deletes all of them or none."""
         ...
 
 

@@ -200,10 +200,27 @@ class LocalStorage:
                 removed += 1
         return removed
 
-    def delete_prefix(self, prefix: str) -> None:
+    def _deletable(self, prefix: str) -> tuple[Path, Path]:
+        """The folder of ``prefix`` as named and as it really is; ``StorageAccessError`` when it
+        is, or lies below, a link that leads out of the bucket."""
         if not prefix.endswith("/"):
             raise ValueError(f"prefix must end with '/': {prefix!r}")
         path = self._path(prefix.rstrip("/"))
+        real, root = path.resolve(), self._root.resolve()
+        if real != root and root not in real.parents:
+            raise StorageAccessError(
+                f"{path} leads out of the bucket (to {real}) through a link: its files are not "
+                "the bucket's to delete; remove them, or the link, yourself"
+            )
+        return path, real
+
+    def check_deletable(self, prefix: str) -> None:
+        self._deletable(prefix)
+
+    def delete_prefix(self, prefix: str) -> None:
+        path, real = self._deletable(prefix)
         with _os_errors(str(path)):
-            if path.is_dir():
-                shutil.rmtree(path)
+            if real.is_dir():
+                shutil.rmtree(real)  # rmtree removes links inside as links, never follows them
+            if path.is_symlink():
+                path.unlink()

@@ -321,6 +321,9 @@ class S3Storage:
         with self._errors(self.uri_for(key)):
             self._client.delete_object(Bucket=self._bucket, Key=key)
 
+    def check_deletable(self, prefix: str) -> None:
+        """S3 has no links: every prefix of the bucket is the bucket's."""
+
     def delete_prefix(self, prefix: str) -> None:
         if not prefix.endswith("/"):
             raise ValueError(f"prefix must end with '/': {prefix!r}")
