@@ -23,6 +23,7 @@ executor ran the chunks.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -37,6 +38,7 @@ from scm_batch.model import (
     ChunkPlan,
     ChunkResult,
     ChunkTask,
+    PartCheck,
     RunSummary,
     StatusWord,
     ValidationReport,
@@ -45,6 +47,7 @@ from scm_batch.storage import Storage
 
 T = TypeVar("T")
 
+_VERIFY_BLOCK = 8 << 20
 # A failure message longer than this is cut: it is shown to people, one line per chunk.
 MAX_FAILURE_MESSAGE = 2000
 
@@ -173,6 +176,48 @@ class Ledger:
         results = self._read_all(layout.receipt_prefix(self.batch_id), ChunkResult)
         return {r.chunk_id: r for r in results}
 
+    def intact(
+        self, done: dict[str, ChunkResult], *, forget_broken: bool = False
+    ) -> dict[str, ChunkResult]:
+        """The receipts whose parts are still there at the size their chunk wrote them (one stat
+        a part). With ``forget_broken``, a chunk with a part missing or changed in size loses its
+        receipt: it is done again."""
+        kept = {}
+        for chunk_id, result in done.items():
+            if all(self._same_size(part) for part in result.parts):
+                kept[chunk_id] = result
+            elif forget_broken:
+                self.storage.delete(layout.receipt_key(self.batch_id, chunk_id))
+        return kept
+
+    def _same_size(self, part: PartCheck) -> bool:
+        try:
+            return self.storage.stat(part.key).size == part.size
+        except ObjectNotFoundError:
+            return False
+
+    def damaged(self, done: dict[str, ChunkResult]) -> dict[str, str]:
+        """What is wrong with the parts of done chunks, by chunk id, every part read whole and
+        its checksum compared with its receipt's (``status --verify``)."""
+        found = {}
+        for chunk_id, result in done.items():
+            problems = [p for p in map(self._part_problem, result.parts) if p is not None]
+            if problems:
+                found[chunk_id] = "; ".join(problems)
+        return found
+
+    def _part_problem(self, part: PartCheck) -> str | None:
+        try:
+            size = self.storage.stat(part.key).size
+        except ObjectNotFoundError:
+            return f"{part.key} is missing"
+        if size != part.size:
+            return f"{part.key} holds {size:,} bytes, written with {part.size:,}"
+        crc32 = 0
+        for block in self.storage.iter_range(part.key, 0, size, _VERIFY_BLOCK):
+            crc32 = zlib.crc32(block, crc32)
+        return None if crc32 == part.crc32 else f"{part.key} changed since it was written"
+
     def failures(self) -> dict[str, ChunkFailure]:
         """Chunks whose last session gave up on them (a later success supersedes the record),
         each with a message a person can read."""
@@ -230,10 +275,11 @@ class Ledger:
 
     def finished(self, plan: ChunkPlan, done: dict[str, ChunkResult] | None = None) -> bool:
         """Every chunk done and the batch's messages sent: nothing left to run or send. The
-        receipts (``done``, read here when not given) matter only once the marker is there."""
+        receipts (``done``, read here, with their parts checked, when not given) matter only
+        once the marker is there."""
         if self.notified() is None:
             return False
-        done = self.done() if done is None else done
+        done = self.intact(self.done()) if done is None else done
         return all(c.chunk_id in done for c in plan.chunks)
 
     def reopen(self) -> None:

@@ -212,7 +212,8 @@ def plan(
     # Again: on AWS another execution may have planned or changed it since ValidateBatchConfig.
     _check_stored_plan(stored, job, ledger, options)
     ledger.discard_incomplete()  # what killed attempts left: temporary files, open uploads
-    done = ledger.done()
+    # A chunk whose parts were deleted or changed since is done again.
+    done = ledger.intact(ledger.done(), forget_broken=True)
     ledger.forget_failures_of_done_chunks(done)
     finished = ledger.finished(stored, done)
     # A finished batch writes no part: it is reported even where its format cannot be written.

@@ -212,6 +212,14 @@ class Attempt(CamelStruct, frozen=True):
     transient: bool | None = None
 
 
+class PartCheck(CamelStruct, frozen=True):
+    """A part as its chunk wrote it: enough to notice that it is gone or changed since."""
+
+    key: str
+    size: int
+    crc32: int  # of the whole object (zlib's CRC-32)
+
+
 class ChunkResult(CamelStruct, frozen=True):
     """What processing one chunk produced: counts and object keys, never records.
 
@@ -237,6 +245,7 @@ class ChunkResult(CamelStruct, frozen=True):
     attempts: list[Attempt] = msgspec.field(default_factory=list)
     delivered: int = 0  # messages the destination acknowledged (0 for destination none)
     status: StatusWord = StatusWord.CHUNK_PROCESSED
+    parts: list[PartCheck] = msgspec.field(default_factory=list)  # none in older receipts
 
     @property
     def records(self) -> int:

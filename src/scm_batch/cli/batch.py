@@ -24,6 +24,7 @@ from scm_batch.cli.flags import (
     PROGRESS,
     Given,
     command,
+    option,
 )
 from scm_batch.cli.show import finish, print_plan, print_status
 from scm_batch.config import (
@@ -35,7 +36,7 @@ from scm_batch.config import (
     parse_job_input,
     unknown_input_fields,
 )
-from scm_batch.errors import ConfigError
+from scm_batch.errors import ConfigError, ExitCode
 from scm_batch.lifecycle import preview_plan, resume_batch, run_batch
 from scm_batch.model import JobInput
 from scm_batch.observe.progress import ProgressMode, ProgressReporter, choose_progress
@@ -135,8 +136,22 @@ def plan(ctx: typer.Context, given: Given) -> None:
     print_plan(preview_plan(_job_input(given, settings), settings.run), given["as_json"])
 
 
-@command(app, BATCH, "storage", JSON)
-def status(ctx: typer.Context, given: Given) -> None:
+VERIFY = (
+    option(
+        "verify",
+        bool,
+        "--verify",
+        default=False,
+        help="Read every part of every done chunk and check it against its receipt's checksum "
+        "(exit 4 if one is missing or changed: resume redoes those chunks).",
+    ),
+)
+
+
+@command(app, BATCH, "storage", VERIFY, JSON)
+def status(ctx: typer.Context, given: Given) -> int:
     """Where a batch stands, from its bucket alone: chunks done, failed, pending; records so far."""
     storage = given.settings().run.storage
-    print_status(batch_status(given["bucket"], given["batch_id"], storage), given["as_json"])
+    state = batch_status(given["bucket"], given["batch_id"], storage, verify=given["verify"])
+    print_status(state, given["as_json"])
+    return ExitCode.CHUNKS_FAILED if state.damaged else ExitCode.OK

@@ -107,6 +107,10 @@ def print_status(state: BatchStatus, as_json: bool) -> None:
         _out.print(f"result:  {state.batch_status}, {state.validation_status}")
     if state.notification_status is not None:
         _out.print(f"notified: {state.notification_status}")
+    if state.damaged is not None:
+        _out.print(f"verified: {state.chunks_done - len(state.damaged)} done chunks intact")
+        for chunk_id, problem in sorted(state.damaged.items()):
+            _out.print(escape(f"damaged: {chunk_id}: {problem} (resume redoes it)"))
 
 
 def print_plan(chunk_plan: ChunkPlan, as_json: bool) -> None:

@@ -34,10 +34,15 @@ class BatchStatus(CamelStruct, frozen=True):
     batch_status: StatusWord | None
     validation_status: StatusWord | None
     notification_status: StatusWord | None
+    # With verification: what is wrong with done chunks' parts, by chunk id (empty: all intact).
+    damaged: dict[str, str] | None = None
 
 
-def batch_status(bucket: str, batch_id: str, options: StorageOptions | None = None) -> BatchStatus:
-    """The status of ``batch_id`` in ``bucket``; ``NothingToResumeError`` if it has no plan."""
+def batch_status(
+    bucket: str, batch_id: str, options: StorageOptions | None = None, *, verify: bool = False
+) -> BatchStatus:
+    """The status of ``batch_id`` in ``bucket``; ``NothingToResumeError`` if it has no plan. With
+    ``verify``, every part of every done chunk is read and held to its receipt's checksum."""
     ledger = Ledger(open_storage(bucket, options), batch_id)
     plan = ledger.stored_plan()
     done = ledger.done()
@@ -66,4 +71,5 @@ def batch_status(bucket: str, batch_id: str, options: StorageOptions | None = No
         batch_status=summary.status if summary else None,
         validation_status=summary.validation_status if summary else None,
         notification_status=notified.batch_status if notified else None,
+        damaged=ledger.damaged(done) if verify else None,
     )

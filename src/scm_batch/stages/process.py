@@ -14,7 +14,9 @@ import gc
 import resource
 import sys
 import time
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import accumulate, compress
 from typing import Any, ParamSpec, TypeVar
@@ -25,7 +27,7 @@ from scm_batch import layout
 from scm_batch.errors import InputChangedError
 from scm_batch.faults import FaultPlan
 from scm_batch.ledger import Ledger, record_receipt
-from scm_batch.model import Attempt, ChunkResult, ChunkTask, StatusWord
+from scm_batch.model import Attempt, ChunkResult, ChunkTask, PartCheck, StatusWord
 from scm_batch.records.codecs import BOM, DECODE_ERRORS, is_blank, iter_line_blocks, undecodable
 from scm_batch.records.parts import open_result_part
 from scm_batch.records.transform import TransformContext, transform_records
@@ -40,7 +42,7 @@ from scm_batch.records.validate import (
 )
 from scm_batch.sinks.base import RecordSink
 from scm_batch.sinks.messages import MessageBuilder
-from scm_batch.storage import ObjectInfo, Storage, open_storage
+from scm_batch.storage import ObjectInfo, ObjectWriter, Storage, open_storage
 
 DEFAULT_BLOCK_SIZE = 1 << 20
 P = ParamSpec("P")
@@ -134,6 +136,30 @@ def _check_consumed(task: ChunkTask, *, consumed: int, lines: int) -> None:
             f"{task.chunk_id}: expected {task.chunk_size:,} lines at offset {task.byte_start:,} "
             f"of {task.file}, found {lines:,}; the input changed after planning"
         )
+
+
+class _CheckedWriter:
+    """An object writer that counts and checksums what goes through it, for the receipt."""
+
+    def __init__(self, out: ObjectWriter, key: str) -> None:
+        self._out = out
+        self._key = key
+        self._size = 0
+        self._crc32 = 0
+
+    def write(self, data: bytes, /) -> int:
+        self._size += len(data)
+        self._crc32 = zlib.crc32(data, self._crc32)
+        return self._out.write(data)
+
+    def check(self) -> PartCheck:
+        return PartCheck(key=self._key, size=self._size, crc32=self._crc32)
+
+
+@contextmanager
+def _checked_writer(store: Storage, key: str) -> Iterator[_CheckedWriter]:
+    with store.open_writer(key) as out:
+        yield _CheckedWriter(out, key)
 
 
 def _peak_rss_bytes() -> int:
@@ -304,9 +330,9 @@ def process_chunk(
     messages = MessageBuilder(task, sink.message_format) if sink is not None else None
     try:
         with (
-            store.open_writer(result_key) as result_object,
+            _checked_writer(store, result_key) as result_object,
             open_result_part(task.output_format, result_object) as results,
-            store.open_writer(error_key) as errors,
+            _checked_writer(store, error_key) as errors,
         ):
             for lines in iter_line_blocks(blocks):
                 good, offsets, indices = scanner.scan(lines)
@@ -339,6 +365,7 @@ def process_chunk(
 
     duration = round(time.perf_counter() - started, 6)
     result = _result(task, scanner.tally, duration, previous_attempts, attempt, delivered)
+    result = msgspec.structs.replace(result, parts=[result_object.check(), errors.check()])
     record_receipt(store, task.batch_id, result)  # the commit: last, after parts and delivery
     return result
 
