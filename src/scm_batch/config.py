@@ -36,6 +36,8 @@ class RunOptions(CamelStruct, frozen=True):
 
     workers: int = msgspec.field(default_factory=lambda: os.cpu_count() or 1)
     block_size: int = DEFAULT_BLOCK_SIZE
+    # A chunk running longer is stopped and retried; None: from its size and the measured pace.
+    chunk_timeout_seconds: float | None = None
     overwrite: bool = False
     plan: PlanOptions = msgspec.field(default_factory=PlanOptions)
     retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)

@@ -5,6 +5,8 @@ Set ``SCM_BATCH_FAULTS`` to a comma-separated list of ``target=fault`` entries:
 * ``chunk_000003=transient:2`` — the chunk's first 2 attempts raise a transient error;
 * ``chunk_000004=terminal`` — every attempt raises a terminal error;
 * ``chunk_000005=kill:1`` — the worker running the first attempt kills itself with SIGKILL;
+* ``chunk_000007=stall:1`` — the worker running the first attempt stops itself (SIGSTOP), as a
+  stuck worker would be: only its chunk's timeout ends it;
 * ``chunk_000006=kill-driver`` — the worker kills the driver, then itself, with SIGKILL, leaving
   the chunk's parts half-written as a machine crash would (first attempt only);
 * ``driver=during-planning`` | ``after-plan`` | ``after-chunks:N`` | ``during-aggregation`` |
@@ -30,7 +32,7 @@ from scm_batch.model import CamelStruct
 
 FAULTS_ENV = "SCM_BATCH_FAULTS"
 
-ChunkFaultKind = Literal["transient", "terminal", "kill", "kill-driver"]
+ChunkFaultKind = Literal["transient", "terminal", "kill", "stall", "kill-driver"]
 DRIVER_POINTS = (
     "during-planning",
     "after-plan",
@@ -87,6 +89,8 @@ class FaultPlan(CamelStruct, frozen=True):
             return raise_terminal
         if fault.kind == "kill":
             return lambda: os.kill(os.getpid(), signal.SIGKILL)
+        if fault.kind == "stall":
+            return lambda: os.kill(os.getpid(), signal.SIGSTOP)
         driver = self.driver_pid
         if driver is None:
             return None
@@ -113,7 +117,7 @@ def _chunk_fault(value: str, entry: str) -> ChunkFault:
         raise ConfigError(FAULTS_ENV, f"bad block number in {entry!r}")
     after = int(at) if at else 1
     kind, _, times = value.partition(":")
-    if kind not in ("transient", "terminal", "kill", "kill-driver"):
+    if kind not in ("transient", "terminal", "kill", "stall", "kill-driver"):
         raise ConfigError(FAULTS_ENV, f"unknown fault {kind!r} in {entry!r}")
     if kind == "terminal":
         return ChunkFault(kind="terminal", times=None, after_blocks=after)

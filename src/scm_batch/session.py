@@ -39,6 +39,7 @@ def local_executor(options: RunOptions) -> ChunkExecutor:
         storage=options.storage,
         delivery=options.delivery,
         faults=options.faults,
+        chunk_timeout=options.chunk_timeout_seconds,
     )
 
 

@@ -3,6 +3,7 @@ closed standard output, SIGTERM. Each test here failed on the code before its fi
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import signal
@@ -98,3 +99,20 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(bucket: Path) -> None:
     assert list(bucket.rglob(".*.tmp")) == []
     resumed = run_cli("resume", "--bucket", str(bucket), "--batch-id", "self", "--progress", "none")
     assert resumed.returncode == 0, resumed.stderr
+
+
+def test_a_stuck_worker_is_stopped_at_its_chunk_timeout_and_the_chunk_retried(
+    cli: Cli, bucket: Path
+) -> None:
+    generate_file(bucket / "in.jsonl", 4_000, seed=7)
+    flags = [*batch_flags(bucket, "in.jsonl"), "--max-concurrent-chunks", "4"]
+    flags += ["--min-chunk-size", "1", "--chunk-timeout", "3", "--json"]
+    # The worker running chunk 2 stops itself (SIGSTOP), as a stuck one would: without a
+    # timeout the run waited for it forever.
+    result = cli("run", *flags, env={"SCM_BATCH_FAULTS": "chunk_000002=stall:1"}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    receipt = json.loads((bucket / "metadata/self/chunks/chunk_000002.json").read_text())
+    first, second = receipt["attempts"]
+    assert first["errorType"] == "WorkerDiedError"
+    assert "did not finish chunk_000002 within 3 s" in first["message"]
+    assert second["status"] == "CHUNK_PROCESSED"

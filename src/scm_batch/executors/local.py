@@ -14,12 +14,14 @@ which it does when the driver dies: a killed driver leaves no orphan writing int
 from __future__ import annotations
 
 import ctypes
+import math
 import multiprocessing
 import os
 import pickle
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -154,6 +156,33 @@ class _Job:
     previous: list[Attempt]
     future: Future[ChunkResult]
     lines: int = 0
+    timeout: float = math.inf  # seconds it may take, set when a worker takes it
+    deadline: float = math.inf  # time.monotonic() by which it must be done
+    timed_out: bool = False
+
+
+# A chunk's timeout, unless one is given: ten times what it should take at the pace this pool's
+# chunks went so far (bytes per second of a chunk, from those finished), and at least a minute.
+# Before any has finished, a pessimistic pace is assumed (the first chunks may be slow to start).
+MIN_CHUNK_TIMEOUT = 60.0
+TIMEOUT_FACTOR = 10.0
+UNMEASURED_PACE = float(1 << 20)
+
+
+@dataclass(slots=True)
+class _Pace:
+    """How fast this pool's chunks went: what the next one may take."""
+
+    bytes: int = 0
+    seconds: float = 0.0
+
+    def record(self, result: ChunkResult) -> None:
+        self.bytes += result.bytes_read
+        self.seconds += result.duration_seconds
+
+    def timeout(self, task: ChunkTask) -> float:
+        pace = self.bytes / self.seconds if self.bytes and self.seconds > 0 else UNMEASURED_PACE
+        return max(MIN_CHUNK_TIMEOUT, TIMEOUT_FACTOR * (task.byte_end - task.byte_start) / pace)
 
 
 @dataclass(slots=True, eq=False)
@@ -182,6 +211,7 @@ class LocalExecutor:
         storage: StorageOptions | None = None,
         delivery: DeliveryOptions | None = None,
         faults: FaultPlan | None = None,
+        chunk_timeout: float | None = None,
     ) -> None:
         methods = multiprocessing.get_all_start_methods()
         self._context = cast(
@@ -192,6 +222,8 @@ class LocalExecutor:
         self._storage = storage or StorageOptions()
         self._delivery = delivery or DeliveryOptions()
         self._faults = faults
+        self._chunk_timeout = chunk_timeout  # None: from the pace (see _Pace)
+        self._pace = _Pace()
         self._lock = threading.Lock()
         self._queue: deque[_Job] = deque()
         self._finished_lines = 0
@@ -268,6 +300,8 @@ class LocalExecutor:
                 if not job.future.set_running_or_notify_cancel():
                     continue  # cancelled while queued
                 worker.job = job
+                job.timeout = self._chunk_timeout or self._pace.timeout(job.task)
+                job.deadline = time.monotonic() + job.timeout
                 with suppress(OSError):  # a dying worker: its sentinel will fail the job
                     worker.conn.send(Assignment(job.task, job.attempt, job.previous))
 
@@ -302,7 +336,12 @@ class LocalExecutor:
                 for worker in self._workers:
                     by_handle[worker.conn] = ("message", worker)
                     by_handle[worker.process.sentinel] = ("death", worker)
-            for handle in wait(list(by_handle)):
+                deadline = min((w.job.deadline for w in self._workers if w.job), default=None)
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready = wait(list(by_handle), timeout=timeout)
+            with self._lock:
+                self._stop_the_late()
+            for handle in ready:
                 kind, sender = by_handle[handle]
                 with self._lock:
                     if kind == "wake":
@@ -313,6 +352,17 @@ class LocalExecutor:
                         and (kind == "death" or not self._receive(sender))
                     ):
                         self._bury(sender)
+
+    def _stop_the_late(self) -> None:
+        """Kill every worker whose chunk is past its deadline (stuck, stopped, or far slower than
+        its pace says): its death then fails the chunk, to be retried, as Lambda does a function
+        past its timeout."""
+        now = time.monotonic()
+        for worker in self._workers:
+            job = worker.job
+            if job is not None and not job.timed_out and now >= job.deadline:
+                job.timed_out = True
+                worker.process.kill()
 
     def _receive(self, worker: _Worker) -> bool:
         """Handle one message from a worker; ``False`` when its pipe is closed."""
@@ -329,6 +379,7 @@ class LocalExecutor:
         worker.job = None
         if isinstance(reply, Finished):
             self._finished_lines += reply.result.lines
+            self._pace.record(reply.result)
             job.future.set_result(reply.result)
         else:
             job.future.set_exception(reply.error)
@@ -343,11 +394,15 @@ class LocalExecutor:
         worker.conn.close()
         job = worker.job
         if job is not None:
+            pid = worker.process.pid
+            death = (
+                f"did not finish {job.task.chunk_id} within {job.timeout:,.0f} s "
+                f"({job.lines:,} lines done) and was killed"
+                if job.timed_out
+                else _death(worker.process.exitcode)
+            )
             job.future.set_exception(
-                WorkerDiedError(
-                    f"the worker running {job.task.chunk_id} (pid {worker.process.pid}) "
-                    f"{_death(worker.process.exitcode)}"
-                )
+                WorkerDiedError(f"the worker running {job.task.chunk_id} (pid {pid}) {death}")
             )
         if not self._stopping or self._queue:  # queued chunks still need someone to run them
             self._workers.append(self._spawn())

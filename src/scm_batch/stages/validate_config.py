@@ -83,6 +83,8 @@ def validate_batch_config(job: JobInput, options: RunOptions) -> JobInput:
         _check_processed_at(job.processed_at)
 
     _check_range("workers", options.workers, 1, MAX_WORKERS)
+    if options.chunk_timeout_seconds is not None:
+        _check_range("chunkTimeoutSeconds", options.chunk_timeout_seconds, 1, 7 * 86_400)
     _check_range("blockSize", options.block_size, 4096, 1 << 30)
     retry = options.retry
     _check_range("retryAttempts", retry.attempts, 1, 100)
