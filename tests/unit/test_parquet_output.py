@@ -59,7 +59,7 @@ def write_part(
     with storage.open_writer("part.parquet") as out:
         part = ParquetPart(out, **options)
         for block in blocks:
-            part.write(block, encode_lines(block))
+            part.write(encode_lines(block))
         part.close()
     return bucket / "part.parquet", part
 
@@ -169,9 +169,9 @@ def test_a_block_of_exact_integers_in_float_columns_takes_the_fast_path(
 
     with LocalStorage(bucket).open_writer("part.parquet") as out:
         part = ParquetPart(out)
-        part.write(first, encode_lines(first))
+        part.write(encode_lines(first))
         monkeypatch.setattr(ParquetPart, "_convert", no_slow_path)
-        part.write(block, encode_lines(block))
+        part.write(encode_lines(block))
         part.close()
     assert_parquet_holds(bucket / "part.parquet", first + block)
 
@@ -275,7 +275,7 @@ def fail_writing(storage: Storage, total: int) -> RecordingWriter:
             recording.out = out
             with open_result_part("parquet", recording) as part:
                 for block in incompressible_blocks(total):
-                    part.write(block, encode_lines(block))
+                    part.write(encode_lines(block))
                 recording.failed = True
                 raise RuntimeError("stop")
 
@@ -340,7 +340,7 @@ def test_a_part_that_fails_to_close_is_abandoned(monkeypatch: pytest.MonkeyPatch
     def write_then_break() -> None:
         with open_result_part("parquet", out) as part:
             opened.append(part)
-            part.write(block, encode_lines(block))
+            part.write(encode_lines(block))
             out.broken = True  # the last row group and the footer cannot be written
 
     with pytest.raises(OSError, match="disk full"):
@@ -348,7 +348,7 @@ def test_a_part_that_fails_to_close_is_abandoned(monkeypatch: pytest.MonkeyPatch
     assert abandoned == opened
     part = opened[0]
     out.broken = False
-    part.write(block, encode_lines(block))  # a closed part takes nothing more
+    part.write(encode_lines(block))  # a closed part takes nothing more
     assert out.written == []
 
 
@@ -356,10 +356,10 @@ def test_a_closed_part_discards_later_writes() -> None:
     out = RecordingWriter()
     part = ParquetPart(out, row_group_rows=1)
     block = [{"a": i} for i in range(3)]
-    part.write(block, encode_lines(block))
+    part.write(encode_lines(block))
     part.finish()
     written = list(out.before)
-    part.write(block, encode_lines(block))
+    part.write(encode_lines(block))
     part.finish()  # finishing twice is finishing once
     part.close()
     assert (out.before, part.rows) == (written, 3)
@@ -368,7 +368,7 @@ def test_a_closed_part_discards_later_writes() -> None:
 def test_a_json_lines_part_has_nothing_to_finish() -> None:
     out = RecordingWriter()
     part = JsonLinesPart(out)
-    part.write([{"a": 1}], b'{"a":1}\n')
+    part.write(b'{"a":1}\n')
     part.finish()
     assert out.before == [8]
 

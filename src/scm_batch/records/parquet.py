@@ -44,6 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from scm_batch.records.codecs import DECODE_ERRORS
 from scm_batch.storage import ObjectWriter
 
 RESCUED_COLUMN = "_rescued_data"
@@ -237,6 +238,41 @@ def infer_schema(records: list[dict[str, Any]]) -> Any:
     )
 
 
+_decode = msgspec.json.Decoder().decode
+_decode_raw = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+
+
+def _value_or_raw(raw: msgspec.Raw) -> Any:
+    """A value as Python has it, or left raw where Python cannot hold it (a number beyond a
+    double's range, say): a raw value fits no column, and is rescued as the input wrote it."""
+    try:
+        return _decode(raw)
+    except DECODE_ERRORS:
+        return raw
+
+
+class _Block:
+    """One block of records as JSON Lines, decoded when first asked for."""
+
+    def __init__(self, encoded: bytes) -> None:
+        self.encoded = encoded
+        self._records: list[dict[str, Any]] | None = None
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        if self._records is None:
+            self._records = [self._record(line) for line in self.encoded.splitlines()]
+        return self._records
+
+    @staticmethod
+    def _record(line: bytes) -> dict[str, Any]:
+        try:
+            record: dict[str, Any] = _decode(line)
+        except DECODE_ERRORS:
+            return {name: _value_or_raw(value) for name, value in _decode_raw(line).items()}
+        return record
+
+
 class ParquetPart:
     """A chunk's result part as Parquet, written block by block (see the module's docstring)."""
 
@@ -278,16 +314,18 @@ class ParquetPart:
             self._sink, self._schema, compression=COMPRESSION, use_dictionary=False
         )
 
-    def write(self, records: list[dict[str, Any]], encoded: bytes, /) -> None:
-        """Add one block's records; ``encoded`` is the same records as JSON Lines. A part that
-        is closed (finished or abandoned) discards them."""
-        if not records or self._closed:
+    def write(self, encoded: bytes, /) -> None:
+        """Add one block's records, as JSON Lines. A part that is closed (finished or abandoned)
+        discards them. The records are decoded only where the strict JSON reader needs help:
+        the first block (its schema), and a block that does not fit the schema."""
+        if not encoded or self._closed:
             return
+        block = _Block(encoded)
         if self._writer is None:
-            self._open(infer_schema(records))
-        table = self._parse(encoded, records)
+            self._open(infer_schema(block.records))
+        table = self._parse(block)
         if table is None:
-            table = self._convert(records)
+            table = self._convert(block.records)
         self._pending.append(table)
         self._pending_rows += table.num_rows
         self._pending_bytes += table.nbytes
@@ -297,12 +335,13 @@ class ParquetPart:
         if self._pending_bytes >= self._row_group_bytes:
             self._write_row_group(self._pending_rows)
 
-    def _parse(self, encoded: bytes, records: list[dict[str, Any]]) -> Any | None:
+    def _parse(self, block: _Block) -> Any | None:
         """The block through the strict JSON reader, or ``None`` when it does not fit (or the
         reader rounded an integer of it, see :meth:`_rounded`)."""
+        encoded = block.encoded
         if len(encoded) >= _MAX_JSON_BLOCK:
             return None
-        count = len(records)
+        count = encoded.count(b"\n")
         options = pa_json.ReadOptions(use_threads=False, block_size=len(encoded) + 1)
         try:
             table = pa_json.read_json(
@@ -312,17 +351,17 @@ class ParquetPart:
             return None
         if table.num_rows != count or table.schema != self._data:
             return None
-        if self._rounded(table, records):
+        if self._rounded(table, block):
             return None
         return table.append_column(self._schema.field(RESCUED_COLUMN), pa.nulls(count, pa.string()))
 
-    def _rounded(self, table: Any, records: list[dict[str, Any]]) -> bool:
-        """Whether the JSON reader made a double of an integer of ``records`` beyond 2**53 (it
-        does, without a word, where the schema has floating-point numbers). The records are looked
-        at only in a column where a double of 2**53 or more came out, which is rare."""
+    def _rounded(self, table: Any, block: _Block) -> bool:
+        """Whether the JSON reader made a double of an integer of the block beyond 2**53 (it
+        does, without a word, where the schema has floating-point numbers). The records are
+        decoded only for a column where a double of 2**53 or more came out, which is rare."""
         for name, data_type in self._floating:
             if _reaches_exact_limit(table.column(name)) and any(
-                _inexact_in(record.get(name), data_type) for record in records
+                _inexact_in(record.get(name), data_type) for record in block.records
             ):
                 return True
         return False

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Protocol
 
 from scm_batch.errors import ConfigError
 from scm_batch.model import OutputFormat
@@ -34,8 +34,8 @@ MIN_PYARROW_MAJOR = 26
 class ResultPart(Protocol):
     """The result part of one chunk, being written block by block."""
 
-    def write(self, records: list[dict[str, Any]], encoded: bytes, /) -> None:
-        """Add one block's records; ``encoded`` is the same records as JSON Lines."""
+    def write(self, encoded: bytes, /) -> None:
+        """Add one block's records, as JSON Lines."""
         ...
 
     def finish(self) -> None:
@@ -52,7 +52,7 @@ class JsonLinesPart:
     def __init__(self, out: ObjectWriter) -> None:
         self._out = out
 
-    def write(self, records: list[dict[str, Any]], encoded: bytes, /) -> None:
+    def write(self, encoded: bytes, /) -> None:
         self._out.write(encoded)
 
     def finish(self) -> None:

@@ -37,8 +37,9 @@ from scm_batch.records.validate import (
     Category,
     Diagnosis,
     diagnose,
+    diagnose_raw,
     error_kind,
-    is_valid,
+    is_valid_raw,
 )
 from scm_batch.sinks.base import RecordSink
 from scm_batch.sinks.messages import MessageBuilder
@@ -103,13 +104,28 @@ _BLANK = object()
 _PLUS_ONE = (1).__add__  # a line's length with its "\n", without a Python-level call
 
 
+_decode_value = msgspec.json.Decoder().decode
+
+
 def _decode_slow(decode: Callable[[bytes], Any], line: bytes, start: int) -> Any:
     """Decode a line the fast path refused: ``_BLANK`` for a blank line, the record when only
-    the file's byte order mark was in the way, else one of ``DECODE_ERRORS`` (malformed)."""
+    the file's byte order mark was in the way, the JSON value when it is not an object (a
+    record that :func:`diagnose` rejects), else one of ``DECODE_ERRORS`` (malformed)."""
     body = line[len(BOM) :] if start == 0 and line.startswith(BOM) else line
     if is_blank(body):
         return _BLANK
-    return decode(body)
+    try:
+        return _checked_utf8(body, decode(body))
+    except msgspec.ValidationError:  # JSON, but not an object: null, an array, a number…
+        return _decode_value(body)
+
+
+def _checked_utf8(line: bytes, record: Any) -> Any:
+    """``record``, if ``line`` is UTF-8: decoding values raw does not look inside the strings
+    it leaves as they are, and a line that is not UTF-8 is malformed."""
+    if not line.isascii():
+        line.decode("utf-8")
+    return record
 
 
 def _check_source(task: ChunkTask, info: ObjectInfo) -> None:
@@ -180,7 +196,9 @@ class _Scanner:
         self.offset = task.byte_start
         # Line numbers in error entries are 1-based and absolute when the plan counted exactly.
         self._number_base = task.start_index + 1 if task.indices_exact else None
-        self._decode = msgspec.json.Decoder().decode
+        # Records with their top-level values as the input wrote them: what the transform does
+        # not set is written out byte for byte (a number keeps its spelling, 1E2 stays 1E2).
+        self._decode = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 
     def _reject(self, line: bytes, index: int, at: int, diagnosis: Diagnosis, error: str) -> None:
         number = None if self._number_base is None else self._number_base + index
@@ -197,6 +215,10 @@ class _Scanner:
         records: list[Any] = []
         try:
             records.extend(map(self._decode, lines))
+            if not all(map(bytes.isascii, lines)):
+                for line in lines:
+                    _checked_utf8(line, None)
+            verdicts = list(map(is_valid_raw, records))
         except DECODE_ERRORS:  # the lines decoded before the refused one are kept: not redone
             return self._scan_lines(lines, records)
         tally = self.tally
@@ -204,12 +226,11 @@ class _Scanner:
         # Line i starts after every earlier line and its "\n".
         starts = list(accumulate(map(_PLUS_ONE, map(len, lines)), initial=self.offset))
         self.offset = starts.pop()
-        verdicts = list(map(is_valid, records))
         indices = list(range(first_index, first_index + len(lines)))
         if False in verdicts:
             i = verdicts.index(False)
             while True:
-                diagnosis = diagnose(records[i])
+                diagnosis = diagnose_raw(records[i])
                 self._reject(lines[i], first_index + i, starts[i], diagnosis, diagnosis.error)
                 try:
                     i = verdicts.index(False, i + 1)
@@ -240,10 +261,12 @@ class _Scanner:
             start = offset
             offset += len(line) + 1
             try:
-                rec = decoded[i] if i < already else decode(line)
+                rec = _checked_utf8(line, decoded[i] if i < already else decode(line))
+                valid = is_valid_raw(rec)
             except DECODE_ERRORS:
                 try:
                     rec = _decode_slow(decode, line, start)
+                    valid = isinstance(rec, dict) and is_valid_raw(rec)
                 except DECODE_ERRORS as exc:
                     malformed = Diagnosis(Category.MALFORMED, {})
                     self._reject(line, first_index + i, start, malformed, undecodable(exc))
@@ -251,12 +274,12 @@ class _Scanner:
                 if rec is _BLANK:
                     tally.blank_lines += 1
                     continue
-            if is_valid(rec):
+            if valid:
                 good.append(rec)
                 good_offsets.append(start)
                 good_index.append(first_index + i)
             else:
-                diagnosis = diagnose(rec)
+                diagnosis = diagnose_raw(rec) if isinstance(rec, dict) else diagnose(rec)
                 self._reject(line, first_index + i, start, diagnosis, diagnosis.error)
         self.offset = offset
         tally.lines += len(lines)
@@ -339,7 +362,7 @@ def process_chunk(
                 if good:
                     transform_records(good, offsets, ctx)
                     encoded = encode_lines(good)
-                    results.write(good, encoded)
+                    results.write(encoded)
                     if delivery is not None and messages is not None:
                         delivery.send(messages.build(good, encoded.split(b"\n")[:-1], indices))
                 if scanner.bad:
