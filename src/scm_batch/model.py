@@ -19,6 +19,7 @@ InputFormat = Literal["jsonl"]
 OutputFormat = Literal["jsonl", "parquet"]
 DEFAULT_OUTPUT_FORMAT: OutputFormat = "jsonl"
 
+DEFAULT_MAX_LINE_BYTES = 16 << 20  # as DuckDB's read_json limits an object (16 MB)
 DEFAULT_MAX_CONCURRENT_CHUNKS = 50
 DEFAULT_MAX_CHUNK_SIZE = 500_000
 
@@ -103,6 +104,9 @@ class PlanOptions(CamelStruct, frozen=True):
     # How result parts are written. None: JSON Lines for a new batch; a resumed batch keeps the
     # format of its plan (which records the resolved value here).
     output_format: OutputFormat | None = None
+    # A longer line is an error entry (too_long) whose bytes stay in the input: what bounds a
+    # worker's memory whatever the file holds. Fixed per batch, like the format.
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
 
 
 class SourceInfo(CamelStruct, frozen=True):
@@ -157,6 +161,7 @@ class ChunkTask(CamelStruct, frozen=True):
     source_etag: str | None
     source_version_id: str | None = None
     output_format: OutputFormat = DEFAULT_OUTPUT_FORMAT  # of the chunk's result part
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES  # a longer line is a too_long error entry
 
     @property
     def source_identity(self) -> tuple[int, int, str | None, str | None]:

@@ -177,6 +177,10 @@ SETTINGS: tuple[Setting, ...] = (
            "SCM_BATCH_ESTIMATED_PROCESSING_TIME_PER_RECORD"),
         _s(_ROUTING + "batchProcessingThreshold", WHOLE, "Chunks above this many records go to AWS "
            "Batch.", "--batch-processing-threshold", "SCM_BATCH_BATCH_PROCESSING_THRESHOLD"),
+        _s("run.plan.maxLineBytes", WHOLE, "A longer line is an error entry (too_long: its "
+           "offset and length; its bytes stay in the input), so a worker's memory is bounded "
+           "whatever the file holds. Fixed when the batch is planned.", "--max-line-bytes",
+           "SCM_BATCH_MAX_LINE_BYTES"),
     )),
     # ---- how result parts are written
     *_in("output", (

@@ -3,6 +3,7 @@ Each test here failed on the code before its fix."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -71,3 +72,22 @@ def test_never_more_workers_than_chunks_and_a_warning_far_beyond_the_cpus(
     assert result.returncode == 0, result.stderr
     assert "2 of 2 chunks of up to 15 records on 2 workers" in result.stderr
     assert "warning: 200 workers on" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_worker_memory_and_the_report_stay_small_whatever_the_lines(
+    cli: Cli, bucket: Path
+) -> None:
+    with (bucket / "patho.jsonl").open("wb") as out:
+        out.write(GOOD_RECORD.encode())
+        for _ in range(20):
+            out.write(b'{"x": "' + b"y" * (2 << 20) + b"\n")  # malformed, 2 MiB each
+        out.write(b"\x00" * (100 << 20) + b"\n")  # one 100 MiB line of NUL bytes
+    result = cli("run", *batch_flags(bucket, "patho.jsonl"), "--json")
+    assert result.returncode == 3, result.stderr  # critical: more errors than records
+    summary = json.loads(result.stdout)
+    assert summary["errorsByCategory"] == {"malformed": 20, "too_long": 1}
+    assert summary["maxWorkerPeakRssBytes"] < 150 << 20  # was 922 MiB
+    assert (bucket / "validation/self/validation-results.json").stat().st_size < 1 << 20
+    entries = (bucket / "errors/self/chunk_000000.jsonl").read_bytes().splitlines()
+    assert json.loads(entries[-1])["length"] == 100 << 20

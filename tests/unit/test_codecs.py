@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scm_batch.errors import InputFormatError
-from scm_batch.records.codecs import detect_format, iter_line_blocks
+from scm_batch.records.codecs import TooLong, detect_format, iter_line_blocks, line_length
 
 
 @given(st.binary(max_size=2000), st.lists(st.integers(1, 64), min_size=1, max_size=50))
@@ -25,6 +25,30 @@ def test_blocks_regroup_into_the_same_lines(data: bytes, cuts: list[int]) -> Non
     if expected[-1] == b"":
         expected.pop()
     assert lines == expected
+
+
+@given(
+    st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=30),
+    st.lists(st.integers(1, 64), min_size=1, max_size=20),
+    st.integers(1, 30),
+)
+def test_a_line_over_the_limit_is_its_length_only(
+    lines: list[bytes], cuts: list[int], limit: int
+) -> None:
+    data = b"".join(line + b"\n" for line in lines)
+    blocks, position, i = [], 0, 0
+    while position < len(data):
+        blocks.append(data[position : position + cuts[i % len(cuts)]])
+        position += cuts[i % len(cuts)]
+        i += 1
+    got = [line for group in iter_line_blocks(blocks, limit) for line in group]
+    assert [line_length(line) for line in got] == [len(line) for line in lines]
+    for line, original in zip(got, lines, strict=True):
+        if len(original) > limit:
+            assert type(line) is TooLong
+            assert (bytes(line), line.length) == (b"", len(original))  # no byte of it held
+        else:
+            assert line == original
 
 
 def test_jsonl_is_detected_with_or_without_bom() -> None:

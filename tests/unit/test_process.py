@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from scm_batch.errors import InputChangedError
 from scm_batch.model import ChunkPlan, ChunkTask
 from scm_batch.records.transform import record_uuid
+from scm_batch.stages.aggregate import SAMPLE_RAW_CHARS, collect_samples
 from scm_batch.stages.process import _Scanner, process_chunk
 from scm_batch.storage import LocalStorage
 from tests.helpers import job_input, plan_input
@@ -246,4 +247,39 @@ def test_only_json_white_space_makes_a_line_blank(bucket: Path) -> None:
     storage, plan = plan_input(bucket, job_input(bucket))
     result = process_chunk(plan.chunks[0], storage=storage)
     assert (result.blank_lines, result.errors_by_category) == (2, {"malformed": 2})
-    assert [e["raw"] for e in read_lines(bucket / result.error_key)] == ["\x0c", "\x0b"]
+    entries = read_lines(bucket / result.error_key)
+    # "\x0b" would be escaped to six characters: stored as base64, as every line that JSON's
+    # escaping would more than double.
+    assert [e.get("raw") or base64.b64decode(e["rawBase64"]).decode() for e in entries] == [
+        "\x0c",
+        "\x0b",
+    ]
+
+
+def test_a_line_over_the_limit_is_an_entry_with_its_length_and_samples_stay_small(
+    bucket: Path,
+) -> None:
+    long_malformed = b'{"x": "' + b"y" * 9000  # malformed, under the limit: kept whole
+    nul_line = b"\x00" * 3000  # JSON would escape each NUL to six characters: base64
+    too_long = b"z" * 20_000
+    lines = [record(0), long_malformed, nul_line, too_long, record(4)]
+    (bucket / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    job = job_input(bucket)
+    storage, plan = plan_input(bucket, job, max_line_bytes=10_000)
+    result = process_chunk(plan.chunks[0], storage=storage, block_size=4096)
+    assert (result.valid_records, result.errors_by_category) == (
+        2, {"malformed": 2, "too_long": 1},
+    )  # fmt: skip
+    malformed, nul, long = read_lines(bucket / result.error_key)
+    assert malformed["raw"].encode() == long_malformed  # the error part keeps the whole line
+    assert base64.b64decode(nul["rawBase64"]) == nul_line
+    offset = sum(len(line) + 1 for line in lines[:3])
+    assert (long["category"], long["length"], long["offset"]) == ("too_long", 20_000, offset)
+    assert "raw" not in long
+    assert "rawBase64" not in long
+    assert "over the limit of 10,000" in long["error"]
+    # The report's samples are cut, with a marker; the error part is not.
+    samples, _ = collect_samples(storage, [result], 10)
+    assert len(samples[0]["raw"]) == SAMPLE_RAW_CHARS  # type: ignore[arg-type]
+    assert (samples[0]["rawTruncated"], samples[0]["rawLength"]) == (True, len(long_malformed))
+    assert samples[2]["length"] == 20_000

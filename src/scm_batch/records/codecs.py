@@ -81,28 +81,57 @@ def _array_line_then_more_lines(text: bytes) -> bool:
     return False
 
 
-def iter_line_blocks(blocks: Iterable[bytes]) -> Iterator[list[bytes]]:
+class TooLong(bytes):
+    """In place of a line longer than the limit: no bytes (they stay in the input), its length."""
+
+    length: int
+
+    def __new__(cls, length: int) -> TooLong:
+        line = super().__new__(cls)
+        line.length = length
+        return line
+
+
+def line_length(line: bytes) -> int:
+    """A line's length in the input (a :class:`TooLong` has none of its bytes)."""
+    return line.length if type(line) is TooLong else len(line)
+
+
+def iter_line_blocks(blocks: Iterable[bytes], max_line: int | None = None) -> Iterator[list[bytes]]:
     """Regroup consecutive byte blocks into lists of complete lines, without their ``\\n``.
 
     The concatenation of the yielded lines, each followed by ``\\n``, is the input, except that a
-    final line without ``\\n`` is yielded as it is. A line longer than a block is carried over as a
-    list of pieces, so very long lines cost linear, not quadratic, time.
+    final line without ``\\n`` is yielded as it is, and that a line longer than ``max_line`` is a
+    :class:`TooLong` holding its length only: its bytes are counted, never held, so memory stays
+    at a block and ``max_line`` whatever the input. A line longer than a block is carried over as
+    a list of pieces, so very long lines cost linear, not quadratic, time.
     """
-    pending: list[bytes] = []
+    limit = max_line if max_line is not None else 1 << 62
+    pending: list[bytes] = []  # the start of the line not ended yet, unless it is too long
+    held = 0  # that line's length so far
     for block in blocks:
-        if NEWLINE not in block:
-            pending.append(block)
+        end = block.find(NEWLINE)
+        if end < 0:
+            held += len(block)
+            if held <= limit:
+                pending.append(block)
+            else:
+                pending = []
             continue
-        if pending:
+        if held + end > limit:
+            lines: list[bytes] = [TooLong(held + end), *block[end + 1 :].split(NEWLINE)]
+        elif pending:
             pending.append(block)
-            data = b"".join(pending)
-            pending = []
+            lines = b"".join(pending).split(NEWLINE)
         else:
-            data = block
-        lines = data.split(NEWLINE)
+            lines = block.split(NEWLINE)
         tail = lines.pop()
-        if tail:
-            pending.append(tail)
+        held = len(tail)
+        pending = [tail] if tail and held <= limit else []
+        if max_line is not None and max(map(len, lines)) > limit:
+            lines = [TooLong(len(line)) if len(line) > limit else line for line in lines]
         yield lines
-    if pending:
+    if held > limit:
+        yield [TooLong(held)]
+    elif pending:
         yield [b"".join(pending)]

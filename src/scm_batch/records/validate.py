@@ -45,6 +45,7 @@ class Category:
     MISSING_FIELD = "missing_field"  # a required field is absent
     EMPTY_FIELD = "empty_field"  # a required field is null, "", {} or []
     INVALID_FIELD = "invalid_field"  # a required field has a value the rules reject
+    TOO_LONG = "too_long"  # a line over the length limit: not read (its bytes stay in the input)
 
 
 # Field error messages start with their kind, so counting by kind needs no second structure.

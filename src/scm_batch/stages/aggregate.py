@@ -33,6 +33,7 @@ from scm_batch.records.validate import Category
 from scm_batch.storage import Storage
 
 _SAMPLE_READ_BLOCK = 256 << 10
+SAMPLE_RAW_CHARS = 4096  # of a line, in the validation report's samples
 
 
 def _merge_counts(target: dict[str, int], source: dict[str, int]) -> None:
@@ -118,7 +119,11 @@ def _iter_error_entries(storage: Storage, key: str) -> Iterator[dict[str, Any]]:
 
 
 def _as_sample(entry: dict[str, Any], chunk_id: str) -> dict[str, object]:
-    """An error-part entry in the contract's sample shape: line, error, field errors, record."""
+    """An error-part entry in the contract's sample shape: line, error, field errors, record.
+
+    A sample is small whatever the line: a record longer than :data:`SAMPLE_RAW_CHARS` is not
+    decoded, and its line is cut there with a marker (``rawTruncated``, ``rawLength``); the error
+    part keeps the whole line."""
     sample: dict[str, object] = {
         "lineNumber": entry.get("line"),
         "offset": entry.get("offset"),
@@ -129,11 +134,22 @@ def _as_sample(entry: dict[str, Any], chunk_id: str) -> dict[str, object]:
         "record": None,
     }
     raw = entry.get("raw")
-    if entry.get("category") != Category.MALFORMED and isinstance(raw, str):
+    if (
+        entry.get("category") not in (Category.MALFORMED, Category.TOO_LONG)
+        and isinstance(raw, str)
+        and len(raw) <= SAMPLE_RAW_CHARS
+    ):
         # The line decoded during processing (a byte order mark aside), so it decodes here.
         sample["record"] = msgspec.json.decode(raw.removeprefix("\ufeff"))
-    else:
-        sample.update({k: entry[k] for k in ("raw", "rawBase64") if k in entry})
+        return sample
+    for name in ("raw", "rawBase64"):
+        text = entry.get(name)
+        if isinstance(text, str):
+            sample[name] = text[:SAMPLE_RAW_CHARS]
+            if len(text) > SAMPLE_RAW_CHARS:
+                sample.update(rawTruncated=True, rawLength=len(text))
+    if "length" in entry:  # a line over the length limit: only its length is known
+        sample["length"] = entry["length"]
     return sample
 
 

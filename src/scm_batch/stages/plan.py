@@ -236,6 +236,7 @@ def calculate_chunks(
             source_etag=source.etag,
             source_version_id=source.version_id,
             output_format=output_format,
+            max_line_bytes=options.max_line_bytes,
         )
         for number, r in enumerate(ranges)
     ]

@@ -28,7 +28,15 @@ from scm_batch.errors import InputChangedError
 from scm_batch.faults import FaultPlan
 from scm_batch.ledger import Ledger, record_receipt
 from scm_batch.model import Attempt, ChunkResult, ChunkTask, PartCheck, StatusWord
-from scm_batch.records.codecs import BOM, DECODE_ERRORS, is_blank, iter_line_blocks, undecodable
+from scm_batch.records.codecs import (
+    BOM,
+    DECODE_ERRORS,
+    TooLong,
+    is_blank,
+    iter_line_blocks,
+    line_length,
+    undecodable,
+)
 from scm_batch.records.parts import open_result_part
 from scm_batch.records.transform import TransformContext, transform_records
 from scm_batch.records.validate import (
@@ -79,12 +87,20 @@ class _Tally:
             self.records_with_empty_fields += 1
 
 
-def _raw_fields(line: bytes) -> dict[str, str]:
-    """The line itself, losslessly: as text when it is UTF-8, else base64."""
+def _raw_fields(line: bytes) -> dict[str, str | int]:
+    """The line itself, losslessly: as text when it is UTF-8 and JSON's escaping would not more
+    than double it (a line of control characters or NUL bytes grows sixfold), else base64; a
+    line over the length limit by its length only (its bytes stay in the input)."""
+    if type(line) is TooLong:
+        return {"length": line.length}
     try:
-        return {"raw": line.decode("utf-8")}
+        text = line.decode("utf-8")
     except UnicodeDecodeError:
-        return {"rawBase64": base64.b64encode(line).decode("ascii")}
+        pass
+    else:
+        if len(msgspec.json.encode(text)) <= 2 * len(line) + 2:
+            return {"raw": text}
+    return {"rawBase64": base64.b64encode(line).decode("ascii")}
 
 
 def _error_entry(
@@ -196,6 +212,7 @@ class _Scanner:
         self.offset = task.byte_start
         # Line numbers in error entries are 1-based and absolute when the plan counted exactly.
         self._number_base = task.start_index + 1 if task.indices_exact else None
+        self._max_line = task.max_line_bytes
         # Records with their top-level values as the input wrote them: what the transform does
         # not set is written out byte for byte (a number keeps its spelling, 1E2 stays 1E2).
         self._decode = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
@@ -259,7 +276,12 @@ class _Scanner:
         offset = self.offset
         for i, line in enumerate(lines):
             start = offset
-            offset += len(line) + 1
+            offset += line_length(line) + 1
+            if type(line) is TooLong:
+                too_long = Diagnosis(Category.TOO_LONG, {})
+                error = f"a line of {line.length:,} bytes, over the limit of {self._max_line:,}"
+                self._reject(line, first_index + i, start, too_long, error)
+                continue
             try:
                 rec = _checked_utf8(line, decoded[i] if i < already else decode(line))
                 valid = is_valid_raw(rec)
@@ -357,7 +379,7 @@ def process_chunk(
             open_result_part(task.output_format, result_object) as results,
             _checked_writer(store, error_key) as errors,
         ):
-            for lines in iter_line_blocks(blocks):
+            for lines in iter_line_blocks(blocks, task.max_line_bytes):
                 good, offsets, indices = scanner.scan(lines)
                 if good:
                     transform_records(good, offsets, ctx)

@@ -102,6 +102,7 @@ def validate_batch_config(job: JobInput, options: RunOptions) -> JobInput:
     plan = options.plan
     _check_range("minChunkSize", plan.min_chunk_size, 1)
     _check_range("sampleBytes", plan.sample_bytes, 4096, 1 << 30)
+    _check_range("maxLineBytes", plan.max_line_bytes, 1024, 1 << 30)
     routing = plan.routing
     _check_range("lambdaTimeoutSeconds", routing.lambda_timeout_seconds, 1, 900)
     _check_range("lambdaSafetyMargin", routing.lambda_safety_margin, 0, 0.95)
