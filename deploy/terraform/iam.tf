@@ -106,8 +106,10 @@ data "aws_iam_policy_document" "read_s3" {
   }
 }
 
-# ValidateBatchConfig: a stored plan under the batch id (metadata/), the input it was made from,
-# and a preflight of the destinations (SQS Core queue attributes, Kafka topic metadata).
+# ValidateBatchConfig: the batch's lease for the execution (metadata/{batch}.lease, taken over
+# only from an execution that no longer runs), a stored plan under the batch id (metadata/), the
+# input it was made from, and a preflight of the destinations (SQS Core queue attributes, Kafka
+# topic metadata).
 data "aws_iam_policy_document" "validate_data" {
   statement {
     sid       = "ReadPlanAndInput"
@@ -118,6 +120,16 @@ data "aws_iam_policy_document" "validate_data" {
     sid       = "TellMissingFromForbidden"
     actions   = ["s3:ListBucket"]
     resources = [local.bucket_arn]
+  }
+  statement {
+    sid       = "TakeTheBatchLease"
+    actions   = ["s3:PutObject"]
+    resources = [local.prefix_arns["metadata"]]
+  }
+  statement {
+    sid       = "AskWhetherTheLeaseHolderRuns"
+    actions   = ["states:DescribeExecution"]
+    resources = [local.state_machine_runs_arn]
   }
   dynamic "statement" {
     for_each = local.sqs_core_enabled ? [1] : []

@@ -89,6 +89,8 @@ locals {
   state_machine_arn  = "arn:${local.partition}:states:${local.region}:${local.account_id}:stateMachine:${local.state_machine_name}"
   # Executions of the state machine, the Distributed Map's child workflows among them.
   state_machine_executions_arn = "arn:${local.partition}:states:${local.region}:${local.account_id}:execution:${local.state_machine_name}/*"
+  # Its own executions (not the child workflows): whose lease on a batch still stands.
+  state_machine_runs_arn = "arn:${local.partition}:states:${local.region}:${local.account_id}:execution:${local.state_machine_name}:*"
 }
 
 # A deployment that cannot work fails at plan time with a message, not at 3 a.m. in a chunk.

@@ -146,6 +146,19 @@ class BatchExistsError(ScmBatchError):
     exit_code = ExitCode.BAD_INPUT
 
 
+class BatchBusyError(ScmBatchError):
+    """Another run of this batch is going on (it holds the batch's lease): one at a time."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class LeaseLostError(ScmBatchError):
+    """This run's lease on its batch was taken over (it could not renew it in time): it stops
+    rather than write beside the run that took over."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
 class DeliveryChangedError(ScmBatchError):
     """A batch resumed with delivery settings other than those it was planned with: the same
     batch, so (unlike :class:`BatchExistsError`) its status is reported."""

@@ -67,6 +67,11 @@ def failure_key(batch_id: str, chunk: str) -> str:
     return f"{failure_prefix(batch_id)}{chunk}.json"
 
 
+def lease_key(batch_id: str) -> str:
+    """Who runs the batch now: beside its folders, not in them (``--overwrite`` keeps it)."""
+    return f"metadata/{batch_id}.lease"
+
+
 def notified_key(batch_id: str) -> str:
     return f"metadata/{batch_id}/notified.json"
 

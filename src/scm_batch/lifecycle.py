@@ -37,7 +37,7 @@ from typing import TypedDict, Unpack
 
 import msgspec
 
-from scm_batch import layout
+from scm_batch import layout, lease
 from scm_batch.clock import utc_timestamp
 from scm_batch.config import RunOptions
 from scm_batch.errors import ConfigError, ExitCode, NothingToResumeError, PlanTooLargeError
@@ -407,14 +407,16 @@ def run_batch(job: JobInput, options: RunOptions, **session: Unpack[SessionSetti
     started = Session.start(options, **session)
     job = admit(job, started.options)
     ledger = open_ledger(job.bucket, job.batch_id, started.options)
-    if started.options.overwrite:
-        ledger.clear()
-    source = initialize(job, ledger, started.options)
-    if source is not None:
-        started.progress.phase(
-            f"InitializeBatchProcessing: {ledger.storage.uri_for(job.file)}, {source.size:,} bytes"
-        )
-    return _carry_out(job, source, ledger, started)
+    with lease.held(ledger):  # one run of a batch at a time, from before anything is touched
+        if started.options.overwrite:
+            ledger.clear()
+        source = initialize(job, ledger, started.options)
+        if source is not None:
+            started.progress.phase(
+                f"InitializeBatchProcessing: {ledger.storage.uri_for(job.file)}, "
+                f"{source.size:,} bytes"
+            )
+        return _carry_out(job, source, ledger, started)
 
 
 def resume_batch(
@@ -430,7 +432,8 @@ def resume_batch(
             f"({layout.plan_key(batch_id)}); start it with 'scm-batch run'"
         )
     job = admit(stored.job, started.options)
-    return _carry_out(job, None, ledger, started)
+    with lease.held(ledger):
+        return _carry_out(job, None, ledger, started)
 
 
 def _carry_out(

@@ -87,7 +87,7 @@ _PRINCIPAL: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "sandbox_principal", default=None
 )
 # The request parameters that name what a call acts on (not bodies: they can be megabytes).
-_TARGET_PARAMETERS = ("Bucket", "Key", "Delete", "QueueUrl", "QueueName")
+_TARGET_PARAMETERS = ("Bucket", "Key", "Delete", "QueueUrl", "QueueName", "executionArn")
 
 
 @dataclass
@@ -427,7 +427,10 @@ class Sandbox:
             **settings,
         )
 
-    def create_state_machine(self, definition: dict[str, Any], name: str = "scm-batch") -> str:
+    def create_state_machine(
+        self, definition: dict[str, Any], name: str = "scm-batch-batch-processing"
+    ) -> str:
+        """The machine, named as deploy/terraform names it (its default name_prefix)."""
         role = _role(self.clients["iam"], f"{name}-states", "states.amazonaws.com")
         arn: str = self.clients["stepfunctions"].create_state_machine(
             name=name, definition=json.dumps(definition), roleArn=role

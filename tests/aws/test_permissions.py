@@ -31,6 +31,7 @@ from tests.aws.sandbox import BATCH_JOB, BUCKET, REGION, STATE_MACHINE, ApiCall,
 from tests.aws.test_state_machine import deploy, execution_input
 from tests.deploy.test_terraform_static import MODULE, interpolations, locals_of, typed
 
+ACCOUNT = "123456789012"  # moto's
 READ_S3 = "scm-batch-processor-read-s3"
 VALIDATE_DATA = "scm-batch-processor-validate-data"
 CALCULATE_CHUNKS = "scm-batch-processor-calculate-chunks"
@@ -57,6 +58,8 @@ IAM_ACTIONS = {
     ("sqs", "SendMessageBatch"): "sqs:SendMessage",
     ("sqs", "GetQueueAttributes"): "sqs:GetQueueAttributes",
     ("sqs", "GetQueueUrl"): "sqs:GetQueueUrl",
+    # validate-data asks whether the execution holding a batch's lease still runs.
+    ("stepfunctions", "DescribeExecution"): "states:DescribeExecution",
 }
 # Operations on the bucket itself rather than on an object.
 BUCKET_OPERATIONS = {"ListObjectsV2", "ListMultipartUploads", "HeadBucket"}
@@ -101,6 +104,9 @@ class Deployed:
         """Expressions whose values come from outside the module (or from the sandbox)."""
         return {
             "local.partition": "aws",
+            "local.region": REGION,
+            "local.account_id": ACCOUNT,
+            "var.name_prefix": "scm-batch",  # the sandbox's machine is named as the default
             "var.s3_bucket_name": BUCKET,
             "local.sqs_core_enabled": self.sqs_core_queue_arn is not None,
             "local.sqs_core_queue_arn": self.sqs_core_queue_arn or "",
@@ -261,7 +267,7 @@ class Module:
             if unknown:
                 raise Unresolved(f"{name}/{sid}: {sorted(unknown)}")
             actions = tuple(statement["actions"])
-            if not any(a.lower().startswith(("s3:", "sqs:")) for a in actions):
+            if not any(a.lower().startswith(("s3:", "sqs:", "states:")) for a in actions):
                 continue  # logs, keys, Kafka, orchestration: their resources are not needed
             resources: list[str] = []
             given = statement["resources"]
@@ -290,6 +296,8 @@ def requests(call: ApiCall, deployed: Deployed) -> list[tuple[str, str]]:
             "for it here (add it to IAM_ACTIONS)"
         )
     target = call.target
+    if call.service == "stepfunctions":
+        return [(action, target["executionArn"])]
     if call.service == "s3":
         bucket = f"arn:aws:s3:::{target['Bucket']}"
         if call.operation in BUCKET_OPERATIONS:

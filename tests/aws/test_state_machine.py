@@ -8,6 +8,8 @@ names, status words), not just counts.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -507,3 +509,37 @@ def test_a_critically_invalid_batch_fails_after_aggregating_with_its_verdict(
     ]
     assert aws.status_messages() == []
     assert aws.get("final-results/awsbatch/aggregated-results.json") == summary_bytes
+
+
+def test_an_execution_of_a_batch_another_run_holds_fails_fast_without_a_report(
+    aws: Sandbox,
+) -> None:
+    machine = deploy(aws)
+    since = "2026-05-01T00:00:00.000Z"
+    claim = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),  # alive: this very process holds it
+        "since": since,
+        "expires": "2999-01-01T00:00:00.000Z",
+    }
+    aws.clients["s3"].put_object(
+        Bucket=BUCKET, Key="metadata/awsbatch.lease", Body=json.dumps(claim).encode()
+    )
+    run = aws.execute(machine, execution_input(), "busy")
+
+    assert (run.status, run.error) == ("FAILED", "BatchBusyError")
+    assert run.cause is not None
+    assert f"being run by pid {os.getpid()} on {socket.gethostname()} since {since}" in run.cause
+    assert "CalculateChunks" not in run.states_entered()
+    assert aws.status_messages() == []  # that batch's status is the other run's to report
+    assert aws.keys("metadata/awsbatch/") == []
+
+    # Once the holder is gone (its claim expired), the next execution takes the batch over.
+    claim["expires"] = "2000-01-01T00:00:00.000Z"
+    aws.clients["s3"].put_object(
+        Bucket=BUCKET, Key="metadata/awsbatch.lease", Body=json.dumps(claim).encode()
+    )
+    again = aws.execute(machine, execution_input(), "after")
+    assert (again.status, again.error) == ("SUCCEEDED", None)
+    lease = json.loads(aws.get("metadata/awsbatch.lease"))
+    assert lease["execution"].endswith(":after")

@@ -35,9 +35,10 @@ from typing import Any
 
 import msgspec
 
-from scm_batch import lifecycle
+from scm_batch import lease, lifecycle
 from scm_batch.aws import payloads
 from scm_batch.aws.chunks import run_chunk
+from scm_batch.aws.executions import execution_running
 from scm_batch.aws.payloads import (
     AggregateRequest,
     ChunkDone,
@@ -135,7 +136,10 @@ def validate_data(request: ValidateRequest, settings: Settings, telemetry: Telem
     """The batch can run as asked: no plan of other input under its id, and every broker and
     queue it will deliver to answers."""
     job, source = request.batch.job, request.batch.source
-    target = lifecycle.validate(job, _ledger(job, settings), settings.run)
+    ledger = _ledger(job, settings)
+    if request.execution_id is not None:  # one run of a batch at a time: fail fast
+        lease.claim_for_execution(ledger, request.execution_id, execution_running)
+    target = lifecycle.validate(job, ledger, settings.run)
     telemetry.log(
         "validated", batchId=job.batch_id, destination=target.destination, resumed=source is None
     )

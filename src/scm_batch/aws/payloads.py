@@ -177,6 +177,7 @@ class CompletionSent(Payload, frozen=True):
 # ---- what the functions are given ---------------------------------------------------------------
 class ValidateRequest(Payload, frozen=True):
     batch: Initialized
+    execution_id: str | None = None  # the execution, which takes the batch's lease
 
 
 class PlanRequest(Payload, frozen=True):

@@ -15,13 +15,21 @@ from pathlib import Path
 from urllib.parse import ParseResult, unquote, urlparse
 
 from scm_batch.errors import ConfigError
-from scm_batch.storage.base import ObjectInfo, ObjectWriter, Storage, check_key, key_problem
+from scm_batch.storage.base import (
+    HeldLease,
+    ObjectInfo,
+    ObjectWriter,
+    Storage,
+    check_key,
+    key_problem,
+)
 from scm_batch.storage.local import LocalStorage
 from scm_batch.storage.options import S3Options, StorageKind, StorageOptions
 
 __all__ = [
     "BACKENDS",
     "Backend",
+    "HeldLease",
     "LocalStorage",
     "ObjectInfo",
     "ObjectWriter",

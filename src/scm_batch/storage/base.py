@@ -8,7 +8,7 @@ a local bucket is followed like any other file: the bucket's owner put it there)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -30,6 +30,18 @@ class ObjectInfo(msgspec.Struct, frozen=True, kw_only=True):
     def identity(self) -> tuple[int, int, str | None, str | None]:
         """What must not change between planning a batch and reading it."""
         return (self.size, self.mtime_ns, self.etag, self.version_id)
+
+
+class HeldLease(Protocol):
+    """An exclusive hold on one object of the bucket, taken by :meth:`Storage.hold`."""
+
+    def renew(self, claim: bytes) -> None:
+        """Rewrite the claim (a later expiry); ``LeaseLostError`` if another took it over."""
+        ...
+
+    def release(self) -> None:
+        """Let go (nothing happens if it was lost)."""
+        ...
 
 
 class ObjectWriter(Protocol):
@@ -96,6 +108,11 @@ class Storage(Protocol):
     def delete_prefix(self, prefix: str) -> None:
         """Remove every object whose key starts with ``prefix`` (which ends in ``/``); never
         through a link that leads out of the bucket (``StorageAccessError``)."""
+        ...
+
+    def hold(self, key: str, claim: bytes, stale: Callable[[bytes], bool]) -> HeldLease | bytes:
+        """Take the exclusive hold on ``key``, writing ``claim`` into it; or, when another
+        process holds it and ``stale`` (given its claim) says it still may, that claim."""
         ...
 
     def check_deletable(self, prefix: str) -> None:

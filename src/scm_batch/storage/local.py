@@ -8,16 +8,19 @@ before its receipt) is on disk before it, even across a power loss.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import BinaryIO
 
 from scm_batch.errors import ObjectNotFoundError, StorageAccessError, StorageError
-from scm_batch.storage.base import ObjectInfo, check_key
+from scm_batch.storage.base import HeldLease, ObjectInfo, check_key
 from scm_batch.storage.options import StorageOptions
 
 TEMP_SUFFIX = ".tmp"
@@ -68,6 +71,41 @@ def _os_errors(what: str) -> Iterator[None]:
         raise StorageAccessError(f"{what}: permission denied") from exc
     except OSError as exc:
         raise StorageError(f"{what}: {exc.strerror or exc}") from exc
+
+
+_CLAIM_WAIT = 0.02  # seconds between reads of a claim being written, for at most a second
+
+
+def _their_claim(held: BinaryIO) -> bytes:
+    """The claim in a locked lease file. A run that has just taken the lock writes its claim a
+    moment later: an empty file is read again, briefly, before it is reported as it is."""
+    for _ in range(50):
+        held.seek(0)
+        claim = held.read()
+        if claim:
+            return claim
+        time.sleep(_CLAIM_WAIT)
+    return b""
+
+
+class _LockedFile:
+    """A lease file this process holds the lock of, open for the lock's lifetime."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def renew(self, claim: bytes) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, claim, 0)
+
+    def release(self) -> None:
+        """Empty the claim and let go (closing lets go of the lock). The file stays: removing
+        it would let a run that opened it before and one that creates it anew both lock one."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
 
 
 def open_bucket(name: str, options: StorageOptions) -> LocalStorage:
@@ -213,6 +251,22 @@ class LocalStorage:
                 "the bucket's to delete; remove them, or the link, yourself"
             )
         return path, real
+
+    def hold(self, key: str, claim: bytes, stale: Callable[[bytes], bool]) -> HeldLease | bytes:
+        """An exclusive lock (``flock``) on the file: the kernel lets go when its holder dies,
+        however it dies, so ``stale`` is never needed. The file stays (empty once let go)."""
+        path = self._path(key)
+        with _os_errors(str(path)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                with os.fdopen(fd, "rb") as held:
+                    return _their_claim(held)
+            lease = _LockedFile(fd)
+            lease.renew(claim)
+            return lease
 
     def check_deletable(self, prefix: str) -> None:
         self._deletable(prefix)

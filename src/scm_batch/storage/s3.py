@@ -19,7 +19,7 @@ Credentials come from boto3's standard chain; the endpoint from ``--endpoint-url
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -32,6 +32,7 @@ import urllib3.exceptions
 from scm_batch.errors import (
     ConfigError,
     InputChangedError,
+    LeaseLostError,
     ObjectNotFoundError,
     StorageAccessError,
     StorageError,
@@ -39,7 +40,7 @@ from scm_batch.errors import (
     StorageUnavailableError,
     WrongRegionError,
 )
-from scm_batch.storage.base import ObjectInfo, check_key
+from scm_batch.storage.base import HeldLease, ObjectInfo, check_key
 from scm_batch.storage.options import MIN_PART_SIZE, S3Options, StorageOptions
 
 if TYPE_CHECKING:
@@ -105,6 +106,36 @@ def make_client(options: S3Options) -> S3Client:
 def open_bucket(name: str, options: StorageOptions) -> S3Storage:
     """The storage backend's opener (see :data:`scm_batch.storage.BACKENDS`): ``s3://bucket``."""
     return S3Storage(name.removeprefix("s3://"), options.s3)
+
+
+# What S3 answers to a write whose condition failed (or raced another conditional write).
+_CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
+
+
+class _HeldObject:
+    """A lease object this process holds: its ETag is the proof, each renewal a new one."""
+
+    def __init__(self, storage: S3Storage, key: str, etag: str) -> None:
+        self._storage = storage
+        self._key = key
+        self._etag: str | None = etag
+
+    def renew(self, claim: bytes) -> None:
+        if self._etag is None:
+            return
+        where = self._storage.uri_for(self._key)
+        etag = self._storage._put_if(self._key, claim, where, IfMatch=self._etag)
+        if etag is None:
+            self._etag = None
+            raise LeaseLostError(f"{where} was taken over by another run")
+        self._etag = etag
+
+    def release(self) -> None:
+        if self._etag is None:
+            return
+        storage, etag, self._etag = self._storage, self._etag, None
+        with suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            storage._client.delete_object(Bucket=storage._bucket, Key=self._key, IfMatch=etag)
 
 
 class S3Storage:
@@ -320,6 +351,45 @@ class S3Storage:
         check_key(key)
         with self._errors(self.uri_for(key)):
             self._client.delete_object(Bucket=self._bucket, Key=key)
+
+    def hold(self, key: str, claim: bytes, stale: Callable[[bytes], bool]) -> HeldLease | bytes:
+        """A conditional create (``If-None-Match: *``); a claim that is ``stale`` is taken over
+        with a conditional replace (``If-Match`` its ETag), so two takers cannot both win."""
+        check_key(key)
+        where = self.uri_for(key)
+        for _ in range(3):  # a hold let go, or taken over, between two of the calls below
+            etag = self._put_if(key, claim, where, IfNoneMatch="*")
+            if etag is not None:
+                return _HeldObject(self, key, etag)
+            try:
+                with self._errors(where):
+                    current = self._client.get_object(Bucket=self._bucket, Key=key)
+            except ObjectNotFoundError:
+                continue
+            theirs: bytes = current["Body"].read()
+            if not stale(theirs):
+                return theirs
+            etag = self._put_if(key, claim, where, IfMatch=current["ETag"])
+            if etag is not None:
+                return _HeldObject(self, key, etag)
+        raise StorageUnavailableError(f"{where}: held and let go again and again; try again")
+
+    def _put_if(self, key: str, data: bytes, where: str, **condition: str) -> str | None:
+        """Write ``data`` under the condition; its new ETag, or ``None`` if the condition failed."""
+        try:
+            with self._errors(where):
+                try:
+                    settings: dict[str, Any] = {**condition, **self._encryption()}
+                    answer = self._client.put_object(
+                        Bucket=self._bucket, Key=key, Body=data, **settings
+                    )
+                except botocore.exceptions.ClientError as error:
+                    if error.response.get("Error", {}).get("Code") in _CONFLICT_CODES:
+                        return None
+                    raise
+        except ObjectNotFoundError:  # If-Match on an object deleted meanwhile
+            return None
+        return str(answer["ETag"])
 
     def check_deletable(self, prefix: str) -> None:
         """S3 has no links: every prefix of the bucket is the bucket's."""

@@ -104,14 +104,14 @@ def _batch_states() -> dict[str, Any]:
             "Type": "Choice",
             "Comment": (
                 "The checked input if the batch got that far, else the raw input's ids. A batch "
-                "id that belongs to another batch is not reported: its status is that batch's."
+                "id that belongs to another batch, or that another run is running, is not "
+                "reported: its status is that batch's, or that run's."
             ),
             "Choices": [
-                {
-                    "Variable": "$.failure.error",
-                    "StringEquals": "BatchExistsError",
-                    "Next": "FailureName",
-                },
+                *(
+                    {"Variable": "$.failure.error", "StringEquals": name, "Next": "FailureName"}
+                    for name in ("BatchExistsError", "BatchBusyError")
+                ),
                 {
                     **_both_present("$.batch.job.batchId", "$.batch.job.customerId"),
                     "Next": "FailureOfCheckedBatch",

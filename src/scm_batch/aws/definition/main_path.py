@@ -81,7 +81,8 @@ def preparation_states(r: Resources) -> dict[str, Any]:
         "ValidateBatchConfig": _step(
             r,
             "scm-batch-processor-validate-data",
-            {"batch.$": "$.batch"},
+            # The execution takes the batch's lease: one run of a batch at a time.
+            {"batch.$": "$.batch", "executionId.$": "$$.Execution.Id"},
             selector(Validated),
             "$.batch",
             "CalculateChunks",

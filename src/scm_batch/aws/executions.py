@@ -1,0 +1,21 @@
+"""Whether a Step Functions execution still runs: what tells a batch's lease, held by an
+execution that ended (it never lets go), from one held by an execution still going on."""
+
+from __future__ import annotations
+
+import boto3
+import botocore.exceptions
+
+
+def execution_running(execution_arn: str) -> bool:
+    """Whether the execution runs; ``True`` when that cannot be told (no permission, no
+    answer): its claim then stands until it expires, never taken from a running execution."""
+    client = boto3.client("stepfunctions")
+    try:
+        status = client.describe_execution(executionArn=execution_arn)["status"]
+    except botocore.exceptions.ClientError as error:
+        code: object = error.response.get("Error", {}).get("Code")
+        return code != "ExecutionDoesNotExist"
+    except botocore.exceptions.BotoCoreError:
+        return True
+    return bool(status == "RUNNING")
