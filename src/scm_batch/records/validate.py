@@ -83,15 +83,8 @@ def is_valid_raw(rec: dict[str, msgspec.Raw]) -> bool:
         or ident is None
     ):
         return False
-    return is_valid(
-        {
-            "status": _value(status),
-            "email": _value(email),
-            "createdAt": _value(created),
-            "updatedAt": _value(updated),
-            "name": _value(name),
-            "id": _value(ident),
-        }
+    return _passes(
+        _value(status), _value(email), _value(created), _value(updated), _value(name), _value(ident)
     )
 
 
@@ -112,12 +105,15 @@ def is_valid(rec: object) -> bool:
     if type(rec) is not dict:
         return False
     get = rec.get
-    status = get("status")
-    email = get("email")
-    created = get("createdAt")
-    updated = get("updatedAt")
-    name = get("name")
-    ident = get("id")
+    return _passes(
+        get("status"), get("email"), get("createdAt"), get("updatedAt"), get("name"), get("id")
+    )
+
+
+def _passes(
+    status: object, email: object, created: object, updated: object, name: object, ident: object
+) -> bool:
+    """The rules, over the six required values (``None`` for one that is absent)."""
     return (
         type(status) is str
         and status in STATUSES
