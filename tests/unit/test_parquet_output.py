@@ -575,3 +575,21 @@ def test_parts_typed_apart_are_read_apart_or_cast(bucket: Path) -> None:
     combined = pa.concat_tables(tables)
     assert combined.column("x").to_pylist() == ["one", None, "1", None]
     assert combined.column(RESCUED_COLUMN).to_pylist() == [None, '{"x":2}', None, '{"x":"two"}']
+
+
+def test_white_space_kept_inside_values_is_no_line_break(bucket: Path) -> None:
+    # Fields pass through as the input wrote them, white space included: a "\r" inside a value
+    # is JSON white space, never the end of a record.
+    blocks = [b'{"a": 1, "o": {"k":\r1}}\n', b'{"a":\r2, "o": {"k": "x\\r"}}\n{"a": 3}\n']
+    storage = LocalStorage(bucket)
+    with storage.open_writer("part.parquet") as out:
+        part = ParquetPart(out)
+        for block in blocks:
+            part.write(block)
+        part.close()
+    assert part.rows == 3
+    assert parquet_records(bucket / "part.parquet") == [
+        {"a": 1, "o": {"k": 1}},
+        {"a": 2, "o": {"k": "x\r"}},
+        {"a": 3},
+    ]

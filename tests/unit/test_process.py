@@ -283,3 +283,34 @@ def test_a_line_over_the_limit_is_an_entry_with_its_length_and_samples_stay_smal
     assert len(samples[0]["raw"]) == SAMPLE_RAW_CHARS  # type: ignore[arg-type]
     assert (samples[0]["rawTruncated"], samples[0]["rawLength"]) == (True, len(long_malformed))
     assert samples[2]["length"] == 20_000
+
+
+@pytest.mark.parametrize("blank", [False, True], ids=["block", "line-by-line"])
+def test_numbers_beyond_a_double_are_kept_or_judged_never_a_crash(
+    bucket: Path, blank: bool
+) -> None:
+    # A value the transform does not set passes through as written, however large; a required
+    # value Python cannot hold makes its line malformed, whether or not the other fields are there.
+    valid_large = record(0)[:-1] + b', "n": 1e400}'
+    lines = [
+        valid_large,
+        b'{"id": 1, "n": 1e400}',  # missing fields, its large value never decoded
+        b'{"id": 1e400}',
+        record(3)[:-1].replace(b'"id": "R3"', b'"id": 1e400') + b"}",
+        *([b""] if blank else []),  # a blank line sends the block down the line-by-line path
+    ]
+    (bucket / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    storage, plan = plan_input(bucket, job_input(bucket))
+    result = process_chunk(plan.chunks[0], storage=storage)
+    assert (result.valid_records, result.errors_by_category) == (
+        1, {"missing_field": 1, "malformed": 2},
+    )  # fmt: skip
+    [out] = (bucket / result.result_key).read_bytes().splitlines()
+    assert b'"n":1e400' in out
+    missing, malformed, whole = read_lines(bucket / result.error_key)
+    assert missing["category"] == "missing_field"
+    assert malformed["error"] == whole["error"] == "cannot decode: Number out of range"
+    # The report's samples: the line that cannot be decoded in Python stays raw text.
+    samples, _ = collect_samples(storage, [result], 10)
+    assert samples[0]["record"] is None
+    assert samples[0]["raw"] == '{"id": 1, "n": 1e400}'

@@ -261,7 +261,11 @@ class _Block:
     @property
     def records(self) -> list[dict[str, Any]]:
         if self._records is None:
-            self._records = [self._record(line) for line in self.encoded.splitlines()]
+            # Split on "\n" only: passthrough keeps a "\r" inside a value's white space, which
+            # splitlines() would also split on.
+            lines = self.encoded.split(b"\n")
+            lines.pop()  # the text after the last "\n": empty
+            self._records = [self._record(line) for line in lines]
         return self._records
 
     @staticmethod

@@ -28,7 +28,7 @@ from scm_batch.model import (
     ValidationReport,
     ValidationThresholds,
 )
-from scm_batch.records.codecs import iter_line_blocks
+from scm_batch.records.codecs import DECODE_ERRORS, iter_line_blocks
 from scm_batch.records.validate import Category
 from scm_batch.storage import Storage
 
@@ -139,9 +139,14 @@ def _as_sample(entry: dict[str, Any], chunk_id: str) -> dict[str, object]:
         and isinstance(raw, str)
         and len(raw) <= SAMPLE_RAW_CHARS
     ):
-        # The line decoded during processing (a byte order mark aside), so it decodes here.
-        sample["record"] = msgspec.json.decode(raw.removeprefix("\ufeff"))
-        return sample
+        # The line decoded during processing (a byte order mark aside), its values raw: one
+        # Python cannot hold (a number beyond a double's range) leaves the sample its raw line.
+        try:
+            sample["record"] = msgspec.json.decode(raw.removeprefix("\ufeff"))
+        except DECODE_ERRORS:
+            pass
+        else:
+            return sample
     for name in ("raw", "rawBase64"):
         text = entry.get(name)
         if isinstance(text, str):
