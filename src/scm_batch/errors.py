@@ -212,6 +212,13 @@ class ChunkFailedError(ScmBatchError):
         self.retryable = retryable
 
 
+class RebuildFailedError(ScmBatchError):
+    """Damaged parts of a finished batch could not be rebuilt: its outcome stands, the chunk
+    stays to rebuild."""
+
+    exit_code = ExitCode.CHUNKS_FAILED
+
+
 class PlanTooLargeError(ScmBatchError):
     """The plan has more chunks than the deployment can pass through its state (an inline Map)."""
 

@@ -67,6 +67,15 @@ def failure_key(batch_id: str, chunk: str) -> str:
     return f"{failure_prefix(batch_id)}{chunk}.json"
 
 
+def rebuild_prefix(batch_id: str) -> str:
+    return f"metadata/{batch_id}/rebuilt/"
+
+
+def rebuild_key(batch_id: str, chunk: str) -> str:
+    """A note that the chunk, done once, had damaged parts rebuilt: what it delivered then."""
+    return f"{rebuild_prefix(batch_id)}{chunk}.json"
+
+
 def lease_key(batch_id: str) -> str:
     """Who runs the batch now: beside its folders, not in them (``--overwrite`` keeps it)."""
     return f"metadata/{batch_id}.lease"

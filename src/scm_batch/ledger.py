@@ -60,6 +60,13 @@ class NotificationRecord(CamelStruct, frozen=True):
     channels: list[str]
 
 
+class Rebuild(CamelStruct, frozen=True):
+    """A chunk done once whose parts were found damaged and are rebuilt: what it delivered."""
+
+    chunk_id: str
+    delivered: int
+
+
 def _encode(value: object) -> bytes:
     return msgspec.json.format(msgspec.json.encode(value))
 
@@ -176,25 +183,33 @@ class Ledger:
         results = self._read_all(layout.receipt_prefix(self.batch_id), ChunkResult)
         return {r.chunk_id: r for r in results}
 
-    def intact(
-        self, done: dict[str, ChunkResult], *, forget_broken: bool = False
-    ) -> dict[str, ChunkResult]:
-        """The receipts whose parts are still there at the size their chunk wrote them (one stat
-        a part). With ``forget_broken``, a chunk with a part missing or changed in size loses its
-        receipt: it is done again."""
-        kept = {}
-        for chunk_id, result in done.items():
-            if all(self._same_size(part) for part in result.parts):
-                kept[chunk_id] = result
-            elif forget_broken:
-                self.storage.delete(layout.receipt_key(self.batch_id, chunk_id))
-        return kept
+    def intact(self, done: dict[str, ChunkResult]) -> dict[str, ChunkResult]:
+        """The receipts whose parts are still there at the size their chunk wrote them (one
+        listing of each folder of parts, not a request a part)."""
+        folders = {part.key.rpartition("/")[0] + "/" for r in done.values() for part in r.parts}
+        sizes: dict[str, int] = {}
+        for folder in sorted(folders):
+            sizes.update(self.storage.list_sizes(folder))
+        return {
+            chunk_id: result
+            for chunk_id, result in done.items()
+            if all(sizes.get(part.key) == part.size for part in result.parts)
+        }
 
-    def _same_size(self, part: PartCheck) -> bool:
-        try:
-            return self.storage.stat(part.key).size == part.size
-        except ObjectNotFoundError:
-            return False
+    def rebuild(self, broken: dict[str, ChunkResult]) -> None:
+        """Forget the receipts of chunks whose parts were damaged, so that they are done again;
+        first note what each delivered (:meth:`rebuilding`), so that a rebuild never sends its
+        records again, nor makes a finished batch unfinished, whatever crash comes between."""
+        for chunk_id, result in broken.items():
+            note = Rebuild(chunk_id=chunk_id, delivered=result.delivered)
+            self.storage.put_bytes(layout.rebuild_key(self.batch_id, chunk_id), _encode(note))
+            self.storage.delete(layout.receipt_key(self.batch_id, chunk_id))
+
+    def rebuilding(self) -> dict[str, int]:
+        """The chunks ever rebuilt (done once, their parts found damaged since), with how many
+        messages they delivered when first done."""
+        notes = self._read_all(layout.rebuild_prefix(self.batch_id), Rebuild)
+        return {note.chunk_id: note.delivered for note in notes}
 
     def damaged(self, done: dict[str, ChunkResult]) -> dict[str, str]:
         """What is wrong with the parts of done chunks, by chunk id, every part read whole and
@@ -274,13 +289,14 @@ class Ledger:
         self.storage.put_bytes(layout.notified_key(self.batch_id), _encode(record))
 
     def finished(self, plan: ChunkPlan, done: dict[str, ChunkResult] | None = None) -> bool:
-        """Every chunk done and the batch's messages sent: nothing left to run or send. The
-        receipts (``done``, read here, with their parts checked, when not given) matter only
-        once the marker is there."""
+        """Every chunk done and the batch's messages sent: nothing left to send, ever. A chunk
+        being rebuilt (:meth:`rebuild`) counts as done: its records went out. The receipts
+        (``done``, read here when not given) matter only once the marker is there."""
         if self.notified() is None:
             return False
-        done = self.intact(self.done()) if done is None else done
-        return all(c.chunk_id in done for c in plan.chunks)
+        done = self.done() if done is None else done
+        rebuilding = self.rebuilding()
+        return all(c.chunk_id in done or c.chunk_id in rebuilding for c in plan.chunks)
 
     def reopen(self) -> None:
         """Withdraw the batch's recorded outcome (aggregate, verdict, notified marker) before a

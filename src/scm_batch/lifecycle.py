@@ -40,7 +40,13 @@ import msgspec
 from scm_batch import layout, lease
 from scm_batch.clock import utc_timestamp
 from scm_batch.config import RunOptions
-from scm_batch.errors import ConfigError, ExitCode, NothingToResumeError, PlanTooLargeError
+from scm_batch.errors import (
+    ConfigError,
+    ExitCode,
+    NothingToResumeError,
+    PlanTooLargeError,
+    RebuildFailedError,
+)
 from scm_batch.ledger import Ledger, NotificationRecord
 from scm_batch.model import (
     ChunkPlan,
@@ -54,7 +60,7 @@ from scm_batch.model import (
     ValidationReport,
 )
 from scm_batch.observe.progress import ProgressReporter
-from scm_batch.scheduler import Clock
+from scm_batch.scheduler import Clock, Outcome
 from scm_batch.session import ExecutorFactory, Session, process_in_parallel
 from scm_batch.sinks.file import OutboxNotifier
 from scm_batch.sinks.routing import DeliveringNotifier, delivery_target, preflight
@@ -187,9 +193,7 @@ class PlannedBatch:
 
     @property
     def todo(self) -> list[ChunkTask]:
-        """The chunks still to process (none for a finished batch)."""
-        if self.finished:
-            return []
+        """The chunks still to process (for a finished batch, only chunks to rebuild)."""
         return [c for c in self.plan.chunks if c.chunk_id not in self.done_before]
 
 
@@ -212,17 +216,38 @@ def plan(
     # Again: on AWS another execution may have planned or changed it since ValidateBatchConfig.
     _check_stored_plan(stored, job, ledger, options)
     ledger.discard_incomplete()  # what killed attempts left: temporary files, open uploads
-    # A chunk whose parts were deleted or changed since is done again.
-    done = ledger.intact(ledger.done(), forget_broken=True)
+    # A chunk whose parts were deleted or changed in size since is done again; its records,
+    # delivered then, are not sent again (nor, in a finished batch, any message).
+    receipts = ledger.done()
+    done = ledger.intact(receipts)
+    ledger.rebuild({k: v for k, v in receipts.items() if k not in done})
+    stored = _with_rebuilds(stored, ledger.rebuilding())
     ledger.forget_failures_of_done_chunks(done)
-    finished = ledger.finished(stored, done)
-    # A finished batch writes no part: it is reported even where its format cannot be written.
-    check_output_format_unchanged(stored, options, finished=finished)
+    planned = PlannedBatch(
+        stored, resumed=True, done_before=done, finished=ledger.finished(stored, done)
+    )
+    # A finished batch with nothing to rebuild writes no part: it is reported even where its
+    # format cannot be written.
+    check_output_format_unchanged(stored, options, finished=not planned.todo)
     _check_inline(stored, inline_limit)
-    if not finished:  # its outcome will change: a crash must not leave the old one standing
+    if planned.todo:
         ledger.record_chunk_items(stored)
+    if not planned.finished:  # its outcome will change: a crash must not leave the old one
         ledger.reopen()
-    return PlannedBatch(stored, resumed=True, done_before=done, finished=finished)
+    return planned
+
+
+def _with_rebuilds(plan: ChunkPlan, rebuilding: dict[str, int]) -> ChunkPlan:
+    """The plan whose chunks being rebuilt say what they delivered the first time."""
+    if not rebuilding:
+        return plan
+    chunks = [
+        msgspec.structs.replace(c, delivered_before=rebuilding[c.chunk_id])
+        if c.chunk_id in rebuilding
+        else c
+        for c in plan.chunks
+    ]
+    return msgspec.structs.replace(plan, chunks=chunks)
 
 
 def _new_plan(
@@ -448,7 +473,11 @@ def _carry_out(
     elif planned.resumed:
         session.progress.phase(f"resuming batch {job.batch_id} from its plan")
     if planned.todo:
-        process_in_parallel(planned.plan, planned.todo, planned.done_before, ledger, session)
+        outcome = process_in_parallel(
+            planned.plan, planned.todo, planned.done_before, ledger, session
+        )
+        if planned.finished and (outcome.failures or outcome.not_started):
+            raise _rebuild_failed(job.batch_id, outcome)
     session.progress.phase("AggregateResults")
     aggregated = aggregate(
         planned.plan,
@@ -462,6 +491,16 @@ def _carry_out(
     )
     sent = notify(aggregated, ledger, options)
     return _report(planned.plan, ledger.storage, aggregated, sent)
+
+
+def _rebuild_failed(batch_id: str, outcome: Outcome) -> RebuildFailedError:
+    what = "; ".join(f"{f.chunk_id}: {f.error_type}: {f.message}" for f in outcome.failures)
+    if outcome.not_started:
+        what = what or f"{len(outcome.not_started)} not started"
+    return RebuildFailedError(
+        f"batch {batch_id!r} is complete and its outcome stands, but damaged parts could not "
+        f"be rebuilt ({what}): 'scm-batch resume' tries again"
+    )
 
 
 def _report(

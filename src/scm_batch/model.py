@@ -162,6 +162,9 @@ class ChunkTask(CamelStruct, frozen=True):
     source_version_id: str | None = None
     output_format: OutputFormat = DEFAULT_OUTPUT_FORMAT  # of the chunk's result part
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES  # a longer line is a too_long error entry
+    # Set on a chunk done before whose parts were found missing or resized: its parts are
+    # rebuilt, its records (this many messages) went out the first time and are not sent again.
+    delivered_before: int | None = None
 
     @property
     def source_identity(self) -> tuple[int, int, str | None, str | None]:

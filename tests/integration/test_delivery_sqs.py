@@ -88,6 +88,78 @@ def test_records_completion_and_status_to_sqs(
     assert (state["batchId"], state["batchStatus"]) == ("sqsbatch", "SUBMITTED_FOR_PROCESSING")
 
 
+def test_damaged_parts_of_a_delivered_batch_are_rebuilt_without_sending_again(
+    cli: Cli, sqs: SQSClient, moto: MotoServer, tmp_path: Path
+) -> None:
+    core, status = new_queue(sqs), new_queue(sqs)
+    bucket = tmp_path / "bucket"
+    generate_file(bucket / "in.jsonl", 400, seed=3, invalid_rate=0.0)
+    run = [
+        "run", "--bucket", str(bucket), "--batch-id", "again", "--file", "in.jsonl",
+        "--customer-id", "c", "--tenant-id", "t", "--deployment", "CORE", "--destination",
+        "sqs_core", "--sqs-core-queue", core, "--status-queue", status, "--sqs-endpoint-url",
+        moto.endpoint, "--max-concurrent-chunks", "4", "--min-chunk-size", "1", "--progress",
+        "none",
+    ]  # fmt: skip
+    ran = cli(*run)
+    assert ran.returncode == 0, ran.stderr
+    assert len(drain(sqs, core)) > 100
+    assert len(drain(sqs, status)) == 1
+    results, metadata = bucket / "results" / "again", bucket / "metadata" / "again"
+    parts = {p.name: p.read_bytes() for p in results.iterdir()}
+    receipt = json.loads((metadata / "chunks" / "chunk_000002.json").read_bytes())
+    notified = (metadata / "notified.json").read_bytes()
+    (results / "chunk_000002.jsonl").unlink()  # a lifecycle rule expired it, say
+
+    # The same run again (a duplicated trigger): the batch is final, its part rebuilt.
+    again = cli(*run)
+    assert again.returncode == 0, again.stderr
+    assert "already complete" in again.stderr + again.stdout
+    assert {p.name: p.read_bytes() for p in results.iterdir()} == parts
+    assert (drain(sqs, core), drain(sqs, status)) == ([], [])  # nothing sent again
+    assert (metadata / "notified.json").read_bytes() == notified
+    rebuilt = json.loads((metadata / "chunks" / "chunk_000002.json").read_bytes())
+    assert rebuilt["delivered"] == receipt["delivered"] > 0
+    assert json.loads((metadata / "rebuilt" / "chunk_000002.json").read_bytes()) == {
+        "chunkId": "chunk_000002",
+        "delivered": receipt["delivered"],
+    }
+
+
+def test_a_resume_rebuilds_damaged_parts_and_sends_only_what_was_never_sent(
+    cli: Cli, sqs: SQSClient, moto: MotoServer, tmp_path: Path
+) -> None:
+    core, status = new_queue(sqs), new_queue(sqs)
+    bucket = tmp_path / "bucket"
+    generate_file(bucket / "in.jsonl", 400, seed=4, invalid_rate=0.0)
+    run = [
+        "run", "--bucket", str(bucket), "--batch-id", "part", "--file", "in.jsonl",
+        "--customer-id", "c", "--tenant-id", "t", "--deployment", "CORE", "--destination",
+        "sqs_core", "--sqs-core-queue", core, "--status-queue", status, "--sqs-endpoint-url",
+        moto.endpoint, "--max-concurrent-chunks", "4", "--min-chunk-size", "1", "--progress",
+        "none",
+    ]  # fmt: skip
+    failed = cli(*run, env={"SCM_BATCH_FAULTS": "chunk_000003=terminal"})
+    assert failed.returncode == 4, failed.stderr
+    first = {json.loads(m["Body"])["record"]["id"] for m in drain(sqs, core)}
+    drain(sqs, status)
+    (bucket / "results" / "part" / "chunk_000001.jsonl").unlink()
+
+    resumed = cli(*run)
+    assert resumed.returncode == 0, resumed.stderr
+    bodies = [json.loads(m["Body"]) for m in drain(sqs, core)]
+    sent = {b["record"]["id"] for b in bodies if "record" in b}
+    results = bucket / "results" / "part"
+
+    def ids(chunk: str) -> set[str]:
+        return {json.loads(line)["id"] for line in (results / chunk).read_bytes().splitlines()}
+
+    assert ids("chunk_000001.jsonl") <= first  # sent the first time, rebuilt now
+    assert not sent & ids("chunk_000001.jsonl")  # and not sent again
+    assert ids("chunk_000003.jsonl") <= sent  # the failed chunk, sent now
+    assert sent | first == set().union(*(ids(p.name) for p in results.glob("*.jsonl")))
+
+
 class FlakyClient:
     """The real client, except that some calls report some entries as failed without sending
     them, as SQS does when it cannot take part of a batch."""

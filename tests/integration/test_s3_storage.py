@@ -100,6 +100,8 @@ def test_listing_and_deleting(moto: MotoServer, bucket: str) -> None:
     for key in ["m/b/chunks/c1.json", "m/b/chunks/c2.json", "m/b2/x.json", "r/b/p.jsonl"]:
         store.put_bytes(key, b"{}")
     assert store.list_keys("m/b/") == ["m/b/chunks/c1.json", "m/b/chunks/c2.json"]
+    store.put_bytes("m/b/chunks/c2.json", b"[1, 2]")
+    assert store.list_sizes("m/b/") == {"m/b/chunks/c1.json": 2, "m/b/chunks/c2.json": 6}
     store.delete("m/b/chunks/c1.json")
     store.delete("m/b/chunks/absent.json")
     store.delete_prefix("m/")

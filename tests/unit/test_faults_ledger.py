@@ -83,6 +83,8 @@ def test_listing_skips_and_discarding_removes_interrupted_writes(tmp_path: Path)
     assert storage.list_keys("metadata/b/") == ["metadata/b/chunks/chunk_000001.json"]
     assert storage.list_keys("results/b/chunk_0000") == ["results/b/chunk_000001.jsonl"]
     assert storage.list_keys("absent/") == []
+    assert storage.list_sizes("results/") == {"results/b/chunk_000001.jsonl": 1}
+    assert storage.list_sizes("absent/") == {}
 
     assert storage.discard_incomplete("results/b/chunk_000002.jsonl") == 1  # one key's leftovers
     assert leftovers[0].exists()

@@ -14,7 +14,9 @@ import pytest
 from scm_batch import lifecycle
 from scm_batch.aws.definition import build_definition, resources_for_account
 from scm_batch.config import RunOptions
-from scm_batch.errors import ConfigError, ObjectNotFoundError
+from scm_batch.errors import ConfigError, ObjectNotFoundError, RebuildFailedError
+from scm_batch.faults import ChunkFault, FaultPlan
+from scm_batch.ledger import Ledger
 from scm_batch.model import PlanOptions
 from scm_batch.records.generate import generate_file
 from scm_batch.sinks import routing
@@ -148,3 +150,35 @@ def test_a_finished_batch_missing_part_of_its_outcome_is_an_error_never_sent_aga
     with pytest.raises(ObjectNotFoundError, match=r"validation/b/validation-results\.json"):
         lifecycle.resume_batch(str(bucket), "b", options)
     assert (bucket / "notifications/b/batch-proc.json").read_bytes() == sent
+
+
+def test_a_chunk_to_rebuild_is_known_as_delivered_across_a_crash(bucket: Path) -> None:
+    generate_file(bucket / "in.jsonl", 400, seed=6)
+    options = RunOptions(workers=1, plan=PlanOptions(min_chunk_size=1))
+    lifecycle.run_batch(job_input(bucket, max_concurrent_chunks=2), options)
+    ledger = Ledger(LocalStorage(bucket), "b")
+    receipt = ledger.done()["chunk_000001"]
+    (bucket / "results/b/chunk_000001.jsonl").unlink()
+    # A run noted the damage and forgot the receipt, then died before rebuilding the chunk.
+    ledger.rebuild({"chunk_000001": receipt})
+    stored = ledger.stored_plan()
+    assert stored.delivery is not None
+    planned = lifecycle.plan(stored.job, None, stored.delivery, ledger, options)
+    assert planned.finished  # its records went out: the batch stays final
+    [task] = planned.todo
+    assert (task.chunk_id, task.delivered_before) == ("chunk_000001", receipt.delivered)
+
+
+def test_a_rebuild_that_fails_leaves_the_outcome_standing_and_says_so(bucket: Path) -> None:
+    generate_file(bucket / "in.jsonl", 400, seed=6)
+    options = RunOptions(workers=1, plan=PlanOptions(min_chunk_size=1))
+    lifecycle.run_batch(job_input(bucket, max_concurrent_chunks=2), options)
+    outcome = (bucket / "final-results/b/aggregated-results.json").read_bytes()
+    (bucket / "results/b/chunk_000001.jsonl").unlink()
+    failing = FaultPlan(chunks={"chunk_000001": ChunkFault(kind="terminal", times=None)})
+    with pytest.raises(RebuildFailedError, match="chunk_000001: InjectedTerminalError") as failed:
+        lifecycle.resume_batch(str(bucket), "b", msgspec.structs.replace(options, faults=failing))
+    assert failed.value.exit_code == 4
+    assert (bucket / "final-results/b/aggregated-results.json").read_bytes() == outcome
+    ledger = Ledger(LocalStorage(bucket), "b")
+    assert ledger.finished(ledger.stored_plan())

@@ -364,9 +364,12 @@ def process_chunk(
     The receipt comes only after the parts are complete and every message is acknowledged, so a
     chunk with a receipt is done and delivered. ``attempt`` and ``previous_attempts`` are recorded
     in it. ``fault_hook`` is the test-only fault switch (:mod:`scm_batch.faults`), told the number
-    of blocks written so far.
+    of blocks written so far. A chunk whose parts are rebuilt (``task.delivered_before``) sends
+    nothing: its records went out when it was first done.
     """
     started = time.perf_counter()
+    if task.delivered_before is not None:
+        sink = None
     store = storage if storage is not None else open_storage(task.bucket)
     ctx = TransformContext.create(
         batch_id=task.batch_id,
@@ -413,7 +416,7 @@ def process_chunk(
             # the chunk while its messages can still be aborted.
             results.finish()
             # Every message acknowledged, or the parts are not committed either.
-            delivered = delivery.finish() if delivery is not None else 0
+            delivered = delivery.finish() if delivery is not None else task.delivered_before or 0
     except BaseException:
         if delivery is not None:
             delivery.abort()

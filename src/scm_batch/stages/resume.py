@@ -74,8 +74,8 @@ def check_output_format_unchanged(
     """The batch keeps the result format it was planned with: asking for another is refused,
     asking for none keeps the planned one, which must be one this run writes (``output_formats``:
     JSON Lines only on AWS) and writable here (pyarrow for Parquet) unless the batch is
-    ``finished`` (every chunk done, its messages sent): it writes no part any more, and is only
-    reported."""
+    ``finished`` (every chunk done, its messages sent, no part to rebuild): it writes no part any
+    more, and is only reported."""
     asked = options.plan.output_format
     if asked is not None and asked != plan.output_format:
         raise OutputFormatChangedError(

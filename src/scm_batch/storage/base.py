@@ -100,6 +100,11 @@ class Storage(Protocol):
         """Keys of the complete objects whose key starts with ``prefix``, sorted."""
         ...
 
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        """Sizes of the complete objects whose key starts with ``prefix``, by key: one listing,
+        where a ``stat`` of each would be one request each."""
+        ...
+
     def discard_incomplete(self, prefix: str) -> int:
         """Remove what interrupted writes left behind for keys starting with ``prefix``
         (temporary files, unfinished uploads); return how many were removed."""

@@ -13,6 +13,7 @@ import glob
 import os
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -214,16 +215,22 @@ class LocalStorage:
         return (self._path(head) if head else self._root), name_start
 
     def list_keys(self, prefix: str) -> list[str]:
+        return sorted(self.list_sizes(prefix))
+
+    def list_sizes(self, prefix: str) -> dict[str, int]:
         directory, _ = self._directory_of(prefix)
         if not directory.is_dir():
-            return []
+            return {}
+        sizes = {}
         with _os_errors(str(directory)):
-            keys = [
-                path.relative_to(self._root).as_posix()
-                for path in directory.rglob("*")
-                if path.is_file() and not _is_temporary(path.name)
-            ]
-        return sorted(key for key in keys if key.startswith(prefix))
+            for path in directory.rglob("*"):
+                key = path.relative_to(self._root).as_posix()
+                if key.startswith(prefix) and not _is_temporary(path.name):
+                    with suppress(FileNotFoundError):  # removed while listed: not there
+                        info = path.stat()
+                        if stat.S_ISREG(info.st_mode):
+                            sizes[key] = info.st_size
+        return sizes
 
     def discard_incomplete(self, prefix: str) -> int:
         directory, name_start = self._directory_of(prefix)

@@ -312,14 +312,17 @@ class S3Storage:
         return True
 
     def list_keys(self, prefix: str) -> list[str]:
-        keys: list[str] = []
+        return sorted(self.list_sizes(prefix))
+
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        sizes: dict[str, int] = {}
         with self._errors(self.uri_for(prefix)):
             pages = self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self._bucket, Prefix=prefix
             )
             for page in pages:
-                keys.extend(item["Key"] for item in page.get("Contents", []))
-        return sorted(keys)
+                sizes.update((item["Key"], item["Size"]) for item in page.get("Contents", []))
+        return sizes
 
     # ---- writing --------------------------------------------------------------------------
     def _encryption(self) -> dict[str, str]:
