@@ -22,20 +22,25 @@ def batch_flags(bucket: Path, file: str, batch_id: str = "self") -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "key",
+    ("key", "why"),
     [
-        "results/self/chunk_000000.jsonl",  # chunk 0's output would overwrite it
-        "final-results/self/input.jsonl",  # --overwrite would delete it before reading it
-        "metadata/self/chunks/input.jsonl",
+        # chunk 0's output would overwrite it
+        ("results/self/chunk_000000.jsonl", "is under results/self/, where batch 'self' writes"),
+        # --overwrite would delete it before reading it
+        ("final-results/self/input.jsonl", "is under final-results/self/"),
+        ("metadata/self/chunks/input.jsonl", "is under metadata/self/"),
+        ("metadata/self.lease", "is the lease of batch 'self'"),  # the lease would be written in
     ],
 )
-def test_an_input_under_the_batch_own_outputs_is_refused(cli: Cli, bucket: Path, key: str) -> None:
+def test_an_input_under_the_batch_own_outputs_is_refused(
+    cli: Cli, bucket: Path, key: str, why: str
+) -> None:
     path = bucket / key
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(GOOD_RECORD * 20)
     before = path.read_bytes()
     result = cli("run", *batch_flags(bucket, key), "--overwrite")
-    assert_one_line_error(result, 2, f"is under {key.rsplit('/', 2)[0]}/", "its own input")
+    assert_one_line_error(result, 2, why, "input")
     assert path.read_bytes() == before
     # Another batch's outputs are just files: reading them is fine.
     ok = cli("run", *batch_flags(bucket, key, batch_id="other"))

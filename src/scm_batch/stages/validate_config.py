@@ -54,7 +54,13 @@ def _check_processed_at(value: str) -> None:
 
 def _check_input_outside_outputs(job: JobInput) -> None:
     """No run may write or delete its own input: an input under a prefix the batch writes to or
-    deletes (its results, errors, metadata…) is refused, whatever the storage."""
+    deletes (its results, errors, metadata…), or its lease, is refused, whatever the storage."""
+    if job.file == layout.lease_key(job.batch_id):
+        raise ConfigError(
+            "file",
+            f"{job.file!r} is the lease of batch {job.batch_id!r}, which the run writes: it "
+            "cannot be its input",
+        )
     for prefix in layout.batch_prefixes(job.batch_id):
         if job.file.startswith(prefix):
             raise ConfigError(
