@@ -60,21 +60,22 @@ def test_a_write_the_disk_refuses_is_an_environment_failure_not_a_bug(bucket: Pa
     assert_one_line_error(result, 6, "File too large")
 
 
-def test_a_closed_standard_output_ends_the_command_quietly(bucket: Path) -> None:
+@pytest.mark.parametrize("output", [[], ["--json"]], ids=["table", "json"])
+def test_a_closed_standard_output_ends_the_command_quietly(bucket: Path, output: list[str]) -> None:
     (bucket / "in.jsonl").write_text(GOOD_RECORD * 3000)
     command = [sys.executable, "-m", "scm_batch", "plan", *batch_flags(bucket, "in.jsonl")[:-2]]
-    command += ["--max-concurrent-chunks", "3000", "--min-chunk-size", "1"]  # a long table
+    command += ["--max-concurrent-chunks", "3000", "--min-chunk-size", "1", *output]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SCM_BATCH_")}
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment
-    ) as reader:
-        assert reader.stdout is not None
-        assert reader.stderr is not None
-        reader.stdout.readline()  # `… | head -1`
-        reader.stdout.close()
-        stderr = reader.stderr.read().decode()
-        assert reader.wait(timeout=60) == 141
-    assert stderr == ""
+    # `… | head -1`, its reader gone before anything is written: every write meets a closed pipe.
+    gone, pipe = os.pipe()
+    os.close(gone)
+    try:
+        result = subprocess.run(
+            command, stdout=pipe, stderr=subprocess.PIPE, env=environment, check=False
+        )
+    finally:
+        os.close(pipe)
+    assert (result.returncode, result.stderr) == (141, b"")
 
 
 @pytest.mark.slow

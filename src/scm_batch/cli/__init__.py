@@ -12,7 +12,6 @@ documented exit code; a traceback appears only with ``--debug``.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 
@@ -32,15 +31,11 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Console entry point: usage errors, like every other error, are one line on stderr; SIGTERM
-    stops a run as Ctrl-C does; a standard output closed early ends the command quietly."""
+    stops a run as Ctrl-C does (a standard output closed early ends the command quietly: see
+    :mod:`~scm_batch.cli.console`)."""
     signal.signal(signal.SIGTERM, raise_terminated)
     try:
         code = app(standalone_mode=False, prog_name="scm-batch")
-    except BrokenPipeError:
-        # The reader is gone (`scm-batch status … | head -1`): nothing more to say, and nothing
-        # left to flush into the closed pipe at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(ExitCode.BROKEN_PIPE)
     except typer.Abort:
         err.print("[bold red]error:[/] interrupted", soft_wrap=True)
         sys.exit(ExitCode.INTERRUPTED)

@@ -30,6 +30,16 @@ err = _Console(stderr=True, highlight=False)
 out = _Console(highlight=False, soft_wrap=True)
 
 
+def write_out(text: str) -> None:
+    """Text to standard output as it is (a JSON document for programs); a reader gone ends the
+    command as :meth:`_Console.on_broken_pipe` does (click would make it exit 1)."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        out.on_broken_pipe()
+
+
 def fail(message: str, code: int) -> typer.Exit:
     err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)

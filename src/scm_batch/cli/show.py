@@ -5,13 +5,12 @@ People read standard output; ``--json`` makes it one JSON document for programs 
 
 from __future__ import annotations
 
-import sys
-
 import msgspec
 from rich.markup import escape
 from rich.table import Table
 
 from scm_batch.cli.console import out as _out
+from scm_batch.cli.console import write_out
 from scm_batch.ledger import encode_plan
 from scm_batch.lifecycle import RunReport
 from scm_batch.model import ChunkPlan
@@ -19,7 +18,7 @@ from scm_batch.observe.status import BatchStatus
 
 
 def _write_json(value: object) -> None:
-    sys.stdout.write(msgspec.json.format(msgspec.json.encode(value)).decode() + "\n")
+    write_out(msgspec.json.format(msgspec.json.encode(value)).decode() + "\n")
 
 
 def finish(report: RunReport, as_json: bool) -> int:
@@ -116,7 +115,7 @@ def print_status(state: BatchStatus, as_json: bool) -> None:
 def print_plan(chunk_plan: ChunkPlan, as_json: bool) -> None:
     """How the input would be cut (``scm-batch plan``)."""
     if as_json:
-        sys.stdout.write(encode_plan(chunk_plan).decode() + "\n")
+        write_out(encode_plan(chunk_plan).decode() + "\n")
         return
     exact = "exact" if chunk_plan.records_exact else "estimated"
     _out.print(
