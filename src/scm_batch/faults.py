@@ -7,6 +7,8 @@ Set ``SCM_BATCH_FAULTS`` to a comma-separated list of ``target=fault`` entries:
 * ``chunk_000005=kill:1`` — the worker running the first attempt kills itself with SIGKILL;
 * ``chunk_000007=stall:1`` — the worker running the first attempt stops itself (SIGSTOP), as a
   stuck worker would be: only its chunk's timeout ends it;
+* ``chunk_000008=slow:1`` — the worker running the first attempt pauses a quarter of a second
+  after every block, as one held back by its destination would: slow, never stuck;
 * ``chunk_000006=kill-driver`` — the worker kills the driver, then itself, with SIGKILL, leaving
   the chunk's parts half-written as a machine crash would (first attempt only);
 * ``driver=during-planning`` | ``after-plan`` | ``after-chunks:N`` | ``during-aggregation`` |
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
 from typing import Literal
 
@@ -32,7 +35,9 @@ from scm_batch.model import CamelStruct
 
 FAULTS_ENV = "SCM_BATCH_FAULTS"
 
-ChunkFaultKind = Literal["transient", "terminal", "kill", "stall", "kill-driver"]
+ChunkFaultKind = Literal["transient", "terminal", "kill", "stall", "slow", "kill-driver"]
+SLOW_BLOCK_SECONDS = 0.25
+_SIGNALS = {"kill": signal.SIGKILL, "stall": signal.SIGSTOP}
 DRIVER_POINTS = (
     "during-planning",
     "after-plan",
@@ -67,7 +72,9 @@ class FaultPlan(CamelStruct, frozen=True):
             return None
 
         def at_block(blocks: int) -> None:
-            if blocks == fault.after_blocks:
+            if blocks == fault.after_blocks or (
+                fault.kind == "slow" and blocks > fault.after_blocks
+            ):
                 strike()
 
         return at_block
@@ -87,10 +94,11 @@ class FaultPlan(CamelStruct, frozen=True):
                 raise InjectedTerminalError(message)
 
             return raise_terminal
-        if fault.kind == "kill":
-            return lambda: os.kill(os.getpid(), signal.SIGKILL)
-        if fault.kind == "stall":
-            return lambda: os.kill(os.getpid(), signal.SIGSTOP)
+        if fault.kind in _SIGNALS:  # the worker kills (or stops) itself
+            sent = _SIGNALS[fault.kind]
+            return lambda: os.kill(os.getpid(), sent)
+        if fault.kind == "slow":
+            return lambda: time.sleep(SLOW_BLOCK_SECONDS)
         driver = self.driver_pid
         if driver is None:
             return None
@@ -117,7 +125,7 @@ def _chunk_fault(value: str, entry: str) -> ChunkFault:
         raise ConfigError(FAULTS_ENV, f"bad block number in {entry!r}")
     after = int(at) if at else 1
     kind, _, times = value.partition(":")
-    if kind not in ("transient", "terminal", "kill", "stall", "kill-driver"):
+    if kind not in ("transient", "terminal", "kill", "stall", "slow", "kill-driver"):
         raise ConfigError(FAULTS_ENV, f"unknown fault {kind!r} in {entry!r}")
     if kind == "terminal":
         return ChunkFault(kind="terminal", times=None, after_blocks=after)

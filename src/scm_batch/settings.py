@@ -203,9 +203,9 @@ SETTINGS: tuple[Setting, ...] = (
         _s("run.tolerance.percentage", PERCENTAGE, "Failed chunks tolerated, as a percentage of "
            "all chunks.", "--tolerated-failure-percentage",
            "SCM_BATCH_TOLERATED_FAILURE_PERCENTAGE"),
-        _s("run.chunkTimeoutSeconds", NUMBER, "Seconds a chunk may run before its worker is "
-           "stopped and the chunk retried (default: ten times what it should take at the pace "
-           "of the chunks done so far, at least 60).", "--chunk-timeout",
+        _s("run.chunkTimeoutSeconds", NUMBER, "Seconds a chunk may go without progress before "
+           "its worker is stopped and the chunk retried (default: ten times what it should take "
+           "at the pace of the chunks done so far, at least 60).", "--chunk-timeout",
            "SCM_BATCH_CHUNK_TIMEOUT"),
         _s("run.tolerance.count", WHOLE, "Failed chunks tolerated, as a number.",
            "--tolerated-failure-count", "SCM_BATCH_TOLERATED_FAILURE_COUNT"),

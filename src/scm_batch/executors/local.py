@@ -156,14 +156,17 @@ class _Job:
     previous: list[Attempt]
     future: Future[ChunkResult]
     lines: int = 0
-    timeout: float = math.inf  # seconds it may take, set when a worker takes it
-    deadline: float = math.inf  # time.monotonic() by which it must be done
+    timeout: float = math.inf  # seconds it may go without progress, set when a worker takes it
+    deadline: float = math.inf  # time.monotonic() by which it must progress (or be done)
     timed_out: bool = False
 
 
 # A chunk's timeout, unless one is given: ten times what it should take at the pace this pool's
 # chunks went so far (bytes per second of a chunk, from those finished), and at least a minute.
 # Before any has finished, a pessimistic pace is assumed (the first chunks may be slow to start).
+# The timeout is how long a chunk may go without progress: each block its worker reports done
+# pushes its deadline on, so a chunk slowed by its destination (Kafka pushing back, SQS
+# throttling) is never killed while it moves, only one that is stuck or stopped.
 MIN_CHUNK_TIMEOUT = 60.0
 TIMEOUT_FACTOR = 10.0
 UNMEASURED_PACE = float(1 << 20)
@@ -339,9 +342,7 @@ class LocalExecutor:
                 deadline = min((w.job.deadline for w in self._workers if w.job), default=None)
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             ready = wait(list(by_handle), timeout=timeout)
-            with self._lock:
-                self._stop_the_late()
-            for handle in ready:
+            for handle in ready:  # first: a chunk just finished or progressing is not late
                 kind, sender = by_handle[handle]
                 with self._lock:
                     if kind == "wake":
@@ -352,11 +353,13 @@ class LocalExecutor:
                         and (kind == "death" or not self._receive(sender))
                     ):
                         self._bury(sender)
+            with self._lock:
+                self._stop_the_late()
 
     def _stop_the_late(self) -> None:
-        """Kill every worker whose chunk is past its deadline (stuck, stopped, or far slower than
-        its pace says): its death then fails the chunk, to be retried, as Lambda does a function
-        past its timeout."""
+        """Kill every worker whose chunk is past its deadline (no progress for its timeout: stuck
+        or stopped): its death then fails the chunk, to be retried, as Lambda does a function past
+        its timeout."""
         now = time.monotonic()
         for worker in self._workers:
             job = worker.job
@@ -375,6 +378,7 @@ class LocalExecutor:
             return True
         if isinstance(reply, Progress):
             job.lines += reply.lines
+            job.deadline = time.monotonic() + job.timeout
             return True
         worker.job = None
         if isinstance(reply, Finished):
@@ -396,7 +400,7 @@ class LocalExecutor:
         if job is not None:
             pid = worker.process.pid
             death = (
-                f"did not finish {job.task.chunk_id} within {job.timeout:,.0f} s "
+                f"made no progress on {job.task.chunk_id} for {job.timeout:,.0f} s "
                 f"({job.lines:,} lines done) and was killed"
                 if job.timed_out
                 else _death(worker.process.exitcode)
