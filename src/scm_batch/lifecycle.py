@@ -31,6 +31,7 @@ Steps take the run's options (:class:`~scm_batch.config.RunOptions`), never a pl
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypedDict, Unpack
@@ -432,7 +433,8 @@ def run_batch(job: JobInput, options: RunOptions, **session: Unpack[SessionSetti
     started = Session.start(options, **session)
     job = admit(job, started.options)
     ledger = open_ledger(job.bucket, job.batch_id, started.options)
-    with lease.held(ledger):  # one run of a batch at a time, from before anything is touched
+    # One run of a batch at a time, from before anything is touched.
+    with lease.held(ledger) as held:
         if started.options.overwrite:
             ledger.clear()
         source = initialize(job, ledger, started.options)
@@ -441,7 +443,7 @@ def run_batch(job: JobInput, options: RunOptions, **session: Unpack[SessionSetti
                 f"InitializeBatchProcessing: {ledger.storage.uri_for(job.file)}, "
                 f"{source.size:,} bytes"
             )
-        return _carry_out(job, source, ledger, started)
+        return _carry_out(job, source, ledger, started, held.check)
 
 
 def resume_batch(
@@ -450,21 +452,26 @@ def resume_batch(
     """Carry on a batch from the plan and ledger in its bucket."""
     started = Session.start(options, **session)
     ledger = open_ledger(bucket, batch_id, started.options)
-    stored = ledger.plan()
-    if stored is None:
+    if not ledger.has_plan():  # before the lease: a batch id mistyped leaves nothing behind
         raise NothingToResumeError(
             f"batch {batch_id!r} has no plan in {ledger.storage.uri} "
             f"({layout.plan_key(batch_id)}); start it with 'scm-batch run'"
         )
-    job = admit(stored.job, started.options)
-    with lease.held(ledger):
-        return _carry_out(job, None, ledger, started)
+    with lease.held(ledger) as held:
+        # Read under the lease: a 'run --overwrite' that ended meanwhile may have replaced it.
+        job = admit(ledger.stored_plan().job, started.options)
+        return _carry_out(job, None, ledger, started, held.check)
 
 
 def _carry_out(
-    job: JobInput, source: SourceInfo | None, ledger: Ledger, session: Session
+    job: JobInput,
+    source: SourceInfo | None,
+    ledger: Ledger,
+    session: Session,
+    still_held: Callable[[], None],
 ) -> RunReport:
-    """The steps after InitializeBatchProcessing, in the workflow's order."""
+    """The steps after InitializeBatchProcessing, in the workflow's order; ``still_held`` raises
+    if this run lost the batch's lease, at each step that writes its outcome or sends it."""
     options = session.options
     target = validate(job, ledger, options)
     planned = plan(job, source, target, ledger, options)
@@ -474,10 +481,11 @@ def _carry_out(
         session.progress.phase(f"resuming batch {job.batch_id} from its plan")
     if planned.todo:
         outcome = process_in_parallel(
-            planned.plan, planned.todo, planned.done_before, ledger, session
+            planned.plan, planned.todo, planned.done_before, ledger, session, still_held
         )
         if planned.finished and (outcome.failures or outcome.not_started):
             raise _rebuild_failed(job.batch_id, outcome)
+    still_held()
     session.progress.phase("AggregateResults")
     aggregated = aggregate(
         planned.plan,
@@ -489,6 +497,7 @@ def _carry_out(
         started_at=session.started_at,
         elapsed=session.elapsed,
     )
+    still_held()
     sent = notify(aggregated, ledger, options)
     return _report(planned.plan, ledger.storage, aggregated, sent)
 

@@ -103,6 +103,7 @@ class ChunkScheduler:
     interval: float = 1.0
     on_tick: Callable[[Tally], None] | None = None
     on_commit: Callable[[int], None] | None = None
+    checkpoint: Callable[[], None] | None = None  # asked every round; what it raises stops the run
     waiter: Waiter = wait_first
 
     def run(self, tasks: list[ChunkTask]) -> Outcome:
@@ -117,6 +118,8 @@ class ChunkScheduler:
         for task in tasks:
             submit(task, 1, [])
         while in_flight or waiting:
+            if self.checkpoint is not None:
+                self.checkpoint()
             now = self.clock.monotonic()
             while waiting and waiting[0].ready_at <= now:
                 due = heapq.heappop(waiting)

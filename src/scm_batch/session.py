@@ -93,10 +93,11 @@ def process_in_parallel(
     done_before: dict[str, ChunkResult],
     ledger: Ledger,
     session: Session,
+    checkpoint: Callable[[], None] | None = None,
 ) -> Outcome:
     """ProcessChunksInParallel for the chunks ``todo`` (the others are ``done_before``): run them
     on the session's executor, retrying, tolerating and failing fast as the options say, with
-    progress on the way."""
+    progress on the way. ``checkpoint`` is asked while chunks run; what it raises stops them."""
     lines_before = sum(r.lines for r in done_before.values())
     # Never more workers than chunks: a worker with nothing to do costs a process all the same.
     workers = min(session.options.workers, len(todo))
@@ -128,6 +129,7 @@ def process_in_parallel(
         interval=session.progress.interval,
         on_tick=lambda tally: session.progress.update(snapshot(tally)),
         on_commit=lambda done: session.faults.crash_driver_at("after-chunks", chunks_done=done),
+        checkpoint=checkpoint,
     )
     try:
         outcome = scheduler.run(todo)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from scm_batch import lease
-from scm_batch.errors import BatchBusyError, LeaseLostError
+from scm_batch.errors import BatchBusyError, LeaseLostError, StorageUnavailableError
 from scm_batch.ledger import Ledger
 from scm_batch.storage import LocalStorage, S3Options
 from scm_batch.storage.s3 import S3Storage
@@ -29,21 +29,38 @@ def claim(**changes: object) -> bytes:
         "pid": os.getpid(),
         "since": "2026-01-01T00:00:00.000Z",
         "expires": "2999-01-01T00:00:00.000Z",
+        "space": lease._pid_space(),
     }
     return json.dumps({**fields, **changes}).encode()
 
 
+GONE = 2**22 + 12345  # no such process here
+EXECUTION = {"host": "aws", "pid": None, "execution": "arn:x:execution:m:e1"}
+
+
 def test_a_claim_is_stale_when_expired_its_process_gone_or_its_execution_ended() -> None:
-    assert not lease._stale(claim(), None, None)
-    assert lease._stale(claim(expires="2000-01-01T00:00:00.000Z"), None, None)
-    assert lease._stale(claim(pid=2**22 + 12345), None, None)  # no such process here
-    assert not lease._stale(claim(host="elsewhere", pid=2**22 + 12345), None, None)
-    aws = {"host": "aws", "pid": None, "execution": "arn:x:execution:m:e1"}
-    assert not lease._stale(claim(**aws), lambda arn: True, None)
-    assert lease._stale(claim(**aws), lambda arn: False, None)
-    assert lease._stale(claim(**aws), lambda arn: True, "arn:x:execution:m:e1")  # its own
-    assert not lease._stale(claim(**aws), None, None)  # cannot tell: it stands until it expires
-    assert lease._stale(b"not a claim", None, None)
+    assert not lease._stale(claim(), None, None, None)
+    assert lease._stale(claim(expires="2000-01-01T00:00:00.000Z"), None, None, None)
+    assert lease._stale(claim(pid=GONE), None, None, None)
+    assert not lease._stale(claim(host="elsewhere", pid=GONE), None, None, None)
+    # The same host name, another PID namespace (a container): its pids are not ours to judge.
+    assert not lease._stale(claim(pid=GONE, space="another-boot/pid:[1]"), None, None, None)
+    assert not lease._stale(claim(pid=GONE, space=None), None, None, None)
+    assert not lease._stale(claim(**EXECUTION), None, lambda arn: True, None)
+    assert lease._stale(claim(**EXECUTION), None, lambda arn: False, None)
+    assert lease._stale(claim(**EXECUTION), None, lambda arn: True, "arn:x:execution:m:e1")
+    assert not lease._stale(claim(**EXECUTION), None, None, None)  # cannot tell: it stands
+    assert lease._stale(b"not a claim", None, None, None)
+
+
+def test_a_claim_time_is_judged_by_the_storage_clock_where_it_is_known() -> None:
+    # Its writer's clock ran behind (an expiry long past) or ahead (one far off): the claim's
+    # age on the storage's clock decides, against its own duration.
+    past, future = "2000-01-01T00:00:00.000Z", "2999-01-01T00:00:00.000Z"
+    elsewhere = {"host": "elsewhere", "seconds": 60.0}
+    assert not lease._stale(claim(**elsewhere, expires=past), 59.0, None, None)
+    assert lease._stale(claim(**elsewhere, expires=future), 61.0, None, None)
+    assert lease._stale(claim(**elsewhere, expires=past), None, None, None)  # age unknown
 
 
 def test_a_local_batch_is_held_by_one_run_at_a_time(tmp_path: Path) -> None:
@@ -55,17 +72,90 @@ def test_a_local_batch_is_held_by_one_run_at_a_time(tmp_path: Path) -> None:
         pass
 
 
-def test_a_run_whose_s3_lease_is_taken_over_stops(s3: S3Client, moto: MotoServer) -> None:
+def s3_ledger(s3: S3Client, moto: MotoServer) -> tuple[str, Ledger]:
     bucket = new_bucket(s3)
-    ledger = Ledger(S3Storage(bucket, S3Options(endpoint_url=moto.endpoint)), "b")
-    running = threading.Event()
+    return bucket, Ledger(S3Storage(bucket, S3Options(endpoint_url=moto.endpoint)), "b")
+
+
+def test_a_run_whose_s3_lease_is_taken_over_stops(s3: S3Client, moto: MotoServer) -> None:
+    bucket, ledger = s3_ledger(s3, moto)
+    renewed = threading.Event()
     lost = pytest.raises(LeaseLostError, match="taken over by another run")
-    with lost, lease.held(ledger, seconds=0.6):
+    with lost, lease.held(ledger, seconds=0.6) as held:
         # Another run takes the batch over (as after this one's claim expired unrenewed): this
-        # one's next renewal finds the claim is no longer its own, and it stops.
+        # one's next renewal finds the claim is no longer its own, and its next check stops it.
         s3.put_object(Bucket=bucket, Key="metadata/b.lease", Body=claim(pid=1))
         for _ in range(600):  # the run, going on until stopped (30 s at most)
-            running.wait(0.05)
+            held.check()
+            renewed.wait(0.05)
     assert json.loads(s3.get_object(Bucket=bucket, Key="metadata/b.lease")["Body"].read()) == (
         json.loads(claim(pid=1))
     )  # the other run's claim is left alone
+
+
+def test_a_claim_on_s3_is_judged_by_s3_clock(s3: S3Client, moto: MotoServer) -> None:
+    bucket, ledger = s3_ledger(s3, moto)
+    key = "metadata/b.lease"
+    # Written a moment ago by S3's clock, though its writer's clock says it expired long ago.
+    behind = claim(host="elsewhere", seconds=3600.0, expires="2000-01-01T00:00:00.000Z")
+    s3.put_object(Bucket=bucket, Key=key, Body=behind)
+    with pytest.raises(BatchBusyError, match=r"pid \d+ on elsewhere"), lease.held(ledger):
+        pass
+    # Its time up by S3's clock, though its writer's clock says it stands for centuries.
+    s3.put_object(Bucket=bucket, Key=key, Body=claim(host="elsewhere", seconds=-1.0))
+    with lease.held(ledger):
+        taken = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        assert taken["pid"] == os.getpid()
+
+
+def test_an_ended_execution_claim_is_taken_over_by_a_local_run(
+    s3: S3Client, moto: MotoServer
+) -> None:
+    bucket, ledger = s3_ledger(s3, moto)
+    s3.put_object(Bucket=bucket, Key="metadata/b.lease", Body=claim(**EXECUTION))
+    busy = pytest.raises(BatchBusyError, match=f"delete s3://{bucket}/metadata/b.lease")
+    with busy, lease.held(ledger, is_running=lambda arn: True):
+        pass
+    with lease.held(ledger, is_running=lambda arn: arn != EXECUTION["execution"]):
+        pass
+
+
+class Flaky:
+    """A held lease whose storage fails to answer ``failures`` renewals, then answers."""
+
+    def __init__(self, failures: int, calls: int) -> None:
+        self.failures = failures
+        self.renewals = 0
+        self.called = threading.Event()  # set at the ``calls``-th renewal
+        self._calls = calls
+
+    def renew(self, claim: bytes) -> None:
+        self.renewals += 1
+        if self.renewals >= self._calls:
+            self.called.set()
+        if self.renewals <= self.failures:
+            raise StorageUnavailableError("s3://b/metadata/b.lease: no answer")
+
+    def release(self) -> None:
+        pass
+
+
+def make_claim() -> lease.Claim:
+    return lease.Claim(host="h", since="s", expires="e")
+
+
+def test_a_renewal_that_fails_once_is_tried_again() -> None:
+    flaky = Flaky(failures=1, calls=3)
+    held = lease.Held(flaky, make_claim, seconds=1.5)  # a renewal every 0.5 s
+    assert flaky.called.wait(30)
+    held.release()
+    held.check()  # never lost: the second renewal went through
+
+
+def test_a_lease_not_renewed_for_two_thirds_of_its_time_is_lost() -> None:
+    flaky = Flaky(failures=1_000, calls=2)
+    held = lease.Held(flaky, make_claim, seconds=0.3)
+    assert flaky.called.wait(30)
+    held.release()  # the renewing thread has ended
+    with pytest.raises(LeaseLostError, match=r"could not be renewed .*StorageUnavailableError"):
+        held.check()

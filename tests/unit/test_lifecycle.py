@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-from scm_batch import lifecycle
+from scm_batch import lease, lifecycle
 from scm_batch.aws.definition import build_definition, resources_for_account
 from scm_batch.config import RunOptions
-from scm_batch.errors import ConfigError, ObjectNotFoundError, RebuildFailedError
+from scm_batch.errors import ConfigError, LeaseLostError, ObjectNotFoundError, RebuildFailedError
 from scm_batch.faults import ChunkFault, FaultPlan
 from scm_batch.ledger import Ledger
 from scm_batch.model import PlanOptions
@@ -182,3 +183,29 @@ def test_a_rebuild_that_fails_leaves_the_outcome_standing_and_says_so(bucket: Pa
     assert (bucket / "final-results/b/aggregated-results.json").read_bytes() == outcome
     ledger = Ledger(LocalStorage(bucket), "b")
     assert ledger.finished(ledger.stored_plan())
+
+
+def test_a_run_that_lost_its_lease_sends_nothing(
+    bucket: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generate_file(bucket / "in.jsonl", 300, seed=5)
+    aggregated = bucket / "final-results/b/aggregated-results.json"
+
+    class LostAfterAggregating:
+        """A lease found lost once the batch is aggregated (taken over meanwhile, say)."""
+
+        def check(self) -> None:
+            if aggregated.exists():
+                raise LeaseLostError("s3://b/metadata/b.lease was taken over by another run")
+
+    @contextmanager
+    def held(ledger: Ledger) -> Iterator[LostAfterAggregating]:
+        yield LostAfterAggregating()
+
+    monkeypatch.setattr(lease, "held", held)
+    options = RunOptions(workers=1, plan=PlanOptions(min_chunk_size=1))
+    with pytest.raises(LeaseLostError, match="taken over"):
+        lifecycle.run_batch(job_input(bucket), options)
+    assert aggregated.exists()
+    assert not (bucket / "metadata/b/notified.json").exists()
+    assert not (bucket / "notifications").exists()

@@ -20,6 +20,7 @@ from scm_batch.errors import (
     InjectedTerminalError,
     InjectedTransientError,
     InputChangedError,
+    LeaseLostError,
     StorageError,
     WorkerDiedError,
 )
@@ -301,3 +302,22 @@ def test_failure_records_of_chunks_done_later_are_forgotten(
     assert set(ledger.failures()) == {chunks[3].chunk_id}
     ledger.forget_failures_of_done_chunks([chunks[3].chunk_id])
     assert ledger.failures() == {}
+
+
+def test_a_failed_checkpoint_stops_the_run_before_anything_new_starts(
+    tasks: tuple[Ledger, list[ChunkTask]],
+) -> None:
+    ledger, chunks = tasks
+    flaky = chunks[0].chunk_id
+    executor = ScriptedExecutor({c.chunk_id: [None] for c in chunks})
+    executor.script[flaky] = [StorageError("hiccup"), None]  # a retry, started by a later round
+    rounds: list[int] = []
+
+    def checkpoint() -> None:
+        rounds.append(len(rounds))
+        if len(rounds) == 2:
+            raise LeaseLostError("taken over")
+
+    with pytest.raises(LeaseLostError, match="taken over"):
+        scheduler(ledger, executor, FakeClock(), checkpoint=checkpoint).run(chunks)
+    assert (flaky, 2, 1) not in executor.calls  # the retry never started

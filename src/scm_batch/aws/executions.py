@@ -10,7 +10,9 @@ import botocore.exceptions
 def execution_running(execution_arn: str) -> bool:
     """Whether the execution runs; ``True`` when that cannot be told (no permission, no
     answer): its claim then stands until it expires, never taken from a running execution."""
-    client = boto3.client("stepfunctions")
+    # The execution's own region (arn:aws:states:REGION:…): a local run may have none set.
+    region = execution_arn.split(":")[3] if execution_arn.count(":") >= 3 else ""
+    client = boto3.client("stepfunctions", region_name=region or None)
     try:
         status = client.describe_execution(executionArn=execution_arn)["status"]
     except botocore.exceptions.ClientError as error:

@@ -143,7 +143,7 @@ VERIFY = (
         "--verify",
         default=False,
         help="Read every part of every done chunk and check it against its receipt's checksum "
-        "(exit 4 if one is missing or changed: resume redoes those chunks).",
+        "(exit 4 if one is missing or changed: resume rebuilds those chunks).",
     ),
 )
 

@@ -109,7 +109,12 @@ def print_status(state: BatchStatus, as_json: bool) -> None:
     if state.damaged is not None:
         _out.print(f"verified: {state.chunks_done - len(state.damaged)} done chunks intact")
         for chunk_id, problem in sorted(state.damaged.items()):
-            _out.print(escape(f"damaged: {chunk_id}: {problem} (resume redoes it)"))
+            _out.print(escape(f"damaged: {chunk_id}: {problem}"))
+        if state.damaged:
+            _out.print(
+                "resume rebuilds a chunk whose part is missing or resized; delete a part changed "
+                "in place first"
+            )
 
 
 def print_plan(chunk_plan: ChunkPlan, as_json: bool) -> None:

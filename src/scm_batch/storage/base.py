@@ -115,9 +115,12 @@ class Storage(Protocol):
         through a link that leads out of the bucket (``StorageAccessError``)."""
         ...
 
-    def hold(self, key: str, claim: bytes, stale: Callable[[bytes], bool]) -> HeldLease | bytes:
+    def hold(
+        self, key: str, claim: bytes, stale: Callable[[bytes, float | None], bool]
+    ) -> HeldLease | bytes:
         """Take the exclusive hold on ``key``, writing ``claim`` into it; or, when another
-        process holds it and ``stale`` (given its claim) says it still may, that claim."""
+        process holds it and ``stale`` (given its claim, and how many seconds ago it was written
+        by the storage's own clock, ``None`` if unknown) says it still may, that claim."""
         ...
 
     def check_deletable(self, prefix: str) -> None:

@@ -259,7 +259,9 @@ class LocalStorage:
             )
         return path, real
 
-    def hold(self, key: str, claim: bytes, stale: Callable[[bytes], bool]) -> HeldLease | bytes:
+    def hold(
+        self, key: str, claim: bytes, stale: Callable[[bytes, float | None], bool]
+    ) -> HeldLease | bytes:
         """An exclusive lock (``flock``) on the file: the kernel lets go when its holder dies,
         however it dies, so ``stale`` is never needed. The file stays (empty once let go)."""
         path = self._path(key)

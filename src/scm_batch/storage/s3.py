@@ -19,9 +19,10 @@ Credentials come from boto3's standard chain; the endpoint from ``--endpoint-url
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import boto3
@@ -110,6 +111,19 @@ def open_bucket(name: str, options: StorageOptions) -> S3Storage:
 
 # What S3 answers to a write whose condition failed (or raced another conditional write).
 _CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
+
+
+def _age(answer: Mapping[str, Any]) -> float | None:
+    """How long ago the object was written, by S3's clock alone: the answer's ``Date`` less the
+    object's ``LastModified`` (to the second). ``None`` when either is missing."""
+    date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    modified = answer.get("LastModified")
+    if not isinstance(date, str) or not isinstance(modified, datetime):
+        return None
+    try:
+        return (parsedate_to_datetime(date) - modified).total_seconds()
+    except (TypeError, ValueError):
+        return None
 
 
 class _HeldObject:
@@ -355,7 +369,9 @@ class S3Storage:
         with self._errors(self.uri_for(key)):
             self._client.delete_object(Bucket=self._bucket, Key=key)
 
-    def hold(self, key: str, claim: bytes, stale: Callable[[bytes], bool]) -> HeldLease | bytes:
+    def hold(
+        self, key: str, claim: bytes, stale: Callable[[bytes, float | None], bool]
+    ) -> HeldLease | bytes:
         """A conditional create (``If-None-Match: *``); a claim that is ``stale`` is taken over
         with a conditional replace (``If-Match`` its ETag), so two takers cannot both win."""
         check_key(key)
@@ -370,7 +386,7 @@ class S3Storage:
             except ObjectNotFoundError:
                 continue
             theirs: bytes = current["Body"].read()
-            if not stale(theirs):
+            if not stale(theirs, _age(current)):
                 return theirs
             etag = self._put_if(key, claim, where, IfMatch=current["ETag"])
             if etag is not None:
