@@ -81,6 +81,19 @@ def encode_chunk_items(plan: ChunkPlan) -> bytes:
     return msgspec.json.encode(plan.chunks)
 
 
+def rebuilt(plan: ChunkPlan, rebuilding: dict[str, int]) -> ChunkPlan:
+    """The plan whose chunks being rebuilt say what they delivered the first time."""
+    if not rebuilding:
+        return plan
+    chunks = [
+        msgspec.structs.replace(c, delivered_before=rebuilding[c.chunk_id])
+        if c.chunk_id in rebuilding
+        else c
+        for c in plan.chunks
+    ]
+    return msgspec.structs.replace(plan, chunks=chunks)
+
+
 def rebased(plan: ChunkPlan, bucket: str) -> ChunkPlan:
     """``plan`` with its bucket, and every chunk's, the one named ``bucket``: everything else in a
     plan is relative to its bucket already (object keys)."""

@@ -48,7 +48,7 @@ from scm_batch.errors import (
     PlanTooLargeError,
     RebuildFailedError,
 )
-from scm_batch.ledger import Ledger, NotificationRecord
+from scm_batch.ledger import Ledger, NotificationRecord, rebuilt
 from scm_batch.model import (
     ChunkPlan,
     ChunkResult,
@@ -222,7 +222,7 @@ def plan(
     receipts = ledger.done()
     done = ledger.intact(receipts)
     ledger.rebuild({k: v for k, v in receipts.items() if k not in done})
-    stored = _with_rebuilds(stored, ledger.rebuilding())
+    stored = rebuilt(stored, ledger.rebuilding())
     ledger.forget_failures_of_done_chunks(done)
     planned = PlannedBatch(
         stored, resumed=True, done_before=done, finished=ledger.finished(stored, done)
@@ -236,19 +236,6 @@ def plan(
     if not planned.finished:  # its outcome will change: a crash must not leave the old one
         ledger.reopen()
     return planned
-
-
-def _with_rebuilds(plan: ChunkPlan, rebuilding: dict[str, int]) -> ChunkPlan:
-    """The plan whose chunks being rebuilt say what they delivered the first time."""
-    if not rebuilding:
-        return plan
-    chunks = [
-        msgspec.structs.replace(c, delivered_before=rebuilding[c.chunk_id])
-        if c.chunk_id in rebuilding
-        else c
-        for c in plan.chunks
-    ]
-    return msgspec.structs.replace(plan, chunks=chunks)
 
 
 def _new_plan(

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import msgspec
 
+from scm_batch.records.codecs import DECODE_ERRORS, undecodable
+
 REQUIRED_FIELDS = ("id", "name", "email", "status", "createdAt", "updatedAt")
 STATUSES = frozenset({"active", "inactive", "pending", "suspended", "deleted"})
 NAME_MIN, NAME_MAX = 2, 255
@@ -191,3 +193,14 @@ def _diagnose_fields(rec: dict[str, object]) -> Diagnosis:
 def error_kind(message: str) -> str:
     """``missing``, ``empty`` or ``invalid`` for a field error message."""
     return message.partition(":")[0]
+
+
+def diagnose_decoded(rec: object) -> tuple[Diagnosis, str]:
+    """Why a decoded line is rejected, and its error message. A required value the decoder
+    refuses (a number beyond a double's range, say) makes the line malformed, as it does when the
+    other required fields are there."""
+    try:
+        diagnosis = diagnose_raw(rec) if isinstance(rec, dict) else diagnose(rec)
+    except DECODE_ERRORS as exc:
+        return Diagnosis(Category.MALFORMED, {}), undecodable(exc)
+    return diagnosis, diagnosis.error

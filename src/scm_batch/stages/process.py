@@ -44,8 +44,7 @@ from scm_batch.records.validate import (
     MISSING,
     Category,
     Diagnosis,
-    diagnose,
-    diagnose_raw,
+    diagnose_decoded,
     error_kind,
     is_valid_raw,
 )
@@ -247,7 +246,7 @@ class _Scanner:
         if False in verdicts:
             i = verdicts.index(False)
             while True:
-                diagnosis, error = _diagnosis_of(records[i])
+                diagnosis, error = diagnose_decoded(records[i])
                 self._reject(lines[i], first_index + i, starts[i], diagnosis, error)
                 try:
                     i = verdicts.index(False, i + 1)
@@ -301,24 +300,13 @@ class _Scanner:
                 good_offsets.append(start)
                 good_index.append(first_index + i)
             else:
-                diagnosis, error = _diagnosis_of(rec)
+                diagnosis, error = diagnose_decoded(rec)
                 self._reject(line, first_index + i, start, diagnosis, error)
         self.offset = offset
         tally.lines += len(lines)
         tally.blocks += 1
         tally.valid_records += len(good)
         return good, good_offsets, good_index
-
-
-def _diagnosis_of(rec: object) -> tuple[Diagnosis, str]:
-    """Why a decoded line is rejected, and its error message. A required value the decoder
-    refuses (a number beyond a double's range, say) makes the line malformed, as it does when the
-    other required fields are there."""
-    try:
-        diagnosis = diagnose_raw(rec) if isinstance(rec, dict) else diagnose(rec)
-    except DECODE_ERRORS as exc:
-        return Diagnosis(Category.MALFORMED, {}), undecodable(exc)
-    return diagnosis, diagnosis.error
 
 
 def _without_cyclic_gc(function: Callable[P, R]) -> Callable[P, R]:

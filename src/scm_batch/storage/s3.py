@@ -10,7 +10,8 @@
   no partial object ever appears; :meth:`S3Storage.discard_incomplete` aborts what a killed
   process could not.
 * **Errors** become the project's storage errors with one clear line each: a missing bucket or key,
-  access denied, a bucket in another region, an endpoint that does not answer.
+  access denied, a bucket in another region, an endpoint that does not answer
+  (:mod:`scm_batch.storage.s3_errors`).
 
 Credentials come from boto3's standard chain; the endpoint from ``--endpoint-url`` or
 ``AWS_ENDPOINT_URL``; server-side encryption from ``--sse`` / ``--sse-kms-key-id``.
@@ -32,38 +33,20 @@ import urllib3.exceptions
 
 from scm_batch.errors import (
     ConfigError,
-    InputChangedError,
     LeaseLostError,
     ObjectNotFoundError,
-    StorageAccessError,
     StorageError,
     StorageRequestError,
     StorageUnavailableError,
-    WrongRegionError,
 )
 from scm_batch.storage.base import HeldLease, ObjectInfo, check_key
 from scm_batch.storage.options import MIN_PART_SIZE, S3Options, StorageOptions
+from scm_batch.storage.s3_errors import storage_error
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
-_ACCESS_CODES = {
-    "403",
-    "AccessDenied",
-    "AllAccessDisabled",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "InvalidToken",
-}
-_REGION_CODES = {
-    "301",
-    "PermanentRedirect",
-    "AuthorizationHeaderMalformed",
-    "IllegalLocationConstraintException",
-}
-_BUSY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "503", "500"}
 _STREAM_ERRORS = (
     botocore.exceptions.ResponseStreamingError,
     botocore.exceptions.IncompleteReadError,
@@ -71,15 +54,6 @@ _STREAM_ERRORS = (
     botocore.exceptions.ConnectionClosedError,
     urllib3.exceptions.HTTPError,
     ConnectionError,
-)
-_UNAVAILABLE = (
-    botocore.exceptions.EndpointConnectionError,
-    botocore.exceptions.ConnectTimeoutError,
-    botocore.exceptions.ConnectionClosedError,
-    botocore.exceptions.ReadTimeoutError,
-    botocore.exceptions.SSLError,
-    botocore.exceptions.ProxyConnectionError,
-    botocore.exceptions.HTTPClientError,
 )
 
 
@@ -176,45 +150,7 @@ class S3Storage:
         return self._options.endpoint_url or "the S3 endpoint"
 
     def _raise(self, error: Exception, what: str) -> NoReturn:
-        if isinstance(
-            error,
-            botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError,
-        ):
-            raise StorageAccessError(
-                f"{what}: no AWS credentials found (environment, profile, or instance role)"
-            ) from error
-        if isinstance(error, _UNAVAILABLE):
-            raise StorageUnavailableError(
-                f"{what}: cannot reach {self._endpoint}: {error}"
-            ) from error
-        if not isinstance(error, botocore.exceptions.ClientError):
-            raise StorageError(f"{what}: {type(error).__name__}: {error}") from error
-        details = error.response.get("Error", {})
-        code = str(details.get("Code", ""))
-        status = str(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-        if code == "NoSuchBucket":
-            raise ObjectNotFoundError(f"bucket {self.uri} does not exist") from error
-        if code in ("NoSuchKey", "404", "NoSuchUpload"):
-            raise ObjectNotFoundError(f"{what}: no such object") from error
-        if code in _ACCESS_CODES or status == "403":
-            raise StorageAccessError(f"{what}: access denied ({code})") from error
-        if code in _REGION_CODES or status == "301":
-            headers = error.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-            region = headers.get("x-amz-bucket-region", "another region")
-            raise WrongRegionError(
-                f"{what}: bucket {self._bucket} is in {region}; use --region {region} "
-                "(or set AWS_REGION)"
-            ) from error
-        if code == "PreconditionFailed":
-            raise InputChangedError(
-                f"{what}: the object changed while it was being read"
-            ) from error
-        if code in _BUSY_CODES or status.startswith("5"):
-            raise StorageUnavailableError(
-                f"{what}: {self._endpoint} is failing or throttling ({code or status}) "
-                "even after retries"
-            ) from error
-        raise StorageRequestError(f"{what}: {code}: {details.get('Message', '')}") from error
+        raise storage_error(error, what, bucket=self._bucket, endpoint=self._endpoint) from error
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
