@@ -165,11 +165,15 @@ class Ledger:
         return plan
 
     def chunk(self, chunk_id: str) -> ChunkTask:
-        """One chunk item of the stored plan (what an AWS Batch job is told to process)."""
+        """One chunk item of the stored plan (what an AWS Batch job is told to process), saying
+        what it delivered before if it is being rebuilt (:meth:`rebuild`)."""
         task = next((c for c in self.stored_plan().chunks if c.chunk_id == chunk_id), None)
         if task is None:
             raise ConfigError("--chunk-id", f"batch {self.batch_id!r} has no chunk {chunk_id!r}")
-        return task
+        note = self._read_if_there(layout.rebuild_key(self.batch_id, chunk_id), Rebuild)
+        if note is None:
+            return task
+        return msgspec.structs.replace(task, delivered_before=note.delivered)
 
     def record_plan(self, plan: ChunkPlan) -> None:
         """Store a new plan, its chunk items first."""

@@ -31,7 +31,7 @@ Steps take the run's options (:class:`~scm_batch.config.RunOptions`), never a pl
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypedDict, Unpack
@@ -50,6 +50,7 @@ from scm_batch.errors import (
 )
 from scm_batch.ledger import Ledger, NotificationRecord, rebuilt
 from scm_batch.model import (
+    ChunkFailure,
     ChunkPlan,
     ChunkResult,
     ChunkTask,
@@ -61,7 +62,7 @@ from scm_batch.model import (
     ValidationReport,
 )
 from scm_batch.observe.progress import ProgressReporter
-from scm_batch.scheduler import Clock, Outcome
+from scm_batch.scheduler import Clock
 from scm_batch.session import ExecutorFactory, Session, process_in_parallel
 from scm_batch.sinks.file import OutboxNotifier
 from scm_batch.sinks.routing import DeliveringNotifier, delivery_target, preflight
@@ -471,7 +472,8 @@ def _carry_out(
             planned.plan, planned.todo, planned.done_before, ledger, session, still_held
         )
         if planned.finished and (outcome.failures or outcome.not_started):
-            raise _rebuild_failed(job.batch_id, outcome)
+            unbuilt = [c.chunk_id for c in outcome.not_started]
+            raise _rebuild_failed(job.batch_id, outcome.failures, unbuilt)
     still_held()
     session.progress.phase("AggregateResults")
     aggregated = aggregate(
@@ -489,13 +491,26 @@ def _carry_out(
     return _report(planned.plan, ledger.storage, aggregated, sent)
 
 
-def _rebuild_failed(batch_id: str, outcome: Outcome) -> RebuildFailedError:
-    what = "; ".join(f"{f.chunk_id}: {f.error_type}: {f.message}" for f in outcome.failures)
-    if outcome.not_started:
-        what = what or f"{len(outcome.not_started)} not started"
+def check_rebuilt(chunk_plan: ChunkPlan, ledger: Ledger) -> None:
+    """After a finished batch's damaged chunks were run again (on AWS, by the Map): raise
+    :class:`RebuildFailedError` if one of them has no receipt yet."""
+    done = ledger.done()
+    missing = {c.chunk_id for c in chunk_plan.chunks} - done.keys()
+    if missing:
+        failures = [f for f in ledger.failures().values() if f.chunk_id in missing]
+        unbuilt = sorted(missing - {f.chunk_id for f in failures})
+        raise _rebuild_failed(chunk_plan.batch_id, failures, unbuilt)
+
+
+def _rebuild_failed(
+    batch_id: str, failures: Sequence[ChunkFailure], not_started: Sequence[str]
+) -> RebuildFailedError:
+    what = "; ".join(f"{f.chunk_id}: {f.error_type}: {f.message}" for f in failures)
+    if not_started:
+        what = what or f"{len(not_started)} not started ({', '.join(not_started[:3])})"
     return RebuildFailedError(
         f"batch {batch_id!r} is complete and its outcome stands, but damaged parts could not "
-        f"be rebuilt ({what}): 'scm-batch resume' tries again"
+        f"be rebuilt ({what}); resuming the batch tries again"
     )
 
 

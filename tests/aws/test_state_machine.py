@@ -427,6 +427,71 @@ def test_an_execution_started_again_resumes_its_batch_and_other_input_is_refused
     assert aws.status_messages() == []
 
 
+def test_damaged_parts_of_a_finished_batch_are_rebuilt_on_both_routes_and_nothing_is_sent_again(
+    aws: Sandbox, deployment_env: pytest.MonkeyPatch, local_runs: LocalRun, tmp_path: Path
+) -> None:
+    # Records and the completion go to one queue: what is on it counts every message ever sent.
+    sqs = aws.clients["sqs"]
+    core = sqs.create_queue(QueueName="sqs-core")["QueueUrl"]
+    deployment_env.setenv("SQS_CORE_QUEUE", core)
+    deployment_env.setenv("SCM_BATCH_BATCH_PROCESSING_THRESHOLD", "600")
+
+    def sent() -> int:
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=core, AttributeNames=["ApproximateNumberOfMessages"]
+        )
+        return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+
+    machine = deploy(aws)
+    job = execution_input(
+        deployment="CORE", destination="sqs_core", maxConcurrentChunks=4, maxChunkSize=700
+    )
+    first = aws.execute(machine, job, "first")
+    assert (first.status, first.error) == ("SUCCEEDED", None)
+    messages = sent()
+    assert messages > 1  # the records, and the completion
+    assert [m["batchStatus"] for m in aws.status_messages()] == ["SUBMITTED_FOR_PROCESSING"]
+    expected = s3_parts(aws)
+    assert expected == local_parts(local_runs, tmp_path, chunks=4, largest=700)
+    summary_bytes = aws.get("final-results/awsbatch/aggregated-results.json")
+
+    # Damage a part of a Batch chunk (gone) and of the Lambda chunk (cut short).
+    s3 = aws.clients["s3"]
+    s3.delete_object(Bucket=BUCKET, Key="results/awsbatch/chunk_000001.jsonl")
+    lambda_part = "results/awsbatch/chunk_000004.jsonl"
+    s3.put_object(Bucket=BUCKET, Key=lambda_part, Body=expected[lambda_part][:100])
+
+    # A rebuild that fails leaves the outcome standing, reports nothing, and says why.
+    deployment_env.setenv("SCM_BATCH_FAULTS", "chunk_000004=terminal")
+    aws.record.lambda_calls.clear()
+    failed = aws.execute(machine, job, "rebuild-fails")
+    assert (failed.status, failed.error) == ("FAILED", "RebuildFailedError")
+    assert failed.cause is not None
+    assert "chunk_000004" in failed.cause
+    assert "ReportFailure" not in failed.states_entered()
+    assert aws.status_messages() == []
+    assert aws.get("final-results/awsbatch/aggregated-results.json") == summary_bytes
+    assert sent() == messages
+
+    deployment_env.delenv("SCM_BATCH_FAULTS")
+    aws.record.lambda_calls.clear()
+    aws.record.batch_runs.clear()
+    again = aws.execute(machine, job, "rebuilt")
+    assert (again.status, again.error) == ("SUCCEEDED", None)
+    entered = again.states_entered()
+    assert "ProcessChunksInParallel" in entered
+    assert entered[-3:] == ["ToleratedFailureCheck", "BatchAlreadyReported", "SuccessState"]
+    assert s3_parts(aws) == expected
+    # Each rebuilt chunk was told what it had delivered; the others were found done.
+    [call] = aws.record.calls_of(UPDATE_RECORDS)
+    assert call["chunk"]["deliveredBefore"] > 0
+    rebuilt = [r for r in aws.record.batch_runs if r.parameters["chunkId"] == "chunk_000001"]
+    assert [r.exit_code for r in rebuilt] == [0]
+    assert sent() == messages  # no record, and no completion, sent again
+    assert aws.status_messages() == []
+    assert aws.get("final-results/awsbatch/aggregated-results.json") == summary_bytes
+
+
 def test_a_failure_of_the_workflow_itself_fails_under_a_name_of_its_own(
     aws: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -193,8 +193,9 @@ def aggregate_results(
     sends (a copy stays in the bucket's outbox), out."""
     described = request.batch.plan
     ledger = _ledger(request.batch.job, settings)
+    stored = ledger.stored_plan()
     aggregated = lifecycle.aggregate(
-        ledger.stored_plan(),
+        stored,
         ledger,
         settings.run,
         finished=described.already_notified,
@@ -202,6 +203,8 @@ def aggregate_results(
         records_before=described.records_done_before,
         started_at=_started_at(request.started_at),
     )
+    if described.chunks_to_rebuild:  # the outcome stands; an execution tells if it is whole
+        lifecycle.check_rebuilt(stored, ledger)
     summary = aggregated.summary
     status = batch_status_message(summary)
     if not aggregated.recorded_before:

@@ -74,6 +74,9 @@ class PlanDescription(Payload, frozen=True, omit_defaults=True):
     chunks_done_before: int
     records_done_before: int
     already_notified: bool
+    # A finished batch's chunks whose parts were found damaged: the Map runs to rebuild them
+    # (sending nothing), and the recorded outcome then stands.
+    chunks_to_rebuild: int = 0
     items: list[ChunkTask] | None = None
 
     @classmethod
@@ -97,6 +100,7 @@ class PlanDescription(Payload, frozen=True, omit_defaults=True):
             chunks_done_before=len(planned.done_before),
             records_done_before=planned.records_before,
             already_notified=planned.finished,
+            chunks_to_rebuild=len(planned.todo) if planned.finished else 0,
             items=plan.chunks if inline else None,
         )
 

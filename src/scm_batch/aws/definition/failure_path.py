@@ -105,12 +105,13 @@ def _batch_states() -> dict[str, Any]:
             "Comment": (
                 "The checked input if the batch got that far, else the raw input's ids. A batch "
                 "id that belongs to another batch, or that another run is running, is not "
-                "reported: its status is that batch's, or that run's."
+                "reported: its status is that batch's, or that run's; nor is a finished batch "
+                "whose damaged parts could not be rebuilt: its reported outcome stands."
             ),
             "Choices": [
                 *(
                     {"Variable": "$.failure.error", "StringEquals": name, "Next": "FailureName"}
-                    for name in ("BatchExistsError", "BatchBusyError")
+                    for name in ("BatchExistsError", "BatchBusyError", "RebuildFailedError")
                 ),
                 {
                     **_both_present("$.batch.job.batchId", "$.batch.job.customerId"),

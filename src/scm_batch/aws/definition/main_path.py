@@ -97,11 +97,19 @@ def preparation_states(r: Resources) -> dict[str, Any]:
         ),
         "ChunksLeftCheck": {
             "Type": "Choice",
-            "Comment": "A batch done and notified before (started again) is not rerun",
+            "Comment": (
+                "A batch done and notified before (started again) is not rerun, unless parts of "
+                "it were found damaged: those chunks are rebuilt, and nothing is sent again"
+            ),
             "Choices": [
                 if_present(
+                    "$.batch.plan.chunksToRebuild",
+                    {"NumericGreaterThan": 0},
+                    "ProcessChunksInParallel",
+                ),
+                if_present(
                     "$.batch.plan.alreadyNotified", {"BooleanEquals": True}, "AggregateResults"
-                )
+                ),
             ],
             "Default": "ProcessChunksInParallel",
         },
