@@ -144,6 +144,11 @@ resource "aws_batch_job_definition" "process_chunk" {
   type                  = "container"
   platform_capabilities = ["FARGATE"]
   propagate_tags        = true
+  # A running execution keeps the state machine definition it started with, and with it this
+  # revision's ARN: the revision must stay ACTIVE after an apply makes a new one, or every chunk
+  # the execution routes to Batch afterwards fails (Batch.ClientException, inactive revision).
+  # Old revisions cost nothing; running batches finish on the image they started with.
+  deregister_on_new_revision = false
 
   container_properties = jsonencode({
     image            = "${aws_ecr_repository.batch.repository_url}:${var.batch_image_tag}"

@@ -36,7 +36,7 @@ locals {
       description          = "ProcessWithLambda: validate, transform and deliver the records of one chunk"
       memory_size          = var.lambda_memory
       timeout              = var.lambda_timeout
-      reserved_concurrency = var.max_concurrent_chunks
+      reserved_concurrency = var.update_records_reserved_concurrency
     }
     "aggregate-results" = {
       function_name        = "scm-batch-processor-aggregate-results"

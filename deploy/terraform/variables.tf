@@ -29,7 +29,7 @@ variable "max_records_per_chunk" {
 }
 
 variable "max_concurrent_chunks" {
-  description = "Default maxConcurrentChunks, the Map state's MaxConcurrency, and the reserved concurrency of the update-records function."
+  description = "Default maxConcurrentChunks: the Map state's MaxConcurrency, how many chunks one execution runs at once."
   type        = number
   default     = 50
 
@@ -243,13 +243,24 @@ variable "lambda_package_path" {
 }
 
 variable "lambda_reserved_concurrency" {
-  description = "Reserved concurrency of each of the six light functions (all but update-records, which gets max_concurrent_chunks): how many executions may run the same step at once. -1 (the default): unreserved, since each runs once or twice per execution and reserving takes concurrency from the account's pool (AWS keeps 100 unreserved; a new account may have only 10 in all)."
+  description = "Reserved concurrency of each of the six light functions (all but update-records: see update_records_reserved_concurrency): how many executions may run the same step at once. -1 (the default): unreserved, since each runs once or twice per execution and reserving takes concurrency from the account's pool (AWS keeps 100 unreserved; a new account may have only 10 in all)."
   type        = number
   default     = -1
 
   validation {
     condition     = var.lambda_reserved_concurrency == -1 || (var.lambda_reserved_concurrency >= 1 && floor(var.lambda_reserved_concurrency) == var.lambda_reserved_concurrency)
     error_message = "lambda_reserved_concurrency must be -1 (unreserved) or a whole number, at least 1."
+  }
+}
+
+variable "update_records_reserved_concurrency" {
+  description = "Reserved concurrency of update-records, the function that processes chunks. -1 (the default): none, so the module deploys in any account (Lambda refuses a reservation that leaves fewer than 100 unreserved executions: in a new account, whose regional limit may be 10, any reservation fails). Reserve max_concurrent_chunks times the executions you run at once to guarantee them that capacity (and cap what they take from the account); a throttled chunk waits and is retried, never failed."
+  type        = number
+  default     = -1
+
+  validation {
+    condition     = var.update_records_reserved_concurrency == -1 || (var.update_records_reserved_concurrency >= 1 && floor(var.update_records_reserved_concurrency) == var.update_records_reserved_concurrency)
+    error_message = "update_records_reserved_concurrency must be -1 (unreserved) or a whole number, at least 1."
   }
 }
 

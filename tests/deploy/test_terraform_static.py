@@ -352,6 +352,21 @@ def test_make_test_installs_the_deployment_tools() -> None:
 
 
 # ---- variables and the code agree ---------------------------------------------------------------
+def test_no_function_reserves_concurrency_unless_asked() -> None:
+    # Lambda refuses a reservation that leaves fewer than 100 unreserved executions: a default
+    # reservation fails the first apply in a new account (regional limit 10, or below 150).
+    functions = locals_of(MODULE)["lambda_functions"]
+    reserved = {name: f["reserved_concurrency"] for name, f in functions.items()}
+    assert reserved["update-records"] == "${var.update_records_reserved_concurrency}"
+    assert {v for k, v in reserved.items() if k != "update-records"} == {
+        "${var.lambda_reserved_concurrency}"
+    }
+    for name in ("update_records_reserved_concurrency", "lambda_reserved_concurrency"):
+        assert var_default(name) == -1, name  # -1: unreserved
+        [check] = named(MODULE, "variable")[name]["validation"]
+        assert "== -1" in check["condition"], name
+
+
 def test_the_contracts_variables_keep_their_names_and_the_codes_defaults() -> None:
     routing = RoutingPolicy()
     defaults = resources_for_account(region="eu-west-1", account="123456789012")
@@ -556,6 +571,15 @@ def test_the_batch_job_retries_only_transient_exits_and_has_a_timeout() -> None:
     assert all(r["action"] == "EXIT" for r in rules[-1:])
     [timeout] = definition["timeout"]
     assert timeout["attempt_duration_seconds"] == "${var.batch_job_timeout}"
+
+
+def test_a_deploy_leaves_the_job_revision_of_running_executions_active() -> None:
+    # The state machine names the revision (its ARN), which a running execution keeps across an
+    # apply; the provider deregisters the old revision on a new one unless told not to.
+    definition = resource("aws_batch_job_definition", "process_chunk")
+    assert definition.get("deregister_on_new_revision") is False
+    arn = locals_of(MODULE)["definition_vars"]["batch_job_definition_arn"]
+    assert arn == "${aws_batch_job_definition.process_chunk.arn}"
 
 
 def test_batch_runs_on_fargate_with_spot_optional() -> None:

@@ -20,8 +20,10 @@ username and password, a CA file, and MSK IAM (SASL OAUTHBEARER with tokens from
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any, TypeVar
 
 import msgspec
@@ -72,7 +74,25 @@ def _client(kind: type[_C], config: dict[str, Any]) -> _C:
         raise DeliveryError(f"cannot create the Kafka client: {error.str()}") from None
 
 
+# Before 2.13, confluent-kafka ran the OAUTHBEARER token callback only from poll(): an admin
+# client's first request (the preflight's list_topics) then never authenticated, and every MSK
+# IAM batch was refused. The project requires 2.13; this guards an environment pinned older.
+_OAUTH_CALLBACK_WITHOUT_POLL = (2, 13)
+
+
+def confluent_kafka_version() -> str:
+    return metadata.version("confluent-kafka")
+
+
 def _msk_iam_token(region: str) -> Callable[[str], tuple[str, float]]:
+    installed = confluent_kafka_version()
+    release = re.match(r"(\d+)\.(\d+)", installed)
+    if release is None or (int(release[1]), int(release[2])) < _OAUTH_CALLBACK_WITHOUT_POLL:
+        raise ConfigError(
+            "--kafka-msk-iam-region",
+            f"MSK IAM needs confluent-kafka 2.13 or later (this is {installed}): "
+            "pip install 'confluent-kafka>=2.13'",
+        )
     try:
         from aws_msk_iam_sasl_signer import (  # type: ignore[import-not-found]  # noqa: PLC0415 - optional
             MSKAuthTokenProvider,
