@@ -43,6 +43,7 @@ locals {
     batch_job_queue_arn          = aws_batch_job_queue.this.arn
     batch_job_definition_arn     = aws_batch_job_definition.process_chunk.arn
     status_queue_url             = aws_sqs_queue.status.url
+    kms_key_arn                  = local.kms_key_arn # the state machine's own S3 writes
     max_concurrent_chunks        = var.max_concurrent_chunks
     lambda_timeout               = var.lambda_timeout
     batch_job_timeout            = var.batch_job_timeout

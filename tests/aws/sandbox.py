@@ -558,7 +558,7 @@ def sandbox() -> Iterator[Sandbox]:
     with mock_aws(config=MOTO_CONFIG), box.hooks():
         box.clients = {
             name: boto3.client(name, region_name=REGION)
-            for name in ("stepfunctions", "lambda", "batch", "sqs", "iam", "s3")
+            for name in ("stepfunctions", "lambda", "batch", "sqs", "iam", "s3", "kms")
         }
         box.deploy_resources()
         yield box

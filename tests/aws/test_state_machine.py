@@ -239,6 +239,79 @@ def test_a_permanent_chunk_failure_is_recorded_and_tolerated(
     assert "ReportFailure" not in run.states_entered()
 
 
+def _failing_as(name: str, chunk_id: str, times: int) -> Any:
+    """update-records failing ``times`` times for ``chunk_id`` under the error name ``name`` (the
+    name AWS gives the Task's error), then running as deployed."""
+    deployed = FUNCTIONS[UPDATE_RECORDS]
+    error = type(name, (Exception,), {})
+    left = [times]
+
+    def update_records(event: dict[str, Any], context: object) -> dict[str, Any]:
+        if event["chunk"]["chunkId"] == chunk_id and left[0] > 0:
+            left[0] -= 1
+            raise error("simulated")
+        return deployed(event, context)
+
+    return update_records
+
+
+def test_a_throttled_chunk_waits_for_capacity_however_long_and_never_fails(
+    aws: Sandbox, monkeypatch: pytest.MonkeyPatch, local_runs: LocalRun, tmp_path: Path
+) -> None:
+    # Another execution holds the capacity for a long while: 40 throttles in a row (the old
+    # retrier gave up after 10, about 25 minutes).
+    throttled = _failing_as("Lambda.TooManyRequestsException", "chunk_000001", 40)
+    monkeypatch.setitem(FUNCTIONS, UPDATE_RECORDS, throttled)
+    machine = deploy(aws)
+    run = aws.execute(machine, execution_input(), "throttled")
+
+    assert (run.status, run.error) == ("SUCCEEDED", None)
+    assert s3_parts(aws) == local_parts(local_runs, tmp_path)
+    waits = aws.record.retry_waits
+    assert len(waits) == 40
+    assert max(waits) == 300  # never more than 5 minutes between two tries
+    assert sum(waits) > 2 * 3600  # and it waited hours rather than fail the chunk
+
+
+def test_a_chunk_whose_lambda_was_killed_runs_next_as_a_batch_job(
+    aws: Sandbox, monkeypatch: pytest.MonkeyPatch, local_runs: LocalRun, tmp_path: Path
+) -> None:
+    killed = _failing_as("Lambda.Unknown", "chunk_000002", 1)  # timed out, or out of memory
+    monkeypatch.setitem(FUNCTIONS, UPDATE_RECORDS, killed)
+    machine = deploy(aws)
+    run = aws.execute(machine, execution_input(), "killed")
+
+    assert (run.status, run.error) == ("SUCCEEDED", None)
+    tries = [
+        c for c in aws.record.calls_of(UPDATE_RECORDS) if c["chunk"]["chunkId"] == "chunk_000002"
+    ]
+    assert len(tries) == 1  # not on Lambda again: it did not fit there
+    [job] = aws.record.batch_runs
+    assert (job.parameters["chunkId"], job.exit_code) == ("chunk_000002", 0)
+    assert s3_parts(aws) == local_parts(local_runs, tmp_path)
+    assert aws.keys("metadata/awsbatch/failures/") == []
+
+
+def test_what_the_state_machine_writes_itself_uses_the_deployments_kms_key(
+    aws: Sandbox, deployment_env: pytest.MonkeyPatch
+) -> None:
+    key = aws.clients["kms"].create_key()["KeyMetadata"]["Arn"]
+    deployment_env.setenv("SCM_BATCH_FAULTS", "chunk_000002=terminal")
+    deployment_env.setenv("SCM_BATCH_TOLERATED_FAILURE_COUNT", "1")
+    machine = deploy(aws, sse_kms_key=key)
+    run = aws.execute(machine, execution_input(), "encrypted")
+
+    assert (run.status, run.error) == ("SUCCEEDED", None)
+    s3 = aws.clients["s3"]
+    for written in (
+        "metadata/awsbatch/failures/chunk_000002.json",
+        "metadata/awsbatch/notified.json",
+    ):
+        head = s3.head_object(Bucket=BUCKET, Key=written)
+        assert head["ServerSideEncryption"] == "aws:kms", written
+        assert head["SSEKMSKeyId"] == key, written
+
+
 def test_too_many_failed_chunks_end_in_failure_state_with_a_failure_status(
     aws: Sandbox, deployment_env: pytest.MonkeyPatch
 ) -> None:

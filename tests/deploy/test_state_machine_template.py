@@ -27,6 +27,7 @@ LINTER_LAGS_AWS = (
     'Field "InputType" not allowed in State Machine.States.ProcessChunksInParallel.ItemReader'
     ".ReaderConfig"
 )
+KMS_KEY = "arn:aws:kms:eu-west-1:210987654321:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")
 _OPERATORS = {ast.Add: operator.add, ast.Mult: operator.mul}
 
@@ -56,6 +57,7 @@ def deployed_values() -> dict[str, Any]:
         batch_job_queue_arn="arn:aws:batch:eu-west-1:210987654321:job-queue/q",
         batch_job_definition_arn="arn:aws:batch:eu-west-1:210987654321:job-definition/d:4",
         status_queue_url="https://sqs.eu-west-1.amazonaws.com/210987654321/batch-proc",
+        kms_key_arn=KMS_KEY,
         max_concurrent_chunks=120,
         lambda_timeout=600,
         batch_job_timeout=7200,
@@ -100,6 +102,7 @@ def test_the_template_filled_in_is_the_definition_for_those_values() -> None:
             batch_job_queue=values["batch_job_queue_arn"],
             batch_job_definition=values["batch_job_definition_arn"],
             status_queue_url=values["status_queue_url"],
+            sse_kms_key=KMS_KEY,
             max_concurrent_chunks=120,
             lambda_timeout=600,
             batch_job_timeout=7200,

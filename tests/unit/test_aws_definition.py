@@ -26,6 +26,7 @@ from scm_batch.aws.definition import (
 )
 from scm_batch.errors import ScmBatchError
 from scm_batch.retry import RetryPolicy, is_transient, transient_error_names
+from scm_batch.stages.plan import MAX_CHUNKS
 
 # statelint 3.1.0 predates ItemReader.ReaderConfig.InputType, which AWS requires to read a JSON
 # array of items from S3 (the distributed Map's ItemReader). The definition is right there and
@@ -188,7 +189,7 @@ def test_each_chunk_failure_is_caught_and_recorded_in_the_ledger() -> None:
     states = build_definition(deployment())["States"]
     iteration = states["ProcessChunksInParallel"]["ItemProcessor"]["States"]
     for name in ("ProcessWithLambda", "SubmitBatchJob"):
-        [catcher] = iteration[name]["Catch"]
+        catcher = iteration[name]["Catch"][-1]  # the last: anything else already caught
         assert catcher == {
             "ErrorEquals": ["States.ALL"],
             "ResultPath": "$.error",
@@ -204,6 +205,85 @@ def test_each_chunk_failure_is_caught_and_recorded_in_the_ledger() -> None:
         "BooleanEquals": True,
         "Next": "DescribeBatchFailure",
     }
+
+
+def test_a_function_lambda_killed_is_tried_again_a_bounded_number_of_times() -> None:
+    # AWS names a function killed for time or memory Lambda.Unknown (or by the runtime's report):
+    # unretried, such a chunk failed on its first attempt where a local run retries it.
+    states = build_definition(deployment())["States"]
+    iteration = states["ProcessChunksInParallel"]["ItemProcessor"]["States"]
+    chunk = iteration["ProcessWithLambda"]
+    # A chunk: too big for Lambda, so its next attempt is a Batch job (bounded by the job's
+    # retry strategy), never Lambda again.
+    killed = chunk["Catch"][0]
+    assert {"Lambda.Unknown", "Sandbox.Timedout", "States.Timeout"} <= set(killed["ErrorEquals"])
+    assert (killed["Next"], killed["ResultPath"]) == ("SubmitBatchJob", "$.error")
+    retried = {e for r in chunk["Retry"] for e in r["ErrorEquals"]}
+    assert not retried & set(killed["ErrorEquals"])
+    assert "Lambda.ClientExecutionTimeoutException" in retried  # the call, not the function
+    # Every other step: tried again, a few times at most.
+    for name, state in all_states(states):
+        if state.get("Resource") != "arn:aws:states:::lambda:invoke" or name == "ProcessWithLambda":
+            continue
+        [again] = [r for r in state["Retry"] if "Lambda.Unknown" in r["ErrorEquals"]]
+        assert set(killed["ErrorEquals"]) == set(again["ErrorEquals"]), name
+        assert 1 <= again["MaxAttempts"] <= 3, name
+
+
+def test_throttling_is_waited_out_for_days_within_a_child_executions_history() -> None:
+    # A throttled invocation never ran: retrying is always safe, and a chunk queued behind
+    # another execution's 900-second chunks must not run out of retries.
+    iteration = build_definition(deployment())["States"]["ProcessChunksInParallel"][
+        "ItemProcessor"
+    ]["States"]
+    [throttled] = [
+        r
+        for r in iteration["ProcessWithLambda"]["Retry"]
+        if r["ErrorEquals"] == ["Lambda.TooManyRequestsException"]
+    ]
+    delays, bound = [], float(throttled["IntervalSeconds"])
+    for _ in range(throttled["MaxAttempts"]):
+        delays.append(bound)
+        bound = min(bound * throttled["BackoffRate"], throttled["MaxDelaySeconds"])
+    expected_wait = sum(delays) / 2  # full jitter: half the bound on average
+    assert expected_wait > 2 * 24 * 3600
+    assert throttled["MaxDelaySeconds"] <= 300  # capacity freed is used within minutes
+    # Each attempt adds a few events to the child execution's history (25,000 at most).
+    assert throttled["MaxAttempts"] * 4 < 25_000
+
+
+def test_the_map_gathers_a_result_the_state_can_hold_for_the_largest_plan() -> None:
+    # A distributed Map without a ResultWriter gathers each iteration's output into its result;
+    # past 256 KiB the execution dies with States.DataLimitExceeded, which cannot be caught.
+    states = build_definition(deployment(**LARGE))["States"]
+    iteration = states["ProcessChunksInParallel"]["ItemProcessor"]["States"]
+    ends = {n: s for n, s in iteration.items() if s.get("End")}
+    assert ends
+    for name, state in ends.items():  # every iteration ends with an empty output: "{}"
+        assert "OutputPath" in state, name
+        assert state["OutputPath"] is None, name
+    gathered = 2 + MAX_CHUNKS * len("{},")
+    assert gathered < 256 * 1024 - 64 * 1024  # and room to spare for the state around it
+
+
+def test_what_the_state_machine_writes_itself_uses_the_deployments_kms_key() -> None:
+    key = "arn:aws:kms:eu-west-1:210987654321:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    puts = {
+        name: state["Parameters"]
+        for name, state in all_states(build_definition(deployment(sse_kms_key=key))["States"])
+        if state.get("Resource") == "arn:aws:states:::aws-sdk:s3:putObject"
+    }
+    assert set(puts) == {"SaveChunkFailure", "RecordNotified", "RecordFailureNotified"}
+    for name, parameters in puts.items():
+        assert parameters["ServerSideEncryption"] == "aws:kms", name
+        assert parameters["SSEKMSKeyId"] == key, name
+    # The Terraform template takes the module's key.
+    template = build_definition(terraform_resources())["States"]
+    assert [
+        state["Parameters"]["SSEKMSKeyId"]
+        for _, state in all_states(template)
+        if state.get("Resource") == "arn:aws:states:::aws-sdk:s3:putObject"
+    ] == ["${kms_key_arn}"] * 3
 
 
 def test_batch_runs_synchronously_with_string_parameters_only() -> None:

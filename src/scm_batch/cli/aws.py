@@ -76,6 +76,13 @@ def definition(
     status_queue: Annotated[
         str, typer.Option(help="Status queue name (the contract's batch-proc).")
     ] = "batch-proc",
+    sse_kms_key: Annotated[
+        str | None,
+        typer.Option(
+            help="KMS key (ARN) of the objects the state machine writes itself (failure records, "
+            "the notified marker), as the functions write theirs; none: the bucket's default."
+        ),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")
     ] = None,
@@ -101,6 +108,7 @@ def definition(
                 job_definition=job_definition,
                 status_queue=status_queue,
                 map_mode=choose_map_mode(max_concurrent_chunks, map_mode),  # type: ignore[arg-type]
+                sse_kms_key=sse_kms_key,
                 **settings,
             )
             text = render(build_definition(resources))

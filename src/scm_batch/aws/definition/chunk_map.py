@@ -2,6 +2,7 @@
 for each item::
 
     ProcessChunk (Choice on the item's route) → ProcessWithLambda | SubmitBatchJob
+    a Lambda killed for time or memory → SubmitBatchJob (the chunk's next attempt)
     a failure after retries → RecordChunkFailure → SaveChunkFailure (into the ledger)
 
 A distributed Map reads the items from S3, any number of them; an inline Map, for small
@@ -17,9 +18,11 @@ from typing import Any, Literal
 from scm_batch import layout
 from scm_batch.aws.definition.resources import MapMode, Resources, plus, times
 from scm_batch.aws.definition.tasks import (
+    LAMBDA_KILLED,
     SERVICE_CALL_TIMEOUT,
     TASK_TIMEOUT_MARGIN,
     catch,
+    encrypted,
     lambda_retry,
     lambda_task,
     retrier,
@@ -101,12 +104,17 @@ def _process_with_lambda(r: Resources) -> dict[str, Any]:
         selector(ChunkDone, "chunkId", "records", "doneBefore"),
         result_path="$.result",
         timeout=plus(r.lambda_timeout, TASK_TIMEOUT_MARGIN),
-        retry=lambda_retry(r.retry),
+        retry=lambda_retry(r.retry, killed=False),
     )
     return {
         **update_records,
         "OutputPath": None,
-        "Catch": catch("RecordChunkFailure"),
+        "Catch": [
+            # Killed for time or memory: the chunk is too big for Lambda, its next attempt is a
+            # Batch job (whose retry strategy bounds the attempts from there).
+            {"ErrorEquals": LAMBDA_KILLED, "ResultPath": "$.error", "Next": "SubmitBatchJob"},
+            *catch("RecordChunkFailure"),
+        ],
         "End": True,
     }
 
@@ -163,12 +171,15 @@ def _chunk_failure_states(r: Resources) -> dict[str, Any]:
         "SaveChunkFailure": {
             "Type": "Task",
             "Resource": "arn:aws:states:::aws-sdk:s3:putObject",
-            "Parameters": {
-                "Bucket.$": "$.failure.Bucket",
-                "Key.$": "$.failure.Key",
-                "Body.$": "States.JsonToString($.failure.Body)",
-                "ContentType": "application/json",
-            },
+            "Parameters": encrypted(
+                {
+                    "Bucket.$": "$.failure.Bucket",
+                    "Key.$": "$.failure.Key",
+                    "Body.$": "States.JsonToString($.failure.Body)",
+                    "ContentType": "application/json",
+                },
+                r.sse_kms_key,
+            ),
             "ResultPath": None,
             "OutputPath": None,
             "TimeoutSeconds": SERVICE_CALL_TIMEOUT,

@@ -191,7 +191,7 @@ def _report_states(r: Resources) -> dict[str, Any]:
             "Default": "FailureName",
         },
         "RecordFailureNotified": {
-            **record_notified(r.retry, "$.marker"),
+            **record_notified(r.retry, "$.marker", r.sse_kms_key),
             "Catch": catch("FailureName", "$.recordError"),
             "Next": "FailureName",
         },

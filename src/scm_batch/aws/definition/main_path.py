@@ -203,7 +203,7 @@ def delivery_states(r: Resources) -> dict[str, Any]:
             "Next": "RecordNotified",
         },
         "RecordNotified": {
-            **record_notified(r.retry, "$.marker"),
+            **record_notified(r.retry, "$.marker", r.sse_kms_key),
             "Comment": "So that starting the execution again sends nothing twice",
             # Every message went out: a marker that cannot be written costs a repeat, no more.
             "Catch": catch("SuccessState", "$.recordError"),

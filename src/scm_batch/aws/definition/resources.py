@@ -66,6 +66,9 @@ class Resources(msgspec.Struct, frozen=True, kw_only=True):
     map_mode: MapMode = "distributed"
     max_inline_chunks: int = DEFAULT_MAX_INLINE_CHUNKS
     retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
+    # The key the state machine's own S3 writes use, as the functions' (SCM_BATCH_SSE_KMS_KEY_ID);
+    # None: the bucket's default encryption.
+    sse_kms_key: str | None = None
 
 
 def resources_for_account(
@@ -96,6 +99,7 @@ TEMPLATE_STRINGS = {
     "batch_job_queue": "batch_job_queue_arn",
     "batch_job_definition": "batch_job_definition_arn",
     "status_queue_url": "status_queue_url",
+    "sse_kms_key": "kms_key_arn",
 }
 TEMPLATE_NUMBERS = (
     "max_concurrent_chunks",
@@ -122,6 +126,7 @@ def terraform_resources() -> Resources:
         batch_job_queue=_reference(TEMPLATE_STRINGS["batch_job_queue"]),
         batch_job_definition=_reference(TEMPLATE_STRINGS["batch_job_definition"]),
         status_queue_url=_reference(TEMPLATE_STRINGS["status_queue_url"]),
+        sse_kms_key=_reference(TEMPLATE_STRINGS["sse_kms_key"]),
         max_concurrent_chunks=Expr("max_concurrent_chunks"),
         lambda_timeout=Expr("lambda_timeout"),
         batch_job_timeout=Expr("batch_job_timeout"),

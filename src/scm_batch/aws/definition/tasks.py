@@ -23,11 +23,26 @@ LAMBDA_SERVICE_ERRORS = [
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
+    "Lambda.ClientExecutionTimeoutException",
 ]
-# Throttling (the account's concurrency is used up, often by this very Map) clears when other
-# invocations finish: retried longer and further apart than a failure.
+# A function Lambda killed: out of time or memory. AWS names it Lambda.Unknown (the runtime had no
+# chance to report), or by the runtime's report; States.Timeout if the Task gave up first.
+LAMBDA_KILLED = [
+    "Lambda.Unknown",
+    "Sandbox.Timedout",
+    "Runtime.OutOfMemory",
+    "Runtime.ExitError",
+    "States.Timeout",
+]
+# A step killed is tried twice more (a slow storage or broker may have held it up), no more: its
+# input will not shrink.
+KILLED_ATTEMPTS = 2
+# Throttling (the account's concurrency is used up: by this Map, another execution, other
+# functions) means the function never ran, so retrying is always safe, and a chunk must not fail
+# for it: retried for days, at most 5 minutes apart (full jitter: 2.5 on average once at the
+# cap). 2,000 attempts stay well inside a distributed Map child's 25,000 history events.
 LAMBDA_THROTTLED = "Lambda.TooManyRequestsException"
-THROTTLE_RETRY = RetryPolicy(attempts=11, base_delay_seconds=5.0, max_delay_seconds=300.0)
+THROTTLE_RETRY = RetryPolicy(attempts=2_001, base_delay_seconds=5.0, max_delay_seconds=300.0)
 
 
 def retrier(errors: list[str], policy: RetryPolicy, attempts: int | None = None) -> dict[str, Any]:
@@ -41,13 +56,26 @@ def retrier(errors: list[str], policy: RetryPolicy, attempts: int | None = None)
     }
 
 
-def lambda_retry(policy: RetryPolicy) -> list[dict[str, Any]]:
-    return [
+def lambda_retry(policy: RetryPolicy, *, killed: bool = True) -> list[dict[str, Any]]:
+    """Throttles, Lambda's own errors and the project's transient ones; and, unless ``killed`` is
+    false (the caller catches them), a function killed by Lambda."""
+    retriers = [
         retrier([LAMBDA_THROTTLED], THROTTLE_RETRY),
         # The platform's own hiccups: retried a little longer than the project's errors.
         retrier(LAMBDA_SERVICE_ERRORS, policy, attempts=max(3, policy.attempts + 2)),
         retrier(transient_error_names(), policy),
     ]
+    if killed:
+        retriers.append(retrier(LAMBDA_KILLED, policy, attempts=KILLED_ATTEMPTS))
+    return retriers
+
+
+def encrypted(parameters: dict[str, Any], sse_kms_key: str | None) -> dict[str, Any]:
+    """An S3 PutObject's parameters with the deployment's SSE-KMS key, as the functions write:
+    a bucket policy that requires that key refuses anything else."""
+    if sse_kms_key is None:
+        return parameters
+    return {**parameters, "ServerSideEncryption": "aws:kms", "SSEKMSKeyId": sse_kms_key}
 
 
 def service_retry(policy: RetryPolicy) -> list[dict[str, Any]]:
@@ -125,16 +153,19 @@ def notified_marker(status: StatusWord, completion_channel: str) -> dict[str, An
     }
 
 
-def record_notified(policy: RetryPolicy, marker: str) -> dict[str, Any]:
+def record_notified(policy: RetryPolicy, marker: str, sse_kms_key: str | None) -> dict[str, Any]:
     return {
         "Type": "Task",
         "Resource": "arn:aws:states:::aws-sdk:s3:putObject",
-        "Parameters": {
-            "Bucket.$": f"{marker}.Bucket",
-            "Key.$": f"{marker}.Key",
-            "Body.$": f"States.JsonToString({marker}.Body)",
-            "ContentType": "application/json",
-        },
+        "Parameters": encrypted(
+            {
+                "Bucket.$": f"{marker}.Bucket",
+                "Key.$": f"{marker}.Key",
+                "Body.$": f"States.JsonToString({marker}.Body)",
+                "ContentType": "application/json",
+            },
+            sse_kms_key,
+        ),
         "ResultPath": None,
         "TimeoutSeconds": SERVICE_CALL_TIMEOUT,
         "Retry": service_retry(policy),
