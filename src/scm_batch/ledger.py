@@ -44,6 +44,7 @@ from scm_batch.model import (
     ValidationReport,
 )
 from scm_batch.storage import Storage
+from scm_batch.storage.base import concurrently
 
 T = TypeVar("T")
 
@@ -129,15 +130,24 @@ class Ledger:
         return self._read(key, kind) if self.storage.exists(key) else None
 
     def _read_all(self, prefix: str, kind: type[T]) -> list[T]:
-        """Every entry under ``prefix``. An entry that does not decode (a disk that filled up, a
-        hand edit) is dropped: for a receipt that means the chunk is simply done again."""
-        entries = []
-        for key in self.storage.list_keys(prefix):
+        """Every entry under ``prefix``, in key order, read many at a time: a batch of thousands
+        of chunks has thousands of receipts. An entry that does not decode (a disk that filled up,
+        a hand edit) is dropped: for a receipt that means the chunk is simply done again. One
+        removed since the listing (a receipt forgotten, a failure superseded) is not there."""
+        storage = self.storage
+        decode = msgspec.json.Decoder(kind).decode
+
+        def entry(key: str) -> T | None:
             try:
-                entries.append(self._read(key, kind))
+                return decode(storage.get_bytes(key))
+            except ObjectNotFoundError:
+                return None
             except msgspec.MsgspecError:
-                self.storage.delete(key)
-        return entries
+                storage.delete(key)
+                return None
+
+        entries = concurrently(storage, entry, storage.list_keys(prefix))
+        return [e for e in entries if e is not None]
 
     # ---- the plan -----------------------------------------------------------------------------
     def has_plan(self) -> bool:
@@ -216,11 +226,16 @@ class Ledger:
     def rebuild(self, broken: dict[str, ChunkResult]) -> None:
         """Forget the receipts of chunks whose parts were damaged, so that they are done again;
         first note what each delivered (:meth:`rebuilding`), so that a rebuild never sends its
-        records again, nor makes a finished batch unfinished, whatever crash comes between."""
-        for chunk_id, result in broken.items():
-            note = Rebuild(chunk_id=chunk_id, delivered=result.delivered)
+        records again, nor makes a finished batch unfinished, whatever crash comes between.
+        Chunks are forgotten many at a time (a deleted folder of parts breaks them all), each one's
+        note written before its receipt goes."""
+
+        def forget(chunk_id: str) -> None:
+            note = Rebuild(chunk_id=chunk_id, delivered=broken[chunk_id].delivered)
             self.storage.put_bytes(layout.rebuild_key(self.batch_id, chunk_id), _encode(note))
             self.storage.delete(layout.receipt_key(self.batch_id, chunk_id))
+
+        concurrently(self.storage, forget, sorted(broken))
 
     def rebuilding(self) -> dict[str, int]:
         """The chunks ever rebuilt (done once, their parts found damaged since), with how many
@@ -263,8 +278,9 @@ class Ledger:
 
     def forget_failures_of_done_chunks(self, done: Iterable[str]) -> None:
         """Drop failure records that a later success made stale."""
-        for chunk_id in set(self.failures()) & set(done):
-            self.storage.delete(layout.failure_key(self.batch_id, chunk_id))
+        stale = sorted(set(self.failures()) & set(done))
+        keys = [layout.failure_key(self.batch_id, chunk_id) for chunk_id in stale]
+        concurrently(self.storage, self.storage.delete, keys)
 
     # ---- the outcome --------------------------------------------------------------------------
     def summary(self) -> RunSummary | None:

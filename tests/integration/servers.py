@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,15 +101,28 @@ class FaultProxy:
       partition's batch in flight, in about one run in ten, when both sides were reset): its
       produce is not safe against the client vanishing mid-request, which is not what the tests
       are about.
+    * ``latency=(low, high)``: every request is held back for a time drawn between ``low`` and
+      ``high`` seconds (from a generator seeded with ``seed``) before it is passed on, as a
+      distant server's round trip would hold it. (Real time again: the delay is the condition
+      being simulated, never a wait for something to happen.)
     Requests are recorded (their first lines and Range headers) so tests can see what was asked.
     """
 
-    def __init__(self, target: str, port: int = 0) -> None:
+    def __init__(
+        self,
+        target: str,
+        port: int = 0,
+        *,
+        latency: tuple[float, float] | None = None,
+        seed: int = 0,
+    ) -> None:
         host, _, target_port = target.removeprefix("http://").partition(":")
         self._target = (host, int(target_port))
         self._listener = socket.create_server(("127.0.0.1", port))
         self.endpoint = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self._lock = threading.Lock()
+        self._latency = latency
+        self._random = random.Random(seed)
         self._drops_left = 0
         self._drop_after = 0
         self._longer_than = 0
@@ -148,6 +163,12 @@ class FaultProxy:
     def drop_ranged_gets(self, count: int, after: int, longer_than: int = 0) -> None:
         with self._lock:
             self._drops_left, self._drop_after, self._longer_than = count, after, longer_than
+
+    def _hold_back(self) -> None:
+        if self._latency is not None:
+            with self._lock:  # one generator for every connection's thread
+                seconds = self._random.uniform(*self._latency)
+            time.sleep(seconds)
 
     def answer_with(self, raw: bytes, method: str | None = None) -> None:
         self._canned[method] = raw
@@ -200,6 +221,7 @@ class FaultProxy:
                             method == "GET" and bool(ranged) and long_range(ranged)
                         )
                         state["sent"] = 0
+                        self._hold_back()
                     upstream.sendall(data)
                     self._maybe_go_down(len(data))
             with contextlib.suppress(OSError):
@@ -228,8 +250,17 @@ class FaultProxy:
             with contextlib.suppress(OSError):
                 client.shutdown(socket.SHUT_WR)
 
-        threading.Thread(target=client_to_server, daemon=True).start()
+        forward = threading.Thread(target=client_to_server, daemon=True)
+        forward.start()
         server_to_client()
+        forward.join()
+        # Both ways are over: let the connection go. moto closes every connection after one
+        # answer, so thousands of requests are thousands of connections, each two descriptors.
+        with self._lock:
+            self._open.discard(client)
+            self._upstreams.discard(upstream)
+        client.close()
+        upstream.close()
 
 
 @dataclass

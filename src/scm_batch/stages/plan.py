@@ -41,6 +41,7 @@ from scm_batch.model import (
 )
 from scm_batch.records.codecs import NEWLINE
 from scm_batch.storage import Storage
+from scm_batch.storage.base import concurrently
 
 COUNT_BLOCK_SIZE = 8 << 20
 INDEX_GRANULE = 256 << 10
@@ -153,7 +154,12 @@ def _exact_ranges(
 ) -> list[_Range]:
     total = index.total_lines
     firsts = range(0, total, per_chunk)
-    starts = [0, *(index.line_start(storage, source.key, line) for line in firsts[1:]), source.size]
+    # One ranged read per boundary, many at a time: a 10,000-chunk plan of an S3 object would
+    # otherwise spend minutes in round trips (CalculateChunks has 300 s).
+    found = concurrently(
+        storage, lambda line: index.line_start(storage, source.key, line), firsts[1:]
+    )
+    starts = [0, *found, source.size]
     return [
         _Range(starts[i], starts[i + 1], first, min(first + per_chunk, total) - first)
         for i, first in enumerate(firsts)
@@ -164,10 +170,12 @@ def _estimated_ranges(
     storage: Storage, source: SourceInfo, total: int, per_chunk: int
 ) -> list[_Range]:
     count = min(math.ceil(total / per_chunk), source.size)
-    cuts = {
-        next_line_start(storage, source.key, source.size * i // count, source.size)
-        for i in range(count)
-    }
+    positions = [source.size * i // count for i in range(count)]
+    cuts = set(
+        concurrently(
+            storage, lambda at: next_line_start(storage, source.key, at, source.size), positions
+        )
+    )
     bounds = sorted(cuts | {0, source.size})
     # Records per range from the same total the chunk size came from, so the two agree.
     bytes_per_record = source.size / total

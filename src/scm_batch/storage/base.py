@@ -8,13 +8,17 @@ a local bucket is followed like any other file: the bucket's owner put it there)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import msgspec
 
 from scm_batch.errors import ConfigError
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class ObjectInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,6 +64,11 @@ class Storage(Protocol):
 
     def uri_for(self, key: str) -> str:
         """The full location of one object, for messages and result documents."""
+        ...
+
+    @property
+    def concurrent_requests(self) -> int:
+        """How many requests :func:`concurrently` keeps in flight (1: one after another)."""
         ...
 
     def stat(self, key: str) -> ObjectInfo:
@@ -127,6 +136,22 @@ class Storage(Protocol):
         """Raise what :meth:`delete_prefix` would raise before deleting anything, so that a
         caller deleting several prefixes deletes all of them or none."""
         ...
+
+
+def concurrently(storage: Storage, call: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``call`` of each item, answered in the items' order, at most
+    ``storage.concurrent_requests`` at a time: thousands of small objects (a ledger's receipts)
+    are read in the time of a few requests, where S3 answers each after tens of milliseconds.
+    The first error is raised once the calls under way have ended; the rest are never made."""
+    workers = min(storage.concurrent_requests, len(items))
+    if workers <= 1:
+        return [call(item) for item in items]
+    # Threads: the calls wait on the network, not on the interpreter.
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="scm-batch-storage")
+    try:
+        return list(pool.map(call, items))
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 _FORBIDDEN_KEY_CHARS = frozenset(chr(c) for c in range(32)) | {"\x7f", "\\"}

@@ -136,6 +136,10 @@ class LocalStorage:
     def uri_for(self, key: str) -> str:
         return str(self._path(key))
 
+    @property
+    def concurrent_requests(self) -> int:
+        return 1  # a file is read at once: threads would only add their cost
+
     def _path(self, key: str) -> Path:
         return self._root / check_key(key)
 

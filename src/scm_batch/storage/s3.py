@@ -57,6 +57,13 @@ _STREAM_ERRORS = (
 )
 
 
+# Requests in flight when many small objects are read (a ledger of thousands of receipts): S3
+# answers each after tens of milliseconds, so one at a time leaves a Lambda function waiting out
+# its timeout. The client is thread-safe; its pool holds a connection for each, and a few more
+# for what runs beside them (the lease's renewals), so that no connection is made and dropped.
+CONCURRENT_REQUESTS = 32
+
+
 def make_client(options: S3Options) -> S3Client:
     """An S3 client; ``ConfigError`` for an endpoint or region that cannot be right."""
     region = options.region or os.environ.get("AWS_REGION")  # botocore reads AWS_DEFAULT_REGION
@@ -65,7 +72,7 @@ def make_client(options: S3Options) -> S3Client:
         connect_timeout=options.connect_timeout_seconds,
         read_timeout=options.read_timeout_seconds,
         retries={"mode": "standard", "max_attempts": 3},
-        max_pool_connections=16,
+        max_pool_connections=CONCURRENT_REQUESTS + 4,
     )
     try:
         client: S3Client = boto3.session.Session().client(
@@ -143,6 +150,10 @@ class S3Storage:
 
     def uri_for(self, key: str) -> str:
         return f"s3://{self._bucket}/{key}"
+
+    @property
+    def concurrent_requests(self) -> int:
+        return CONCURRENT_REQUESTS
 
     # ---- errors ---------------------------------------------------------------------------
     @property
