@@ -147,7 +147,9 @@ resource "aws_batch_job_definition" "process_chunk" {
   # A running execution keeps the state machine definition it started with, and with it this
   # revision's ARN: the revision must stay ACTIVE after an apply makes a new one, or every chunk
   # the execution routes to Batch afterwards fails (Batch.ClientException, inactive revision).
-  # Old revisions cost nothing; running batches finish on the image they started with.
+  # Old revisions cost nothing; running batches finish on the image they started with. A change
+  # that replaces this resource (retry_strategy, name) still deregisters every revision: apply it
+  # while no batch runs.
   deregister_on_new_revision = false
 
   container_properties = jsonencode({

@@ -116,7 +116,7 @@ resource "aws_cloudwatch_metric_alarm" "lambda_throttles" {
   for_each = local.lambda_functions
 
   alarm_name        = "${var.name_prefix}-lambda-throttles-${each.key}"
-  alarm_description = "${each.value.function_name} was throttled: its reserved concurrency is exhausted (Step Functions retries)."
+  alarm_description = "${each.value.function_name} was throttled: its reserved concurrency, or the account's, is used up (Step Functions waits and retries)."
 
   namespace   = "AWS/Lambda"
   metric_name = "Throttles"

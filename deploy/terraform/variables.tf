@@ -34,7 +34,8 @@ variable "max_concurrent_chunks" {
   default     = 50
 
   validation {
-    # 1000: what a reserved concurrency can be without a quota increase in most accounts.
+    # 1000: the default regional concurrency of an account (and the distributed Map's own bound
+    # is far above it).
     condition     = var.max_concurrent_chunks >= 1 && var.max_concurrent_chunks <= 1000 && floor(var.max_concurrent_chunks) == var.max_concurrent_chunks
     error_message = "max_concurrent_chunks must be a whole number from 1 to 1000."
   }

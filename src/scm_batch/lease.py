@@ -38,9 +38,12 @@ from scm_batch.model import CamelStruct
 from scm_batch.storage import HeldLease
 
 LEASE_SECONDS = 60.0  # a run's claim stands this long unless renewed (every third of it)
-EXECUTION_LEASE_SECONDS = 2 * 86_400.0  # an AWS execution's, checked against the execution
+# An AWS execution's claim: what Step Functions says of the execution decides; its age only
+# where Step Functions cannot be asked.
+EXECUTION_LEASE_SECONDS = 2 * 86_400.0
 
-IsRunning = Callable[[str], bool]  # whether an AWS execution (its ARN) still runs
+# Whether an AWS execution (its ARN) still runs; None when that cannot be told.
+IsRunning = Callable[[str], bool | None]
 
 
 class Claim(CamelStruct, frozen=True):
@@ -106,10 +109,13 @@ def _stale(data: bytes, age: float | None, is_running: IsRunning | None, ours: s
         return True
     if claim.execution is not None and claim.execution == ours:
         return True  # this very execution's, from a retried step
+    if claim.execution is not None:
+        # Asked first: an execution may run for days (throttles are waited out), so its claim's
+        # age says nothing while Step Functions can say whether it still runs.
+        running = is_running(claim.execution) if is_running is not None else None
+        return _expired(claim, age) if running is None else not running
     if _expired(claim, age):
         return True
-    if claim.execution is not None:
-        return is_running is not None and not is_running(claim.execution)
     here = claim.host == socket.gethostname() and claim.space is not None
     return here and claim.space == _pid_space() and claim.pid is not None and _gone(claim.pid)
 
@@ -130,7 +136,7 @@ def _busy(ledger: Ledger, data: bytes) -> BatchBusyError:
     )
 
 
-def _execution_running(execution_arn: str) -> bool:
+def _execution_running(execution_arn: str) -> bool | None:
     """Ask Step Functions (boto is there: a bucket an execution ran on is on S3)."""
     from scm_batch.aws.executions import execution_running  # noqa: PLC0415 - boto, only if asked
 

@@ -28,7 +28,7 @@ def test_an_execution_runs_until_it_stops_and_an_unknown_one_does_not(
             roleArn="arn:aws:iam::123456789012:role/r",
         )["stateMachineArn"]
         execution = sfn.start_execution(stateMachineArn=machine)["executionArn"]
-        assert execution_running(execution)
+        assert execution_running(execution) is True
         sfn.stop_execution(executionArn=execution)
-        assert not execution_running(execution)
-        assert not execution_running(execution.rsplit(":", 1)[0] + ":never-started")
+        assert execution_running(execution) is False
+        assert execution_running(execution.rsplit(":", 1)[0] + ":never-started") is False

@@ -50,6 +50,18 @@ def test_a_claim_is_stale_when_expired_its_process_gone_or_its_execution_ended()
     assert lease._stale(claim(**EXECUTION), None, lambda arn: False, None)
     assert lease._stale(claim(**EXECUTION), None, lambda arn: True, "arn:x:execution:m:e1")
     assert not lease._stale(claim(**EXECUTION), None, None, None)  # cannot tell: it stands
+    assert not lease._stale(claim(**EXECUTION), None, lambda arn: None, None)
+
+
+def test_a_running_execution_keeps_its_claim_however_old_and_an_unanswered_one_expires() -> None:
+    # An execution waits out throttles for days: past its claim's time, it still runs.
+    old = claim(**EXECUTION, expires="2000-01-01T00:00:00.000Z", seconds=172_800.0)
+    assert not lease._stale(old, 400_000.0, lambda arn: True, None)
+    assert lease._stale(old, 400_000.0, lambda arn: False, None)
+    # Where Step Functions cannot be asked, the claim's time decides.
+    assert lease._stale(old, 400_000.0, lambda arn: None, None)
+    assert lease._stale(old, None, None, None)
+    assert not lease._stale(old, 100.0, lambda arn: None, None)
     assert lease._stale(b"not a claim", None, None, None)
 
 

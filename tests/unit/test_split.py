@@ -185,6 +185,17 @@ def test_absurd_chunk_counts_are_refused_not_attempted(tmp_path: Path) -> None:
         calculate_chunks(huge, source, storage, PlanOptions(count_records=False))
 
 
+def test_a_plan_holds_at_most_fifty_thousand_chunks(tmp_path: Path) -> None:
+    # The AWS Map gathers a result per chunk into 256 KiB; the bound holds on every backend.
+    (tmp_path / "input.jsonl").write_bytes(b'{"n":1}\n' * 50_001)
+    storage = LocalStorage(tmp_path)
+    source = initialize_batch(job(max_concurrent=4, max_chunk=1), storage)
+    with pytest.raises(ConfigError, match=r"50,001 chunks; at most 50,000 are allowed"):
+        calculate_chunks(
+            job(max_concurrent=4, max_chunk=1), source, storage, PlanOptions(min_chunk_size=1)
+        )
+
+
 def test_estimated_totals_agree_with_the_chunks(tmp_path: Path) -> None:
     (tmp_path / "input.jsonl").write_bytes(b'{"n":1}\n' * 100)
     storage = LocalStorage(tmp_path)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any, TypeVar
 
+import confluent_kafka
 import msgspec
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
@@ -81,7 +82,12 @@ _OAUTH_CALLBACK_WITHOUT_POLL = (2, 13)
 
 
 def confluent_kafka_version() -> str:
-    return metadata.version("confluent-kafka")
+    try:
+        return metadata.version("confluent-kafka")
+    except metadata.PackageNotFoundError:  # installed without its metadata (a vendored copy)
+        # A (version, number) pair in older releases, the version string in recent ones.
+        reported: object = confluent_kafka.version()
+        return reported if isinstance(reported, str) else str(reported[0])  # type: ignore[index]
 
 
 def _msk_iam_token(region: str) -> Callable[[str], tuple[str, float]]:

@@ -47,7 +47,7 @@ COUNT_BLOCK_SIZE = 8 << 20
 INDEX_GRANULE = 256 << 10
 # The most chunks a plan may have, on every backend alike. On AWS the distributed Map gathers one
 # result per chunk ("{}", 3 bytes with its comma) into a state that may not pass 256 KiB, and
-# exceeding it (States.DataLimitExceeded) cannot be caught: 50,000 keeps it under 150 KB.
+# exceeding it (States.DataLimitExceeded) cannot be caught: 50,000 keeps it near 147 KiB.
 MAX_CHUNKS = 50_000
 _SEEK_WINDOW = 64 << 10
 _MAX_SEEK_WINDOW = 8 << 20

@@ -142,7 +142,8 @@ def concurrently(storage: Storage, call: Callable[[T], R], items: Sequence[T]) -
     """``call`` of each item, answered in the items' order, at most
     ``storage.concurrent_requests`` at a time: thousands of small objects (a ledger's receipts)
     are read in the time of a few requests, where S3 answers each after tens of milliseconds.
-    The first error is raised once the calls under way have ended; the rest are never made."""
+    An error is raised once the calls before it have ended (those after it may have been made
+    already: callers keep each call safe on its own)."""
     workers = min(storage.concurrent_requests, len(items))
     if workers <= 1:
         return [call(item) for item in items]

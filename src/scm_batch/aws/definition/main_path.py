@@ -48,8 +48,11 @@ def _step(
     selected: dict[str, str],
     result: str,
     next_state: str,
+    *,
+    killed: bool = True,
 ) -> dict[str, Any]:
-    """A contract function's Task on the main path: a failure for good is reported."""
+    """A contract function's Task on the main path: a failure for good is reported; a function
+    Lambda killed is tried again unless ``killed`` is false."""
     return {
         **lambda_task(
             r.lambda_arns[name],
@@ -57,7 +60,7 @@ def _step(
             selected,
             result_path=result,
             timeout=STEP_TIMEOUT,
-            retry=lambda_retry(r.retry),
+            retry=lambda_retry(r.retry, killed=killed),
         ),
         "Catch": catch("FailureCause"),
         "Next": next_state,
@@ -182,11 +185,24 @@ def delivery_states(r: Resources) -> dict[str, Any]:
             ],
             "Default": "SendToKafka",
         },
+        # A killed sender may have sent already: not tried again (the completion goes once).
         "SendToKafka": _step(
-            r, "scm-batch-processor-send-to-kafka", sent, completion, "$.completion", "SendToSQS"
+            r,
+            "scm-batch-processor-send-to-kafka",
+            sent,
+            completion,
+            "$.completion",
+            "SendToSQS",
+            killed=False,
         ),
         "SendToSqsCore": _step(
-            r, "scm-batch-processor-send-to-sqs-core", sent, completion, "$.completion", "SendToSQS"
+            r,
+            "scm-batch-processor-send-to-sqs-core",
+            sent,
+            completion,
+            "$.completion",
+            "SendToSQS",
+            killed=False,
         ),
         "SendToSQS": {
             **send_status(r.status_queue_url, "$.outcome.statusMessage", r.retry),
