@@ -56,6 +56,18 @@ BOUNDS = {"validate-data": 120.0, "calculate-chunks": 120.0, "aggregate-results"
 SETUP_THREADS = 8
 
 
+def execution_input(bucket: str) -> dict[str, Any]:
+    """The batch's execution input: one record per chunk."""
+    return {
+        "bucket": bucket,
+        "file": INPUT,
+        "customerId": "c1",
+        "tenantId": "t1",
+        "batchId": BATCH,
+        "maxChunkSize": 1,
+    }
+
+
 def record_line(n: int) -> bytes:
     """One record, whose email is not valid: each chunk holds one, so each has one error."""
     record = {
@@ -186,14 +198,7 @@ def test_ten_thousand_chunks_fit_the_lambda_timeouts_with_s3_latency(
 ) -> None:
     bucket = f"wide-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=bucket)
-    payload = {
-        "bucket": bucket,
-        "file": INPUT,
-        "customerId": "c1",
-        "tenantId": "t1",
-        "batchId": BATCH,
-        "maxChunkSize": 1,
-    }
+    payload = execution_input(bucket)
     lines = [record_line(n) for n in range(CHUNKS)]
     direct = planned_batch(payload, lines, tmp_path / "local")
     plan = direct.stored_plan()
@@ -256,14 +261,7 @@ def test_a_new_plan_of_ten_thousand_chunks_fits_its_lambda_timeout_with_s3_laten
     s3.put_object(
         Bucket=bucket, Key=INPUT, Body=b"\n".join(record_line(n) for n in range(CHUNKS)) + b"\n"
     )
-    payload = {
-        "bucket": bucket,
-        "file": INPUT,
-        "customerId": "c1",
-        "tenantId": "t1",
-        "batchId": BATCH,
-        "maxChunkSize": 1,
-    }
+    payload = execution_input(bucket)
     environment.setenv("AWS_ENDPOINT_URL_S3", distant.endpoint)
     initialized = handlers.read_s3(payload, None)
     validated = handlers.validate_data({"batch": initialized}, None)
