@@ -255,7 +255,7 @@ variable "lambda_reserved_concurrency" {
 }
 
 variable "update_records_reserved_concurrency" {
-  description = "Reserved concurrency of update-records, the function that processes chunks. -1 (the default): none, so the module deploys in any account (Lambda refuses a reservation that leaves fewer than 100 unreserved executions: in a new account, whose regional limit may be 10, any reservation fails). Reserve max_concurrent_chunks times the executions you run at once to guarantee them that capacity (and cap what they take from the account); a throttled chunk waits and is retried, never failed."
+  description = "Reserved concurrency of update-records, the function that processes chunks. -1 (the default): none, so the module deploys in any account (Lambda refuses a reservation that leaves fewer than 100 unreserved executions: in a new account, whose regional limit may be 10, any reservation fails). Reserve max_concurrent_chunks times the executions you run at once to guarantee them that capacity (and cap what they take from the account); a throttled chunk waits and is retried for days (2,000 attempts), not failed."
   type        = number
   default     = -1
 
