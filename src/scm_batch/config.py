@@ -39,6 +39,8 @@ class RunOptions(CamelStruct, frozen=True):
     # A chunk running longer is stopped and retried; None: from its size and the measured pace.
     chunk_timeout_seconds: float | None = None
     overwrite: bool = False
+    # Staged chunks of compressed input are deleted once every chunk is done, unless kept.
+    keep_staged: bool = False
     plan: PlanOptions = msgspec.field(default_factory=PlanOptions)
     retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
     tolerance: Tolerance = msgspec.field(default_factory=Tolerance)

@@ -75,6 +75,12 @@ class InputFormatError(InputError):
     """The input object is not in a format this version can process."""
 
 
+class InputStructureError(InputFormatError):
+    """A JSON array whose structure is broken (not closed, closed by the wrong bracket, data after
+    its end) or a compressed stream that is corrupt or cut short: refused before any chunk runs,
+    naming the byte offset where it went wrong."""
+
+
 class InputChangedError(InputError):
     """The input object no longer matches the plan made from it."""
 

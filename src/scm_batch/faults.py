@@ -11,7 +11,8 @@ Set ``SCM_BATCH_FAULTS`` to a comma-separated list of ``target=fault`` entries:
   after every block, as one held back by its destination would: slow, never stuck;
 * ``chunk_000006=kill-driver`` — the worker kills the driver, then itself, with SIGKILL, leaving
   the chunk's parts half-written as a machine crash would (first attempt only);
-* ``driver=during-planning`` | ``after-plan`` | ``after-chunks:N`` | ``during-aggregation`` |
+* ``driver=during-staging:N`` (once N chunks of compressed input are staged) |
+  ``during-planning`` | ``after-plan`` | ``after-chunks:N`` | ``during-aggregation`` |
   ``before-notify`` — the driver kills itself with SIGKILL at that point.
 
 Chunk faults strike after the chunk's first block has been written to its (uncommitted) parts, so
@@ -39,6 +40,7 @@ ChunkFaultKind = Literal["transient", "terminal", "kill", "stall", "slow", "kill
 SLOW_BLOCK_SECONDS = 0.25
 _SIGNALS = {"kill": signal.SIGKILL, "stall": signal.SIGSTOP}
 DRIVER_POINTS = (
+    "during-staging",
     "during-planning",
     "after-plan",
     "after-chunks",
@@ -114,7 +116,8 @@ class FaultPlan(CamelStruct, frozen=True):
         a session (the local run, which records its pid) does: never a Lambda function."""
         if self.driver_point != point or self.driver_pid is None:
             return
-        if point == "after-chunks" and chunks_done < self.driver_after_chunks:
+        counted = point in ("after-chunks", "during-staging")
+        if counted and chunks_done < self.driver_after_chunks:
             return
         os.kill(os.getpid(), signal.SIGKILL)
 

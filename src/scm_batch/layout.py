@@ -13,7 +13,15 @@ from scm_batch.model import DEFAULT_OUTPUT_FORMAT, OutputFormat
 CHUNK_ID_WIDTH = 6
 
 # Prefixes owned by one batch; `--overwrite` clears exactly these.
-BATCH_PREFIXES = ("metadata", "results", "errors", "validation", "final-results", "notifications")
+BATCH_PREFIXES = (
+    "metadata",
+    "staged",
+    "results",
+    "errors",
+    "validation",
+    "final-results",
+    "notifications",
+)
 
 
 def chunk_id(index: int) -> str:
@@ -74,6 +82,29 @@ def rebuild_prefix(batch_id: str) -> str:
 def rebuild_key(batch_id: str, chunk: str) -> str:
     """A note that the chunk, done once, had damaged parts rebuilt: what it delivered then."""
     return f"{rebuild_prefix(batch_id)}{chunk}.json"
+
+
+def staged_prefix(batch_id: str) -> str:
+    """Compressed input, decompressed once and cut into chunks (each zstd-compressed again)."""
+    return f"staged/{batch_id}/"
+
+
+def staged_key(batch_id: str, chunk: str) -> str:
+    return f"{staged_prefix(batch_id)}{chunk}.zst"
+
+
+def staging_key(batch_id: str) -> str:
+    """How the compressed input is being staged: fixed before the first chunk is staged."""
+    return f"metadata/{batch_id}/staging.json"
+
+
+def staged_receipt_prefix(batch_id: str) -> str:
+    return f"metadata/{batch_id}/staged/"
+
+
+def staged_receipt_key(batch_id: str, chunk: str) -> str:
+    """A staged chunk's receipt: written after its staged copy, which it describes."""
+    return f"{staged_receipt_prefix(batch_id)}{chunk}.json"
 
 
 def lease_key(batch_id: str) -> str:

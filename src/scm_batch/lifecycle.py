@@ -78,6 +78,7 @@ from scm_batch.stages.resume import (
     check_output_format_unchanged,
     check_same_batch,
 )
+from scm_batch.stages.staging import drop_staged, missing_copies, read_staging_record
 from scm_batch.stages.validate_config import validate_batch_config
 from scm_batch.storage import Storage, open_storage
 
@@ -232,6 +233,7 @@ def plan(
     # format cannot be written.
     check_output_format_unchanged(stored, options, finished=not planned.todo)
     _check_inline(stored, inline_limit)
+    _restage_missing(stored, planned.todo, ledger, options)
     if planned.todo:
         ledger.record_chunk_items(stored)
     if not planned.finished:  # its outcome will change: a crash must not leave the old one
@@ -249,7 +251,12 @@ def _new_plan(
 ) -> PlannedBatch:
     if source is None:  # the plan seen by InitializeBatchProcessing is gone (deleted by hand)
         source = initialize_batch(job, ledger.storage, sample_bytes=options.plan.sample_bytes)
-    new = calculate_chunks(job, source, ledger.storage, options.plan)
+
+    def staged(count: int) -> None:
+        if options.faults is not None:
+            options.faults.crash_driver_at("during-staging", chunks_done=count)
+
+    new = calculate_chunks(job, source, ledger.storage, options.plan, stage=True, on_staged=staged)
     new = msgspec.structs.replace(new, delivery=target)
     check_output_format_unchanged(new, options)
     _check_inline(new, inline_limit)
@@ -257,6 +264,26 @@ def _new_plan(
     ledger.record_plan(new)
     _fault_point(options, "after-plan")
     return PlannedBatch(new, resumed=False, done_before={}, finished=False)
+
+
+def _restage_missing(
+    chunk_plan: ChunkPlan, todo: list[ChunkTask], ledger: Ledger, options: RunOptions
+) -> None:
+    """Stage again the chunks to run whose staged copies are gone (deleted when the batch
+    completed, before some of its parts were found damaged): cut as they were, checked against
+    the plan."""
+    keys = [c.staged_key for c in todo if c.staged_key is not None]
+    if not keys or not missing_copies(ledger.storage, ledger.batch_id, keys):
+        return
+    calculate_chunks(chunk_plan.job, chunk_plan.source, ledger.storage, options.plan, stage=True)
+
+
+def drop_staged_when_done(summary: RunSummary, ledger: Ledger, options: RunOptions) -> None:
+    """Delete the staged chunks of a compressed input once every chunk is done (unless kept)."""
+    if summary.source.compression == "none" or options.keep_staged:
+        return
+    if summary.chunks_failed == 0 and summary.chunks_not_processed == 0:
+        drop_staged(ledger.storage, ledger.batch_id)
 
 
 def _fault_point(options: RunOptions, point: str) -> None:
@@ -440,15 +467,24 @@ def resume_batch(
     """Carry on a batch from the plan and ledger in its bucket."""
     started = Session.start(options, **session)
     ledger = open_ledger(bucket, batch_id, started.options)
-    if not ledger.has_plan():  # before the lease: a batch id mistyped leaves nothing behind
+    # Before the lease: a batch id mistyped leaves nothing behind. A batch stopped while its
+    # compressed input was staged has no plan yet, but its staging record holds its input.
+    if not ledger.has_plan() and read_staging_record(ledger.storage, batch_id) is None:
         raise NothingToResumeError(
             f"batch {batch_id!r} has no plan in {ledger.storage.uri} "
             f"({layout.plan_key(batch_id)}); start it with 'scm-batch run'"
         )
     with lease.held(ledger) as held:
         # Read under the lease: a 'run --overwrite' that ended meanwhile may have replaced it.
-        job = admit(ledger.stored_plan().job, started.options)
-        return _carry_out(job, None, ledger, started, held.check)
+        stored = ledger.plan()
+        if stored is not None:
+            job = stored.job
+        else:
+            staging = read_staging_record(ledger.storage, batch_id)
+            if staging is None:
+                raise NothingToResumeError(f"batch {batch_id!r} was deleted meanwhile")
+            job = staging.job
+        return _carry_out(admit(job, started.options), None, ledger, started, held.check)
 
 
 def _carry_out(
@@ -488,6 +524,7 @@ def _carry_out(
     )
     still_held()
     sent = notify(aggregated, ledger, options)
+    drop_staged_when_done(aggregated.summary, ledger, options)
     return _report(planned.plan, ledger.storage, aggregated, sent)
 
 

@@ -15,7 +15,9 @@ import msgspec
 Deployment = Literal["WORKSPACE", "CORE"]
 Destination = Literal["kafka", "sqs_core", "none"]
 Route = Literal["lambda", "batch"]
-InputFormat = Literal["jsonl"]
+InputFormat = Literal["jsonl", "json-array"]
+# How the input object is compressed; chunks of compressed input are read from staged copies.
+Compression = Literal["none", "gzip", "zstd", "bzip2"]
 OutputFormat = Literal["jsonl", "parquet"]
 DEFAULT_OUTPUT_FORMAT: OutputFormat = "jsonl"
 
@@ -121,6 +123,9 @@ class SourceInfo(CamelStruct, frozen=True):
     bytes_per_record: float
     has_bom: bool
     version_id: str | None = None
+    compression: Compression = "none"
+    # Of a compressed object: decompressed bytes per compressed byte in the sample (sizes chunks).
+    expansion: float = 1.0
 
     @property
     def identity(self) -> tuple[int, int, str | None, str | None]:
@@ -165,6 +170,11 @@ class ChunkTask(CamelStruct, frozen=True):
     # Set on a chunk done before whose parts were found missing or resized: its parts are
     # rebuilt, its records (this many messages) went out the first time and are not sent again.
     delivered_before: int | None = None
+    # How to split the chunk's bytes: lines, or a JSON array's elements (separated by commas).
+    input_format: InputFormat = "jsonl"
+    # Of compressed input: the chunk's bytes, decompressed once at planning and staged in the
+    # bucket (zstd); byte_start/byte_end are then offsets in the decompressed input.
+    staged_key: str | None = None
 
     @property
     def source_identity(self) -> tuple[int, int, str | None, str | None]:

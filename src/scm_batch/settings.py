@@ -187,6 +187,9 @@ SETTINGS: tuple[Setting, ...] = (
         _s("run.plan.outputFormat", choice("jsonl", "parquet"), "Result parts as jsonl (the "
            "default for a new batch) or parquet (zstd; needs scm-batch[parquet]). A resumed batch "
            "keeps the format it was planned with.", "--output-format", "SCM_BATCH_OUTPUT_FORMAT"),
+        _s("run.keepStaged", SWITCH, "Keep the staged chunks of a compressed input (under "
+           "staged/{batchId}/) after the batch completes; by default they are deleted then.",
+           "--keep-staged", "SCM_BATCH_KEEP_STAGED"),
     )),
     # ---- how chunks run
     *_in("execution", (

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from tests.conftest import Cli
 
@@ -66,9 +68,39 @@ def test_a_directory(cli: Cli, bucket: Path) -> None:
     assert_one_line_error(cli("run", *job_flags(bucket, "dir")), 2, "not a regular file")
 
 
-def test_a_json_array_file(cli: Cli, bucket: Path) -> None:
-    (bucket / "array.json").write_text("[\n" + GOOD_RECORD.strip() + "\n]\n")
-    assert_one_line_error(cli("plan", *job_flags(bucket, "array.json")), 2, "JSON array")
+def _zstd_with_a_corrupt_frame() -> bytes:
+    frame = bytearray(
+        zstandard.ZstdCompressor(write_checksum=True).compress(GOOD_RECORD.encode() * 50)
+    )
+    frame[4] = 0xFF  # the frame header descriptor: reserved bit set
+    return bytes(frame)
+
+
+BROKEN_INPUTS = [
+    # (file name, bytes, words the one line must hold, exit code)
+    ("cut.gz", gzip.compress(GOOD_RECORD.encode() * 2000)[:-40], ["gzip", "cut short"], 2),
+    ("bad.zst", _zstd_with_a_corrupt_frame(), ["zstd", "corrupt"], 2),
+    ("open.json", ("[" + GOOD_RECORD + "," + GOOD_RECORD).encode(), ["not closed"], 2),
+    ("extra.json", ("[" + GOOD_RECORD + "]\n" + GOOD_RECORD).encode(), ["after the array"], 2),
+    ("empty.json", b"[\n]\n", ["the array is empty"], 2),
+    ("object.json", b'{\n  "records": [\n    {"id": 1}\n  ]\n}\n', ["one JSON object spread"], 2),
+    ("old.xz", b"\xfd7zXZ\x00\x00\x04", ["xz-compressed"], 2),
+    ("empty.gz", gzip.compress(b""), ["no records"], 2),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "words", "code"), BROKEN_INPUTS, ids=[i[0] for i in BROKEN_INPUTS]
+)
+def test_broken_array_or_compressed_input(
+    cli: Cli, bucket: Path, name: str, data: bytes, words: list[str], code: int
+) -> None:
+    (bucket / name).write_bytes(data)
+    result = cli("run", *job_flags(bucket, name))
+    assert_one_line_error(result, code, *words)
+    # Refused before any chunk ran: no part, no receipt.
+    assert not list(bucket.glob("results/**/*.jsonl"))
+    assert not list(bucket.glob("metadata/b1/chunks/*"))
 
 
 def test_not_json_lines(cli: Cli, bucket: Path) -> None:

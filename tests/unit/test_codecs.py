@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from scm_batch.errors import InputFormatError
 from scm_batch.records.codecs import TooLong, detect_format, iter_line_blocks, line_length
+from scm_batch.records.compression import detect_compression
 
 
 @given(st.binary(max_size=2000), st.lists(st.integers(1, 64), min_size=1, max_size=50))
@@ -59,16 +60,50 @@ def test_jsonl_is_detected_with_or_without_bom() -> None:
 
 
 @pytest.mark.parametrize(
-    ("head", "words"),
+    "head",
     [
-        (b'[{"a":1},', "JSON array"),
-        (b'[{"a":1}, {"a":2}]\n', "JSON array"),
-        (b'[\n{"a":1},\n{"a":2}\n]\n', "JSON array"),
-        (b"\xef\xbb\xbf  \n [\n", "JSON array"),
-        (gzip.compress(b'{"a":1}\n'), "gzip"),
-        (b"\x28\xb5\x2f\xfd....", "zstd"),
+        b'[{"a":1},',
+        b'[{"a":1}, {"a":2}]\n',
+        b'[\n{"a":1},\n{"a":2}\n]\n',
+        b"\xef\xbb\xbf  \n [\n",
+        b'[{"a": "[1]\\n"}\n]',
     ],
 )
-def test_unsupported_formats_are_named(head: bytes, words: str) -> None:
-    with pytest.raises(InputFormatError, match=words):
+def test_a_json_array_is_detected_by_its_first_byte(head: bytes) -> None:
+    assert detect_format(head, "input.json") == "json-array"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b'{\n  "id": 1,\n  "name": "a"\n}\n',
+        b'  {"id": 1,\n "nested": {"x": [1,\n2]}}\n{"id": 2}\n',
+    ],
+)
+def test_a_json_object_over_several_lines_is_refused(head: bytes) -> None:
+    with pytest.raises(InputFormatError, match="one JSON object spread over several lines"):
         detect_format(head, "input.json")
+
+
+def test_a_first_line_that_is_malformed_jsonl_is_not_taken_for_a_document() -> None:
+    # Cut short, and never closed on a later line: a malformed line of a JSON Lines file.
+    assert detect_format(b'{"id": 1, "na\n{"id": 2}\n', "f") == "jsonl"
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (gzip.compress(b'{"a":1}\n'), "gzip"),
+        (b"\x28\xb5\x2f\xfd....", "zstd"),
+        (b"BZh91AY&SY", "bzip2"),
+        (b'{"a":1}', "none"),
+    ],
+)
+def test_compression_is_detected_by_magic_bytes(head: bytes, kind: str) -> None:
+    assert detect_compression(head, "input") == kind
+
+
+@pytest.mark.parametrize(("head", "name"), [(b"\xfd7zXZ\x00\x00", "xz"), (b"PK\x03\x04", "zip")])
+def test_unsupported_compression_is_named(head: bytes, name: str) -> None:
+    with pytest.raises(InputFormatError, match=f"{name}-compressed"):
+        detect_compression(head, "input")

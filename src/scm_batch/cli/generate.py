@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +16,18 @@ from scm_batch.cli.console import guarded as _guarded
 from scm_batch.cli.console import out as _out
 from scm_batch.errors import ConfigError, ExitCode
 from scm_batch.records.generate import generate_file
+
+
+class FormatChoice(StrEnum):
+    jsonl = "jsonl"
+    json_array = "json-array"
+
+
+class CompressChoice(StrEnum):
+    none = "none"
+    gzip = "gzip"
+    zstd = "zstd"
+    bz2 = "bz2"
 
 
 @app.command()
@@ -30,8 +43,19 @@ def generate(
     malformed_rate: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of lines that are not JSON.")
     ] = 0.0,
+    file_format: Annotated[
+        FormatChoice,
+        typer.Option(
+            "--format",
+            help="jsonl: one record per line; json-array: one JSON array, a record per line.",
+        ),
+    ] = FormatChoice.jsonl,
+    compress: Annotated[
+        CompressChoice, typer.Option(help="Compress what is written: none, gzip, zstd or bz2.")
+    ] = CompressChoice.none,
 ) -> None:
-    """Write deterministic synthetic supply-chain records (JSON Lines)."""
+    """Write deterministic synthetic supply-chain records (JSON Lines or a JSON array, optionally
+    compressed)."""
 
     def action() -> None:
         if invalid_rate + malformed_rate > 1.0:
@@ -58,6 +82,8 @@ def generate(
                 invalid_rate=invalid_rate,
                 malformed_rate=malformed_rate,
                 on_progress=on_progress,
+                file_format=file_format.value,
+                compress=compress.value,
             )
         except (FileExistsError, NotADirectoryError):
             raise _fail(
@@ -66,9 +92,14 @@ def generate(
         except OSError as exc:
             raise _fail(f"cannot write {file}: {exc.strerror or exc}", ExitCode.BAD_INPUT) from None
         seconds = time.perf_counter() - started
+        packed = (
+            ""
+            if compress.value == "none"
+            else f" ({file.stat().st_size / 1e6:,.1f} MB {compress.value})"
+        )
         _out.print(
             f"wrote {stats.lines:,} lines ({stats.valid:,} valid, {stats.invalid:,} invalid, "
-            f"{stats.malformed:,} malformed), {stats.bytes / 1e6:,.1f} MB to {file} "
+            f"{stats.malformed:,} malformed), {stats.bytes / 1e6:,.1f} MB{packed} to {file} "
             f"in {seconds:.1f}s"
         )
 

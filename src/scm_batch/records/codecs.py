@@ -12,6 +12,7 @@ import msgspec
 
 from scm_batch.errors import InputFormatError
 from scm_batch.model import InputFormat
+from scm_batch.records.structure import ScanState, scan_block
 
 BOM = b"\xef\xbb\xbf"
 NEWLINE = b"\n"
@@ -36,29 +37,34 @@ def undecodable(error: BaseException) -> str:
     return f"cannot decode: {error}"
 
 
-_COMPRESSED_MAGIC = {
-    b"\x1f\x8b": "gzip",
-    b"\x28\xb5\x2f\xfd": "zstd",
-    b"BZh": "bzip2",
-    b"\xfd7zXZ\x00": "xz",
-    b"PK\x03\x04": "zip",
-}
-
-
 def detect_format(head: bytes, where: str) -> InputFormat:
-    """The format of an object from its first bytes, or ``InputFormatError`` saying what it is."""
-    for magic, name in _COMPRESSED_MAGIC.items():
-        if head.startswith(magic):
-            raise InputFormatError(
-                f"{where} is {name}-compressed; this version reads uncompressed JSON Lines only"
-            )
+    """The container of (decompressed) record bytes from their first bytes: a JSON array when
+    the first byte that is not white space is ``[`` (unless the text is JSON Lines whose first
+    record happens to be an array), else JSON Lines. A JSON object spread over several lines
+    (a single document, not one object per line) is refused, saying so."""
     text = head.removeprefix(BOM).lstrip(JSON_SPACE)
     if text.startswith(b"[") and not _array_line_then_more_lines(text):
+        return "json-array"
+    if text.startswith(b"{") and _object_over_lines(text):
         raise InputFormatError(
-            f"{where} is a JSON array file; this version reads JSON Lines only "
-            "(one JSON object per line) - convert it, e.g. with: jq -c '.[]' FILE > FILE.jsonl"
+            f"{where} is one JSON object spread over several lines, neither JSON Lines (one "
+            "object per line) nor a JSON array of objects"
         )
     return "jsonl"
+
+
+def _object_over_lines(text: bytes) -> bool:
+    """Whether text starting with ``{`` begins with an object that does not fit on its first
+    line yet closes on a later one (a pretty-printed document), as far as ``text`` shows."""
+    first = text.partition(NEWLINE)[0]
+    try:
+        msgspec.json.decode(first)
+    except DECODE_ERRORS:
+        pass
+    else:
+        return False
+    closed = scan_block(bytes(text), ScanState(0, depth=0)).close
+    return closed is not None and closed > len(first)
 
 
 def _array_line_then_more_lines(text: bytes) -> bool:

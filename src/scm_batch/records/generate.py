@@ -12,11 +12,17 @@ number of records can be written in constant memory.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import BinaryIO, Literal, Protocol
+
+import zstandard
 
 BLOCK_RECORDS = 10_000
 
@@ -193,20 +199,34 @@ _MALFORMED: list[Callable[[str], str]] = [
     lambda _: "<record>not json</record>",
     lambda line: line[:-1] + ",}",  # trailing comma
 ]
+# In a JSON array a record cut short would unbalance the whole array (a broken file, refused),
+# so there the first kind is a key in single quotes: malformed, and the array stays whole.
+_MALFORMED_IN_ARRAY: list[Callable[[str], str]] = [
+    lambda line: line.replace('"', "'", 2),
+    *_MALFORMED[1:],
+]
+FileFormat = Literal["jsonl", "json-array"]
+Compress = Literal["none", "gzip", "zstd", "bz2"]
 
 
 def generate_lines(
-    start: int, count: int, seed: int, invalid_rate: float, malformed_rate: float
+    start: int,
+    count: int,
+    seed: int,
+    invalid_rate: float,
+    malformed_rate: float,
+    file_format: FileFormat = "jsonl",
 ) -> tuple[list[str], GenerateStats]:
     """Lines ``start .. start+count-1`` of the file for ``seed`` (``start`` a block multiple)."""
     rng = random.Random(seed * 1_000_003 + start // BLOCK_RECORDS)
+    breakers = _MALFORMED_IN_ARRAY if file_format == "json-array" else _MALFORMED
     lines: list[str] = []
     invalid = malformed = 0
     for number in range(start + 1, start + count + 1):
         roll = rng.random()
         if roll < malformed_rate:
             malformed += 1
-            line = _MALFORMED[rng.randrange(len(_MALFORMED))](_record(number, rng, None))
+            line = breakers[rng.randrange(len(breakers))](_record(number, rng, None))
         elif roll < malformed_rate + invalid_rate:
             invalid += 1
             line = _record(number, rng, rng.randrange(len(_BREAKERS)))
@@ -217,6 +237,29 @@ def generate_lines(
     return lines, GenerateStats(count, count - invalid - malformed, invalid, malformed, size)
 
 
+class _Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
+@contextmanager
+def _compressed(raw: BinaryIO, compress: Compress) -> Iterator[_Writable]:
+    """``raw``, or a stream that compresses into it (closed, and so finished, on exit)."""
+    if compress == "none":
+        yield raw
+        return
+    out: gzip.GzipFile | bz2.BZ2File | zstandard.ZstdCompressionWriter
+    if compress == "gzip":
+        out = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0)
+    elif compress == "bz2":
+        out = bz2.BZ2File(raw, "wb")
+    else:
+        out = zstandard.ZstdCompressor(level=3, write_checksum=True).stream_writer(
+            raw, closefd=False
+        )
+    with out:
+        yield out
+
+
 def generate_file(
     path: Path,
     records: int,
@@ -225,8 +268,14 @@ def generate_file(
     invalid_rate: float = 0.0,
     malformed_rate: float = 0.0,
     on_progress: Callable[[int], None] | None = None,
+    file_format: FileFormat = "jsonl",
+    compress: Compress = "none",
 ) -> GenerateStats:
-    """Write ``records`` lines to ``path`` (through a temporary file); return what it holds."""
+    """Write ``records`` lines to ``path`` (through a temporary file); return what it holds.
+
+    ``json-array`` writes the same records as one JSON array, one element per line (``[``,
+    the records separated by ``,`` and a newline, ``]``); ``compress`` compresses what is written
+    (gzip, zstd or bzip2). The sizes returned are those of the uncompressed text."""
     if records < 0:
         raise ValueError("records must not be negative")
     if not (0.0 <= invalid_rate <= 1.0 and 0.0 <= malformed_rate <= 1.0):
@@ -236,16 +285,30 @@ def generate_file(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     valid = invalid = malformed = size = 0
-    with tmp.open("wb") as out:
+    array = file_format == "json-array"
+    with tmp.open("wb") as raw, _compressed(raw, compress) as out:
+        if array:
+            out.write(b"[\n")
+            size += 2
         for start in range(0, records, BLOCK_RECORDS):
             count = min(BLOCK_RECORDS, records - start)
-            lines, stats = generate_lines(start, count, seed, invalid_rate, malformed_rate)
-            out.write(("\n".join(lines) + "\n").encode())
+            lines, stats = generate_lines(
+                start, count, seed, invalid_rate, malformed_rate, file_format
+            )
+            if array:
+                text = ("" if start == 0 else ",\n") + ",\n".join(lines)
+                size += len(text.encode()) - stats.bytes
+            else:
+                text = "\n".join(lines) + "\n"
+            out.write(text.encode())
             valid += stats.valid
             invalid += stats.invalid
             malformed += stats.malformed
             size += stats.bytes
             if on_progress is not None:
                 on_progress(count)
+        if array:
+            out.write(b"\n]\n")
+            size += 3
     tmp.replace(path)
     return GenerateStats(records, valid, invalid, malformed, size)

@@ -1,16 +1,30 @@
 """InitializeBatchProcessing: look at the input object before any work is planned.
 
-Stats the object, detects its format from the first bytes, and decodes a sample of lines to
-measure the average bytes per line, which sizes chunks when lines are not counted exactly.
+Stats the object, detects its compression (magic bytes) and its format (the first byte that is not
+white space) from its first bytes, never from its name, and decodes a sample of records to measure
+the average bytes per record, which sizes chunks when records are not counted exactly. Of a
+compressed object the sample is its first decompressed bytes, and how much they expanded sizes
+the chunks of its staging.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import msgspec
 
 from scm_batch.errors import InputError, InputFormatError, ObjectNotFoundError
-from scm_batch.model import JobInput, SourceInfo
-from scm_batch.records.codecs import BOM, DECODE_ERRORS, NEWLINE, detect_format, is_blank
+from scm_batch.model import Compression, JobInput, SourceInfo
+from scm_batch.records.codecs import (
+    BOM,
+    DECODE_ERRORS,
+    JSON_SPACE,
+    NEWLINE,
+    detect_format,
+    is_blank,
+)
+from scm_batch.records.compression import decompressed, detect_compression
+from scm_batch.records.structure import ScanState, scan_block
 from scm_batch.records.transform import MAX_OFFSET
 from scm_batch.storage import Storage
 
@@ -18,11 +32,56 @@ DEFAULT_SAMPLE_BYTES = 1 << 20
 _SCAN_BLOCK = 8 << 20
 
 
-def _anything_after(storage: Storage, key: str, start: int, size: int) -> bool:
-    """Whether the object holds anything but JSON white space from ``start`` on: read only when
-    its sample held nothing else, and only as far as the first byte that is not."""
-    blocks = storage.iter_range(key, start, size, _SCAN_BLOCK) if start < size else ()
+def _anything_after(blocks: Iterable[bytes]) -> bool:
+    """Whether the blocks after the sample hold anything but JSON white space: read only when the
+    sample held nothing else, and only as far as the first byte that is not."""
     return any(not is_blank(block) for block in blocks)
+
+
+class _Counted:
+    """The compressed blocks of an object, counting how many bytes were handed out."""
+
+    def __init__(self, blocks: Iterable[bytes]) -> None:
+        self._blocks = iter(blocks)
+        self.consumed = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for block in self._blocks:
+            self.consumed += len(block)
+            yield block
+
+
+def _sample(
+    storage: Storage, key: str, size: int, compression: Compression, where: str, wanted: int
+) -> tuple[bytes, Iterator[bytes], bool, float]:
+    """The first ``wanted`` (decompressed) bytes of the object, the blocks after them, whether
+    those are all, and how much the compressed bytes read so far expanded."""
+    if compression == "none":
+        head = storage.read_range(key, 0, min(size, wanted))
+        if len(head) >= size:
+            return head, iter(()), True, 1.0
+        return head, iter(storage.iter_range(key, len(head), size, _SCAN_BLOCK)), False, 1.0
+    counted = _Counted(storage.iter_range(key, 0, size, 64 << 10))
+    stream = decompressed(counted, compression, where)
+    pieces: list[bytes] = []
+    got = 0
+    complete = True
+    for block in stream:
+        pieces.append(block)
+        got += len(block)
+        if got >= wanted:
+            complete = False
+            break
+    head = b"".join(pieces)
+    return head, stream, complete, max(1.0, got / max(1, counted.consumed))
+
+
+def _array_sample(head: bytes, complete: bool) -> tuple[int, float]:
+    """Elements seen in the sample of a JSON array, and the bytes per element."""
+    text = head.removeprefix(BOM).lstrip(JSON_SPACE)
+    commas = len(scan_block(text[1:], ScanState(1)).commas)
+    elements = commas + (1 if complete else 0)
+    return elements, round(max(len(head) / max(1, elements), 1.0), 3)
 
 
 def initialize_batch(
@@ -39,19 +98,34 @@ def initialize_batch(
     if info.size >= MAX_OFFSET:
         raise InputError(f"input file {where} is larger than {MAX_OFFSET} bytes")
 
-    head = storage.read_range(job.file, 0, min(info.size, sample_bytes))
+    raw_head = storage.read_range(job.file, 0, min(info.size, 64))
+    compression = detect_compression(raw_head, where)
+    head, rest, complete, expansion = _sample(
+        storage, job.file, info.size, compression, where, sample_bytes
+    )
     file_format = detect_format(head, where)
     has_bom = head.startswith(BOM)
+    if file_format == "json-array":
+        elements, per_element = _array_sample(head, complete)
+        return SourceInfo(
+            key=job.file,
+            size=info.size,
+            mtime_ns=info.mtime_ns,
+            etag=info.etag,
+            version_id=info.version_id,
+            format=file_format,
+            sample_records=elements,
+            bytes_per_record=per_element,
+            has_bom=has_bom,
+            compression=compression,
+            expansion=round(expansion, 3),
+        )
     body = head[len(BOM) :] if has_bom else head
     lines = body.split(NEWLINE)
     # The last line of the sample may be cut short: not sampled, but looked at for blankness.
-    partial = lines.pop() if len(head) < info.size else b""
+    partial = b"" if complete else lines.pop()
     non_blank = [line for line in lines if not is_blank(line)]
-    if (
-        not non_blank
-        and is_blank(partial)
-        and not _anything_after(storage, job.file, len(head), info.size)
-    ):
+    if not non_blank and is_blank(partial) and not _anything_after(rest):
         raise InputError(f"input file {where} holds no records, only blank lines")
     # As a chunk reads records: an object whose values are left as they are (a number beyond a
     # double's range is no reason to call the file something else).
@@ -80,4 +154,6 @@ def initialize_batch(
         sample_records=len(lines),
         bytes_per_record=round(max(bytes_per_record, 1.0), 3),
         has_bom=has_bom,
+        compression=compression,
+        expansion=round(expansion, 3),
     )

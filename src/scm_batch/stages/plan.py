@@ -21,6 +21,7 @@ import bisect
 import itertools
 import math
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,7 +29,6 @@ import msgspec
 
 from scm_batch import layout
 from scm_batch.clock import utc_timestamp
-from scm_batch.errors import ConfigError
 from scm_batch.model import (
     DEFAULT_OUTPUT_FORMAT,
     PLAN_FORMAT_VERSION,
@@ -40,15 +40,16 @@ from scm_batch.model import (
     StatusWord,
 )
 from scm_batch.records.codecs import NEWLINE
+from scm_batch.stages.array_index import SCAN_BLOCK, ElementIndex, element_end, index_elements
+from scm_batch.stages.sizing import MAX_CHUNKS, check_chunk_count, chunk_record_count
+from scm_batch.stages.staging import StagedChunk, stage_input
 from scm_batch.storage import Storage
 from scm_batch.storage.base import concurrently
 
+__all__ = ["MAX_CHUNKS", "calculate_chunks", "chunk_record_count", "index_lines"]
+
 COUNT_BLOCK_SIZE = 8 << 20
 INDEX_GRANULE = 256 << 10
-# The most chunks a plan may have, on every backend alike. On AWS the distributed Map gathers one
-# result per chunk ("{}", 3 bytes with its comma) into a state that may not pass 256 KiB, and
-# exceeding it (States.DataLimitExceeded) cannot be caught: 50,000 keeps it near 147 KiB.
-MAX_CHUNKS = 50_000
 _SEEK_WINDOW = 64 << 10
 _MAX_SEEK_WINDOW = 8 << 20
 
@@ -124,29 +125,12 @@ def next_line_start(storage: Storage, key: str, position: int, size: int) -> int
     return size
 
 
-def chunk_record_count(total: int, job: JobInput, options: PlanOptions) -> int:
-    """Records per chunk: the contract's formula, floored at ``minChunkSize``."""
-    per_chunk = math.ceil(total / job.max_concurrent_chunks)
-    per_chunk = min(max(per_chunk, options.min_chunk_size), job.max_chunk_size)
-    return max(1, min(per_chunk, total))
-
-
 @dataclass(frozen=True, slots=True)
 class _Range:
     byte_start: int
     byte_end: int
     start_index: int
     records: int
-
-
-def _check_chunk_count(total: int, per_chunk: int) -> None:
-    count = math.ceil(total / per_chunk)
-    if count > MAX_CHUNKS:
-        raise ConfigError(
-            "maxChunkSize",
-            f"{per_chunk:,} records per chunk would cut {total:,} records into {count:,} chunks; "
-            f"at most {MAX_CHUNKS:,} are allowed",
-        )
 
 
 def _exact_ranges(
@@ -190,6 +174,29 @@ def _estimated_ranges(
     return ranges
 
 
+def _array_ranges(
+    storage: Storage, source: SourceInfo, index: ElementIndex, per_chunk: int
+) -> list[_Range]:
+    firsts = range(0, index.total, per_chunk)
+
+    def read(start: int, end: int) -> bytes:
+        return storage.read_range(source.key, start, end)
+
+    # The comma after each chunk's last element, many ranged reads at a time (as for lines).
+    ends = concurrently(
+        storage, lambda first: element_end(index, read, first + per_chunk - 1), firsts
+    )
+    starts = [index.open + 1, *(end + 1 for end in ends[:-1])]
+    return [
+        _Range(start, end, first, min(first + per_chunk, index.total) - first)
+        for start, end, first in zip(starts, ends, firsts, strict=True)
+    ]
+
+
+def _staged_ranges(staged: list[StagedChunk]) -> list[_Range]:
+    return [_Range(s.byte_start, s.byte_end, s.start_index, s.records) for s in staged]
+
+
 def calculate_chunks(
     job: JobInput,
     source: SourceInfo,
@@ -197,22 +204,41 @@ def calculate_chunks(
     options: PlanOptions,
     *,
     now: datetime | None = None,
+    stage: bool = False,
+    on_staged: Callable[[int], None] = lambda _: None,
 ) -> ChunkPlan:
-    """The chunk plan for ``job``'s input (read-only: the ledger stores it)."""
+    """The chunk plan for ``job``'s input (the ledger stores it). A compressed input is staged
+    (:mod:`scm_batch.stages.staging`) when ``stage`` is set, else only cut (a preview); a JSON
+    array is scanned whole and cut between elements; JSON Lines are cut between lines."""
     created_at = utc_timestamp(now)
     processed_at = job.processed_at or created_at
     exact = options.count_records
     if exact is None:
         exact = not job.bucket.startswith("s3://")
-    if exact:
+    staged: list[StagedChunk] = []
+    if source.compression != "none":
+        exact = True
+        per_chunk, staged = stage_input(
+            job, source, storage, options, write=stage, on_staged=on_staged
+        )
+        check_chunk_count(sum(s.records for s in staged), per_chunk)
+        ranges = _staged_ranges(staged)
+    elif source.format == "json-array":
+        exact = True
+        blocks = storage.iter_range(source.key, 0, source.size, SCAN_BLOCK, etag=source.etag)
+        elements = index_elements(blocks, storage.uri_for(source.key))
+        per_chunk = chunk_record_count(elements.total, job, options)
+        check_chunk_count(elements.total, per_chunk)
+        ranges = _array_ranges(storage, source, elements, per_chunk)
+    elif exact:
         index = index_lines(storage, source.key, source.size)
         per_chunk = chunk_record_count(index.total_lines, job, options)
-        _check_chunk_count(index.total_lines, per_chunk)
+        check_chunk_count(index.total_lines, per_chunk)
         ranges = _exact_ranges(storage, source, index, per_chunk)
     else:
         estimate = job.target_total_records or round(source.size / source.bytes_per_record)
         per_chunk = chunk_record_count(max(1, estimate), job, options)
-        _check_chunk_count(max(1, estimate), per_chunk)
+        check_chunk_count(max(1, estimate), per_chunk)
         ranges = _estimated_ranges(storage, source, max(1, estimate), per_chunk)
     total = sum(r.records for r in ranges)
     # The format is fixed here, for the whole batch: a resumed batch keeps it.
@@ -248,6 +274,8 @@ def calculate_chunks(
             source_version_id=source.version_id,
             output_format=output_format,
             max_line_bytes=options.max_line_bytes,
+            input_format=source.format,
+            staged_key=staged[number].key if staged and stage else None,
         )
         for number, r in enumerate(ranges)
     ]

@@ -15,7 +15,7 @@ import resource
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import accumulate, compress
@@ -31,12 +31,15 @@ from scm_batch.model import Attempt, ChunkResult, ChunkTask, PartCheck, StatusWo
 from scm_batch.records.codecs import (
     BOM,
     DECODE_ERRORS,
+    JSON_SPACE,
     TooLong,
     is_blank,
     iter_line_blocks,
     line_length,
     undecodable,
 )
+from scm_batch.records.compression import decompressed, regrouped
+from scm_batch.records.elements import StructureChanged, iter_element_blocks
 from scm_batch.records.parts import open_result_part
 from scm_batch.records.transform import TransformContext, transform_records
 from scm_batch.records.validate import (
@@ -103,10 +106,11 @@ def _raw_fields(line: bytes) -> dict[str, str | int]:
 
 
 def _error_entry(
-    line: bytes, line_number: int | None, offset: int, diagnosis: Diagnosis, error: str
+    line: bytes, where: tuple[str, int | None], offset: int, diagnosis: Diagnosis, error: str
 ) -> dict[str, Any]:
+    name, number = where
     return {
-        "line": line_number,
+        name: number,
         "offset": offset,
         "category": diagnosis.category,
         "error": error,
@@ -155,8 +159,10 @@ def _check_source(task: ChunkTask, info: ObjectInfo) -> None:
 def _check_consumed(task: ChunkTask, *, consumed: int, lines: int) -> None:
     """Refuse a chunk whose bytes no longer match the plan (the input changed while it ran)."""
     expected = task.byte_end - task.byte_start
-    # The count adds one "\n" per line, one too many when the object's last line has none.
-    slack = (0, 1) if task.byte_end == task.source_size else (0,)
+    # The count adds one "\n" per line, one too many when the object's last line has none (a
+    # staged chunk's end is in the decompressed input, whose size the task does not carry).
+    last = task.byte_end == task.source_size or task.staged_key is not None
+    slack = (0, 1) if last and task.input_format == "jsonl" else (0,)
     if consumed - expected not in slack:
         raise InputChangedError(
             f"{task.chunk_id}: expected {expected:,} bytes of whole lines at offset "
@@ -167,6 +173,60 @@ def _check_consumed(task: ChunkTask, *, consumed: int, lines: int) -> None:
             f"{task.chunk_id}: expected {task.chunk_size:,} lines at offset {task.byte_start:,} "
             f"of {task.file}, found {lines:,}; the input changed after planning"
         )
+
+
+class _Counted:
+    """A chunk's blocks, counting their bytes."""
+
+    def __init__(self, blocks: Iterable[bytes]) -> None:
+        self._blocks = blocks
+        self.count = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for block in self._blocks:
+            self.count += len(block)
+            yield block
+
+
+def _chunk_bytes(task: ChunkTask, store: Storage, block_size: int) -> Iterator[bytes]:
+    """The chunk's bytes: its range of the input, or its staged copy decompressed."""
+    if task.staged_key is None:
+        _check_source(task, store.stat(task.file))
+        return iter(
+            store.iter_range(
+                task.file, task.byte_start, task.byte_end, block_size, etag=task.source_etag
+            )
+        )
+    staged = store.stat(task.staged_key)
+    copy = store.iter_range(task.staged_key, 0, staged.size, block_size, etag=staged.etag)
+    return regrouped(decompressed(copy, "zstd", store.uri_for(task.staged_key)), block_size)
+
+
+def _record_blocks(
+    task: ChunkTask, blocks: Iterable[bytes]
+) -> Iterator[tuple[list[bytes], list[int] | None]]:
+    """The chunk's records block by block: lines, or a JSON array's elements with offsets."""
+    if task.input_format == "jsonl":
+        for lines in iter_line_blocks(blocks, task.max_line_bytes):
+            yield lines, None
+        return
+    try:
+        yield from iter_element_blocks(blocks, task.byte_start, task.max_line_bytes)
+    except StructureChanged as exc:
+        raise InputChangedError(
+            f"{task.chunk_id}: {exc} of {task.file}; the input changed after planning"
+        ) from None
+
+
+def _on_one_line(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its raw values compacted: white space between a value's tokens may hold
+    newlines (a pretty-printed JSON array), and a result part has one record per line."""
+    return {
+        name: msgspec.Raw(msgspec.json.format(value, indent=-1))
+        if type(value) is msgspec.Raw and b"\n" in bytes(value)
+        else value
+        for name, value in record.items()
+    }
 
 
 class _CheckedWriter:
@@ -209,8 +269,14 @@ class _Scanner:
         self.tally = _Tally()
         self.bad: list[dict[str, Any]] = []
         self.offset = task.byte_start
-        # Line numbers in error entries are 1-based and absolute when the plan counted exactly.
-        self._number_base = task.start_index + 1 if task.indices_exact else None
+        # Line numbers in error entries are 1-based and absolute when the plan counted exactly;
+        # a JSON array's elements are numbered as its indices are, from 0, always exactly.
+        self._elements = self.elements = task.input_format == "json-array"
+        self._number_name = "element" if self._elements else "line"
+        if self._elements:
+            self._number_base: int | None = task.start_index
+        else:
+            self._number_base = task.start_index + 1 if task.indices_exact else None
         self._max_line = task.max_line_bytes
         # Records with their top-level values as the input wrote them: what the transform does
         # not set is written out byte for byte (a number keeps its spelling, 1E2 stays 1E2).
@@ -218,11 +284,17 @@ class _Scanner:
 
     def _reject(self, line: bytes, index: int, at: int, diagnosis: Diagnosis, error: str) -> None:
         number = None if self._number_base is None else self._number_base + index
-        self.bad.append(_error_entry(line, number, at, diagnosis, error))
+        if self._elements and type(line) is not TooLong:
+            line = line.strip(JSON_SPACE)  # the white space around an element is not part of it
+        self.bad.append(_error_entry(line, (self._number_name, number), at, diagnosis, error))
         self.tally.count_error(diagnosis)
 
-    def scan(self, lines: list[bytes]) -> tuple[list[dict[str, Any]], list[int], list[int]]:
+    def scan(
+        self, lines: list[bytes], starts: list[int] | None = None
+    ) -> tuple[list[dict[str, Any]], list[int], list[int]]:
         """The block's valid records, their lines' byte offsets, and their lines' chunk indices.
+        ``starts``: the offsets of a JSON array's elements (lines' offsets follow from their
+        lengths).
 
         Most blocks are all well-formed JSON: they are decoded and checked with no Python loop of
         their own (``map``), and only the rare block holding a blank or malformed line takes the
@@ -236,12 +308,12 @@ class _Scanner:
                     _checked_utf8(line, None)
             verdicts = list(map(is_valid_raw, records))
         except DECODE_ERRORS:  # the lines decoded before the refused one are kept: not redone
-            return self._scan_lines(lines, records)
+            return self._scan_lines(lines, records, starts)
         tally = self.tally
         first_index = tally.lines
-        # Line i starts after every earlier line and its "\n".
-        starts = list(accumulate(map(_PLUS_ONE, map(len, lines)), initial=self.offset))
-        self.offset = starts.pop()
+        if starts is None:  # line i starts after every earlier line and its "\n"
+            starts = list(accumulate(map(_PLUS_ONE, map(len, lines)), initial=self.offset))
+            self.offset = starts.pop()
         indices = list(range(first_index, first_index + len(lines)))
         if False in verdicts:
             i = verdicts.index(False)
@@ -261,7 +333,7 @@ class _Scanner:
         return records, starts, indices
 
     def _scan_lines(
-        self, lines: list[bytes], decoded: Sequence[Any] = ()
+        self, lines: list[bytes], decoded: Sequence[Any] = (), starts: list[int] | None = None
     ) -> tuple[list[dict[str, Any]], list[int], list[int]]:
         """:meth:`scan` line by line, for a block with a line the decoder refuses; ``decoded``
         holds the records of the block's first lines, already decoded."""
@@ -273,12 +345,13 @@ class _Scanner:
         good_index: list[int] = []
         first_index = tally.lines
         offset = self.offset
+        kind = self._number_name
         for i, line in enumerate(lines):
-            start = offset
+            start = offset if starts is None else starts[i]
             offset += line_length(line) + 1
             if type(line) is TooLong:
                 too_long = Diagnosis(Category.TOO_LONG, {})
-                error = f"a line of {line.length:,} bytes, over the limit of {self._max_line:,}"
+                error = f"{_a(kind)} of {line.length:,} bytes, over the limit of {self._max_line:,}"
                 self._reject(line, first_index + i, start, too_long, error)
                 continue
             try:
@@ -292,6 +365,10 @@ class _Scanner:
                     malformed = Diagnosis(Category.MALFORMED, {})
                     self._reject(line, first_index + i, start, malformed, undecodable(exc))
                     continue
+                if rec is _BLANK and self._elements:  # "[1,,2]": nothing between two commas
+                    malformed = Diagnosis(Category.MALFORMED, {})
+                    self._reject(line, first_index + i, start, malformed, "an empty element")
+                    continue
                 if rec is _BLANK:
                     tally.blank_lines += 1
                     continue
@@ -302,11 +379,16 @@ class _Scanner:
             else:
                 diagnosis, error = diagnose_decoded(rec)
                 self._reject(line, first_index + i, start, diagnosis, error)
-        self.offset = offset
+        if starts is None:
+            self.offset = offset
         tally.lines += len(lines)
         tally.blocks += 1
         tally.valid_records += len(good)
         return good, good_offsets, good_index
+
+
+def _a(kind: str) -> str:
+    return "an element" if kind == "element" else "a line"
 
 
 def _without_cyclic_gc(function: Callable[P, R]) -> Callable[P, R]:
@@ -368,10 +450,7 @@ def process_chunk(
     encode_lines = msgspec.json.Encoder().encode_lines
     result_key = layout.result_key(task.batch_id, task.chunk_id, task.output_format)
     error_key = layout.error_key(task.batch_id, task.chunk_id)
-    _check_source(task, store.stat(task.file))
-    blocks = store.iter_range(
-        task.file, task.byte_start, task.byte_end, block_size, etag=task.source_etag
-    )
+    blocks = _Counted(_chunk_bytes(task, store, block_size))
     scanner = _Scanner(task)
     delivery = sink.begin(task) if sink is not None else None
     messages = MessageBuilder(task, sink.message_format) if sink is not None else None
@@ -381,11 +460,13 @@ def process_chunk(
             open_result_part(task.output_format, result_object) as results,
             _checked_writer(store, error_key) as errors,
         ):
-            for lines in iter_line_blocks(blocks, task.max_line_bytes):
-                good, offsets, indices = scanner.scan(lines)
+            for lines, starts in _record_blocks(task, blocks):
+                good, offsets, indices = scanner.scan(lines, starts)
                 if good:
                     transform_records(good, offsets, ctx)
                     encoded = encode_lines(good)
+                    if encoded.count(b"\n") != len(good):  # a pretty-printed element's values
+                        encoded = encode_lines(list(map(_on_one_line, good)))
                     results.write(encoded)
                     if delivery is not None and messages is not None:
                         delivery.send(messages.build(good, encoded.split(b"\n")[:-1], indices))
@@ -397,9 +478,8 @@ def process_chunk(
                 if fault_hook is not None:
                     fault_hook(scanner.tally.blocks)
             # Checked before the parts commit, so a chunk of a changed file leaves none behind.
-            _check_consumed(
-                task, consumed=scanner.offset - task.byte_start, lines=scanner.tally.lines
-            )
+            consumed = blocks.count if scanner.elements else scanner.offset - task.byte_start
+            _check_consumed(task, consumed=consumed, lines=scanner.tally.lines)
             # The result part complete before delivery is confirmed: failing to finish it fails
             # the chunk while its messages can still be aborted.
             results.finish()

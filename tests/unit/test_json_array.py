@@ -1,0 +1,229 @@
+"""The structural scan of JSON arrays, the plan cut between elements, and the chunk split into
+elements: checked against a byte-by-byte reference and against the elements written out.
+
+The main property: arbitrary elements (strings holding brackets, commas, quotes, escaped
+backslashes and unicode; nested arrays and objects; numbers), joined by any JSON white space and
+cut into chunks of any size, land each in exactly one chunk, in order, and decode to the values
+written - the records those elements are as JSON Lines.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scm_batch.errors import InputError, InputStructureError
+from scm_batch.model import JobInput, PlanOptions
+from scm_batch.records.codecs import TooLong
+from scm_batch.records.elements import StructureChanged, iter_element_blocks
+from scm_batch.records.structure import ScanState, scan_block
+from scm_batch.stages.array_index import STRIDE, element_end, index_elements
+from scm_batch.stages.initialize import initialize_batch
+from scm_batch.stages.plan import calculate_chunks
+from scm_batch.storage import open_storage
+
+
+def reference_scan(data: bytes, depth: int = 1) -> tuple[list[int], int | None]:
+    """The separating commas and the closing bracket, one byte at a time (the scan's contract:
+    a backslash escapes the byte after it inside strings, and only a quote outside them)."""
+    in_string = escaped = False
+    commas: list[int] = []
+    for at, byte in enumerate(data):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+            continue
+        if escaped:
+            escaped = False
+            if byte in (0x22, 0x5C):
+                continue
+        elif byte == 0x5C:
+            escaped = True
+            continue
+        if byte == 0x22:
+            in_string = True
+        elif byte in b"[{":
+            depth += 1
+        elif byte in b"]}":
+            depth -= 1
+            if depth == 0:
+                return commas, at
+        elif byte == 0x2C and depth == 1:
+            commas.append(at)
+    return commas, None
+
+
+def scanned(data: bytes, block: int) -> tuple[list[int], int | None]:
+    state = ScanState(0)
+    commas: list[int] = []
+    for at in range(0, len(data), block):
+        found = scan_block(data[at : at + block], state)
+        commas.extend(found.commas.tolist())
+        if found.close is not None:
+            return commas, found.close
+    return commas, None
+
+
+@given(
+    st.binary(max_size=400).map(lambda b: bytes(b'[]{},"\\ a\n'[x % 10] for x in b)),
+    st.sampled_from([64, 128, 192, 1 << 20]),
+)
+def test_the_scan_agrees_with_a_byte_by_byte_reference(data: bytes, block: int) -> None:
+    """Random bytes from the structural alphabet, blocks of any size: runs of backslashes across
+    block ends, quotes in and out of strings, unbalanced brackets."""
+    assert scanned(data, block) == reference_scan(data)
+
+
+def test_the_scan_handles_long_backslash_runs_across_blocks() -> None:
+    for run in range(1, 140):
+        data = b'"' + b"a" * (64 - (run % 64)) + b"\\" * run + b'", 1, 2'
+        assert scanned(data, 64) == reference_scan(data), run
+
+
+_TRICKY = st.text(alphabet=st.sampled_from('[]{},"\\:é€😀 \t\nabc'), max_size=12)
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _TRICKY,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TRICKY, inner, max_size=4),
+    max_leaves=12,
+)
+elements_strategy = st.lists(st.dictionaries(_TRICKY, json_values, max_size=5), min_size=1)
+white = st.text(alphabet=" \t\r\n", max_size=3)
+
+
+def _array(elements: list[dict[str, Any]], gaps: list[str], indent: int | None) -> bytes:
+    texts = [json.dumps(e, ensure_ascii=False, indent=indent) for e in elements]
+    body = "[" + gaps[0]
+    for i, text in enumerate(texts):
+        body += text + gaps[(2 * i + 1) % len(gaps)]
+        if i < len(texts) - 1:
+            body += "," + gaps[(2 * i + 2) % len(gaps)]
+    return (body + "]" + gaps[-1]).encode()
+
+
+@given(
+    elements_strategy,
+    st.lists(white, min_size=1, max_size=6),
+    st.sampled_from([None, 2]),
+    st.integers(1, 7),
+    st.sampled_from([64, 256, 4096]),
+)
+def test_every_element_lands_in_exactly_one_chunk(
+    tmp_path_factory: pytest.TempPathFactory,
+    elements: list[dict[str, Any]],
+    gaps: list[str],
+    indent: int | None,
+    per_chunk: int,
+    block: int,
+) -> None:
+    root = tmp_path_factory.mktemp("array")
+    data = _array(elements, gaps, indent)
+    (root / "in.json").write_bytes(data)
+    storage = open_storage(str(root))
+    job = JobInput(
+        bucket=str(root),
+        file="in.json",
+        customer_id="c",
+        tenant_id="t",
+        batch_id="b",
+        max_chunk_size=per_chunk,
+        max_concurrent_chunks=1000,
+    )
+    options = PlanOptions(min_chunk_size=1)
+    source = initialize_batch(job, storage)
+    assert source.format == "json-array"
+    plan = calculate_chunks(job, source, storage, options)
+    got: list[Any] = []
+    for chunk in plan.chunks:
+        assert chunk.start_index == len(got)
+        blocks = [
+            data[at : min(at + block, chunk.byte_end)]
+            for at in range(chunk.byte_start, chunk.byte_end, block)
+        ]
+        pieces: list[bytes] = []
+        for found, starts in iter_element_blocks(blocks, chunk.byte_start, 1 << 20):
+            pieces.extend(found)
+            # Each element's offset is where its text begins, after the separator before it.
+            for piece, start in zip(found, starts, strict=True):
+                assert data[start : start + len(piece)] == piece
+                assert data[start - 1 : start] in (b"[", b",")
+        assert len(pieces) == chunk.chunk_size
+        got.extend(msgspec.json.decode(piece) for piece in pieces)
+    # Every element once, in order, equal to the records written one per line.
+    as_lines = [msgspec.json.decode(json.dumps(e, ensure_ascii=False)) for e in elements]
+    assert got == as_lines
+    assert plan.total_records == len(elements)
+
+
+def test_element_end_finds_any_comma_from_the_nearest_mark() -> None:
+    count = 3 * STRIDE + 17
+    data = b"[" + b",".join(b'{"k": "a,b]"}' for _ in range(count)) + b"]"
+    index = index_elements([data], "x")
+    assert index.total == count
+    commas, _ = reference_scan(data[1:])
+    expected = [at + 1 for at in commas]
+
+    def read(start: int, end: int) -> bytes:
+        return data[start:end]
+
+    for k in (0, 1, STRIDE - 1, STRIDE, STRIDE + 1, 2 * STRIDE + 5, count - 2):
+        assert element_end(index, read, k) == expected[k]
+    assert element_end(index, read, count - 1) == len(data) - 1
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b'[{"a": 1}, {"b": 2}', "not closed: the data ends at byte 19"),
+        (b'[{"a": "x}]', "inside a string"),
+        (b'[{"a": 1}}', "closed by '}' at byte 9"),
+        (b'[{"a": 1}] {"b": 2}', "data after the array's closing ']' at byte 11"),
+        (b'[{"a": 1}]\n\n]', "at byte 12"),
+        (b"  x[1]", "starts with '['"),
+    ],
+)
+def test_a_broken_array_is_refused_with_the_offset(data: bytes, words: str) -> None:
+    with pytest.raises(InputStructureError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        index_elements([data[:5], data[5:]], "in.json")
+
+
+@pytest.mark.parametrize("data", [b"[]", b"[ \n\t ]\n", b"\xef\xbb\xbf[\n]"])
+def test_an_empty_array_holds_no_records(data: bytes) -> None:
+    with pytest.raises(InputError, match="the array is empty"):
+        index_elements([data], "in.json")
+
+
+def test_a_chunk_of_other_bytes_than_planned_is_noticed() -> None:
+    with pytest.raises(StructureChanged, match="closes"):
+        list(iter_element_blocks([b'{"a": 1}], 5'], 1, 100))
+    with pytest.raises(StructureChanged, match="inside a string"):
+        list(iter_element_blocks([b'{"a": "1}'], 1, 100))
+    with pytest.raises(StructureChanged, match="depth 1"):
+        list(iter_element_blocks([b'{"a": [1}'], 1, 100))
+
+
+def test_an_element_over_the_limit_is_counted_not_held() -> None:
+    big = b'{"a": "' + b"x" * 5000 + b'"}'
+    blocks = [big[:100], big[100:3000], big[3000:] + b', {"b": 1} ,', big]
+    out = [e for found, _ in iter_element_blocks(blocks, 1, 1000) for e in found]
+    assert [type(e) is TooLong for e in out] == [True, False, True]
+    assert out[0].length == len(big)  # type: ignore[attr-defined]
+    assert out[1] == b' {"b": 1} '
+
+
+def test_empty_elements_are_elements(tmp_path: Path) -> None:
+    out = [e for found, _ in iter_element_blocks([b"1,,2, "], 1, 100) for e in found]
+    assert out == [b"1", b"", b"2", b" "]
