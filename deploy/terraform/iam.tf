@@ -157,9 +157,10 @@ data "aws_iam_policy_document" "validate_data" {
   }
 }
 
-# CalculateChunks: reads the input around chunk boundaries, writes the plan and its items under
-# metadata/, and on a resumed batch aborts the uploads killed attempts left open and withdraws
-# the batch's recorded outcome.
+# CalculateChunks: reads the input around chunk boundaries (or whole: a JSON array is scanned, a
+# compressed input decompressed and its chunks staged under staged/), writes the plan and its
+# items under metadata/, and on a resumed batch aborts the uploads killed attempts left open and
+# withdraws the batch's recorded outcome.
 data "aws_iam_policy_document" "calculate_chunks" {
   statement {
     sid       = "ReadInputAndPlan"
@@ -174,7 +175,7 @@ data "aws_iam_policy_document" "calculate_chunks" {
   statement {
     sid       = "WritePlan"
     actions   = ["s3:PutObject", "s3:DeleteObject"]
-    resources = [local.prefix_arns["metadata"]]
+    resources = [local.prefix_arns["metadata"], local.prefix_arns["staged"]]
   }
   # A batch started again with chunks left withdraws its recorded outcome first (Ledger.reopen):
   # the aggregate and the validation report, as a local resume does.
@@ -190,8 +191,9 @@ data "aws_iam_policy_document" "calculate_chunks" {
   }
 }
 
-# ProcessWithLambda and the Batch job: one chunk read from the input, result and error parts and
-# the chunk's manifest (or failure record) written, records delivered.
+# ProcessWithLambda and the Batch job: one chunk read from the input (or its staged copy), result
+# and error parts and the chunk's manifest (or failure record) written, records delivered. The
+# Batch job also plans an input too big for CalculateChunks: it stages compressed input.
 data "aws_iam_policy_document" "chunk_worker" {
   statement {
     sid       = "ReadInputAndLedger"
@@ -210,6 +212,7 @@ data "aws_iam_policy_document" "chunk_worker" {
       local.prefix_arns["results"],
       local.prefix_arns["errors"],
       local.prefix_arns["metadata"],
+      local.prefix_arns["staged"],
     ]
   }
   dynamic "statement" {
@@ -240,7 +243,8 @@ data "aws_iam_policy_document" "chunk_worker" {
 }
 
 # AggregateResults: reads the batch's ledger and result/error parts, writes the validation report,
-# the aggregated results and the status message's outbox copy; drops stale failure records.
+# the aggregated results and the status message's outbox copy; drops stale failure records, and
+# the staged chunks of a compressed input once every chunk is done.
 data "aws_iam_policy_document" "aggregate_results" {
   statement {
     sid     = "ReadBatchObjects"
@@ -270,7 +274,18 @@ data "aws_iam_policy_document" "aggregate_results" {
   statement {
     sid       = "DropStaleLedgerEntries"
     actions   = ["s3:DeleteObject"]
-    resources = [local.prefix_arns["metadata"]]
+    resources = [local.prefix_arns["metadata"], local.prefix_arns["staged"]]
+  }
+  # Deleting the staged chunks aborts any upload of one left open by a killed attempt too.
+  statement {
+    sid       = "ListStagedUploads"
+    actions   = ["s3:ListBucketMultipartUploads"]
+    resources = [local.bucket_arn]
+  }
+  statement {
+    sid       = "AbortStagedUploads"
+    actions   = ["s3:AbortMultipartUpload"]
+    resources = [local.prefix_arns["staged"]]
   }
 }
 

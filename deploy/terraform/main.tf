@@ -24,7 +24,7 @@ locals {
   objects_arn = "${local.bucket_arn}/*" # input files and manifests may be anywhere in the bucket
   # The prefixes one batch writes under (scm_batch.layout.BATCH_PREFIXES).
   prefix_arns = {
-    for prefix in ["metadata", "results", "errors", "validation", "final-results", "notifications"] :
+    for prefix in ["metadata", "staged", "results", "errors", "validation", "final-results", "notifications"] :
     prefix => "${local.bucket_arn}/${prefix}/*"
   }
 

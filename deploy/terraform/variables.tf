@@ -114,7 +114,7 @@ variable "estimated_processing_time_per_record" {
 }
 
 variable "s3_bucket_name" {
-  description = "An EXISTING bucket: it holds the input files (and manifests) and receives every output (metadata/, results/, errors/, validation/, final-results/, notifications/). The module does not create or change it."
+  description = "An EXISTING bucket: it holds the input files (and manifests) and receives every output (metadata/, staged/, results/, errors/, validation/, final-results/, notifications/). The module does not create or change it."
   type        = string
 
   validation {

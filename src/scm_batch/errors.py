@@ -231,5 +231,25 @@ class PlanTooLargeError(ScmBatchError):
     exit_code = ExitCode.BAD_INPUT
 
 
+class PlanOnBatchError(ScmBatchError):
+    """On AWS: the input must be read whole to be planned (compressed, or a JSON array) and is
+    more than the planning function reads in its time; the state machine catches this and has
+    an AWS Batch job plan it. Never raised on one machine."""
+
+
+class PlanningFailedError(ScmBatchError):
+    """The AWS Batch job planning a batch ended without a plan and without saying why."""
+
+
+def recorded_error(name: str, message: str) -> ScmBatchError:
+    """An error recorded by name in one process (an AWS Batch job), raised again in another with
+    the same class name and message, so that the state machine and the reader see the same."""
+    cls = globals().get(name)
+    if not (isinstance(cls, type) and issubclass(cls, ScmBatchError)):
+        cls = ScmBatchError
+        message = f"{name}: {message}"
+    return _restore(cls, message, {})
+
+
 class ExecutorBrokenError(ScmBatchError):
     """The executor itself failed (not a chunk): the run stops; resume it once the cause is gone."""

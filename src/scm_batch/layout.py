@@ -107,6 +107,16 @@ def staged_receipt_key(batch_id: str, chunk: str) -> str:
     return f"{staged_receipt_prefix(batch_id)}{chunk}.json"
 
 
+def plan_request_key(batch_id: str) -> str:
+    """On AWS: what an AWS Batch job needs to plan the batch, left by CalculateChunks."""
+    return f"metadata/{batch_id}/plan-request.json"
+
+
+def plan_failure_key(batch_id: str) -> str:
+    """On AWS: why the AWS Batch job planning the batch failed, for CalculateChunks to report."""
+    return f"metadata/{batch_id}/plan-failure.json"
+
+
 def lease_key(batch_id: str) -> str:
     """Who runs the batch now: beside its folders, not in them (``--overwrite`` keeps it)."""
     return f"metadata/{batch_id}.lease"

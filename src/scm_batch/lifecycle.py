@@ -361,6 +361,7 @@ def aggregate(
     ledger.record_validation(validation)
     _fault_point(options, "during-aggregation")
     ledger.record_summary(summary)
+    drop_staged_when_done(summary, ledger, options)
     _fault_point(options, "before-notify")
     return Aggregated(summary, validation)
 
@@ -524,7 +525,6 @@ def _carry_out(
     )
     still_held()
     sent = notify(aggregated, ledger, options)
-    drop_staged_when_done(aggregated.summary, ledger, options)
     return _report(planned.plan, ledger.storage, aggregated, sent)
 
 

@@ -24,6 +24,8 @@ DEFAULT_OUTPUT_FORMAT: OutputFormat = "jsonl"
 DEFAULT_MAX_LINE_BYTES = 16 << 20  # as DuckDB's read_json limits an object (16 MB)
 DEFAULT_MAX_CONCURRENT_CHUNKS = 50
 DEFAULT_MAX_CHUNK_SIZE = 500_000
+# What the CalculateChunks function decompresses or scans in its time, with room to spare.
+DEFAULT_LAMBDA_PLAN_MAX_BYTES = 2 << 30
 
 PLAN_FORMAT_VERSION = 1
 
@@ -109,6 +111,15 @@ class PlanOptions(CamelStruct, frozen=True):
     # A longer line is an error entry (too_long) whose bytes stay in the input: what bounds a
     # worker's memory whatever the file holds. Fixed per batch, like the format.
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    # On AWS, an input read whole to be planned (compressed: its decompressed size; a JSON array)
+    # above this many bytes is planned by an AWS Batch job, not by the CalculateChunks function.
+    lambda_plan_max_bytes: int = DEFAULT_LAMBDA_PLAN_MAX_BYTES
+
+    def planned_on_batch(self, source: SourceInfo) -> bool:
+        """Whether an AWS deployment plans this input on AWS Batch (see above)."""
+        if source.compression == "none" and source.format == "jsonl":
+            return False  # cut by reading a few kilobytes per chunk, whatever its size
+        return source.size * source.expansion > self.lambda_plan_max_bytes
 
 
 class SourceInfo(CamelStruct, frozen=True):

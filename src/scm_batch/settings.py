@@ -181,6 +181,10 @@ SETTINGS: tuple[Setting, ...] = (
            "offset and length; its bytes stay in the input), so a worker's memory is bounded "
            "whatever the file holds. Fixed when the batch is planned.", "--max-line-bytes",
            "SCM_BATCH_MAX_LINE_BYTES"),
+        _s("run.plan.lambdaPlanMaxBytes", WHOLE, "On AWS: an input that is read whole to be "
+           "planned (compressed: its decompressed size; a JSON array) above this many bytes is "
+           "planned by an AWS Batch job rather than the CalculateChunks function.",
+           "--lambda-plan-max-bytes", "SCM_BATCH_LAMBDA_PLAN_MAX_BYTES"),
     )),
     # ---- how result parts are written
     *_in("output", (

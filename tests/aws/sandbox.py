@@ -7,8 +7,8 @@ Language; S3, SQS, Lambda and Batch are moto's in-memory services. The hooks:
 * Lambda ``invoke`` calls the handler registered for the function's name; an exception becomes the
   Lambda runtime's ``Unhandled`` error envelope, so Retry/Catch match the exception's class name
   as they do on AWS.
-* A Batch job runs the command of its job definition with ``Ref::`` parameters substituted, as
-  the Batch agent would, through the real command line (the attempt in ``AWS_BATCH_JOB_ATTEMPT``),
+* A Batch job runs the command of its job definition (or the submission's ``ContainerOverrides``
+  command) with ``Ref::`` parameters substituted, as the Batch agent would, through the real command line (the attempt in ``AWS_BATCH_JOB_ATTEMPT``),
   and applies the retry strategy ``deploy/terraform/batch.tf`` gives the job definition
   (``evaluateOnExit``) to its exit code.
 * Retry waits are recorded, not slept; ``JitterStrategy: FULL`` draws the top of its range, so the
@@ -252,7 +252,11 @@ class Sandbox:
             job._start_attempt()
         definition = job.job_definition
         parameters = {**definition.parameters, **job.parameters}
-        command = list((definition.container_properties or {}).get("command", []))
+        # A submission may override the command (PlanOnBatch does), as Batch allows.
+        overrides = job.container_overrides or {}
+        command = list(
+            overrides.get("command") or (definition.container_properties or {}).get("command", [])
+        )
         argv = [parameters.get(a[5:], a) if a.startswith("Ref::") else a for a in command]
         strategy = definition.retry_strategy or {}
         attempts = int(strategy.get("attempts", 1))

@@ -18,6 +18,7 @@ Lambda, Batch and Step Functions calls are the orchestration's, not data access)
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ import pytest
 
 from scm_batch.records.generate import generate_lines
 from tests.aws.sandbox import BATCH_JOB, BUCKET, REGION, STATE_MACHINE, ApiCall, Sandbox
-from tests.aws.test_state_machine import deploy, execution_input
+from tests.aws.test_state_machine import INPUT, deploy, execution_input
 from tests.deploy.test_terraform_static import MODULE, interpolations, locals_of, typed
 
 ACCOUNT = "123456789012"  # moto's
@@ -455,3 +456,25 @@ def test_the_module_reading_knows_every_function_and_no_other() -> None:
         assert any(g.allow for g in module.grants_of(function)), function
     with pytest.raises(Unresolved, match="no such function"):
         module.grants_of("scm-batch-processor-unknown")
+
+
+@pytest.mark.parametrize("plan_max_bytes", ["1000", "1000000000"], ids=["on-batch", "on-lambda"])
+def test_compressed_input_staged_anywhere_makes_only_calls_the_roles_allow(
+    aws: Sandbox, deployment_env: pytest.MonkeyPatch, plan_max_bytes: str
+) -> None:
+    deployment_env.setenv("SCM_BATCH_LAMBDA_PLAN_MAX_BYTES", plan_max_bytes)
+    machine = deploy(aws)
+    aws.clients["s3"].put_object(
+        Bucket=BUCKET, Key="input/records.jsonl.gz", Body=gzip.compress(INPUT)
+    )
+    run = aws.execute(machine, execution_input(file="input/records.jsonl.gz"), "staged")
+    assert (run.status, run.error) == ("SUCCEEDED", None)
+
+    staged_writes = {
+        c.principal
+        for c in aws.record.api_calls
+        if c.operation in ("PutObject", "CreateMultipartUpload")
+        and str(c.target.get("Key", "")).startswith("staged/")
+    }
+    assert staged_writes == ({BATCH_JOB} if plan_max_bytes == "1000" else {CALCULATE_CHUNKS})
+    assert_allowed(aws, Deployed.of(aws))

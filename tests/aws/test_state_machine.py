@@ -7,6 +7,7 @@ names, status words), not just counts.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import socket
@@ -681,3 +682,49 @@ def test_an_execution_of_a_batch_another_run_holds_fails_fast_without_a_report(
     assert (again.status, again.error) == ("SUCCEEDED", None)
     lease = json.loads(aws.get("metadata/awsbatch.lease"))
     assert lease["execution"].endswith(":after")
+
+
+def test_an_input_too_big_to_plan_in_lambda_is_planned_by_a_batch_job(
+    aws: Sandbox, deployment_env: pytest.MonkeyPatch, local_runs: LocalRun, tmp_path: Path
+) -> None:
+    # Compressed, the input is staged by whoever plans it: here everything is "too big" for
+    # CalculateChunks, so a Batch job stages it; the chunks then read their staged copies.
+    deployment_env.setenv("SCM_BATCH_LAMBDA_PLAN_MAX_BYTES", "1000")
+    machine = deploy(aws)
+    aws.clients["s3"].put_object(
+        Bucket=BUCKET, Key="input/records.jsonl.gz", Body=gzip.compress(INPUT)
+    )
+    run = aws.execute(
+        machine, execution_input(file="input/records.jsonl.gz", targetTotalRecords=RECORDS), "gz"
+    )
+
+    assert (run.status, run.error) == ("SUCCEEDED", None)
+    entered = run.states_entered()
+    assert entered.count("CalculateChunks") == 2
+    assert "PlanOnBatch" in entered
+    [job] = aws.record.batch_runs
+    assert job.argv == [
+        "scm-batch", "aws", "plan-input", "--bucket", f"s3://{BUCKET}", "--batch-id", "awsbatch",
+    ]  # fmt: skip
+    assert job.exit_code == 0
+    # Decompressed offsets are the file's own: the same parts as JSON Lines run locally.
+    assert s3_parts(aws) == local_parts(local_runs, tmp_path)
+    assert aws.keys("staged/awsbatch/") == []  # deleted once the batch completed
+    assert aggregated(aws)["source"]["compression"] == "gzip"
+
+
+def test_a_broken_array_planned_by_a_batch_job_fails_the_execution_with_its_error(
+    aws: Sandbox, deployment_env: pytest.MonkeyPatch
+) -> None:
+    deployment_env.setenv("SCM_BATCH_LAMBDA_PLAN_MAX_BYTES", "10")
+    machine = deploy(aws)
+    broken = b"[" + b",".join(INPUT.splitlines()[:50]) + b"]  ]"
+    aws.clients["s3"].put_object(Bucket=BUCKET, Key="input/broken.json", Body=broken)
+    run = aws.execute(machine, execution_input(file="input/broken.json"), "broken")
+
+    assert run.status == "FAILED"
+    assert run.error == "InputStructureError"
+    assert "data after the array's closing ']'" in (run.cause or "")
+    [job] = aws.record.batch_runs  # failed for good: recorded, not retried, not run again
+    assert run.states_entered().count("CalculateChunks") == 2
+    assert not aws.keys("metadata/awsbatch/chunks.json")

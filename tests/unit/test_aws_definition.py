@@ -109,7 +109,7 @@ def test_every_task_has_a_timeout_and_retries_with_jittered_backoff(
 ) -> None:
     definition = build_definition(deployment(**settings))
     tasks = [(n, s) for n, s in all_states(definition["States"]) if s["Type"] == "Task"]
-    assert len(tasks) == 13
+    assert len(tasks) == 14  # PlanOnBatch among them
     for name, task in tasks:
         assert isinstance(task["TimeoutSeconds"], int), name
         assert task["TimeoutSeconds"] > 0, name

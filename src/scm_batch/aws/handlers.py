@@ -37,6 +37,7 @@ import msgspec
 
 from scm_batch import lease, lifecycle
 from scm_batch.aws import payloads
+from scm_batch.aws.batch_planning import defer_to_batch
 from scm_batch.aws.chunks import run_chunk
 from scm_batch.aws.executions import execution_running
 from scm_batch.aws.payloads import (
@@ -152,10 +153,15 @@ def calculate_chunks(request: PlanRequest, settings: Settings, telemetry: Teleme
     keeps its plan, so its finished chunks stay finished.
 
     ``maxInlineChunks`` in the event means the state machine passes the items through its state
-    (an inline Map): they are answered too, and a plan with more chunks is refused."""
+    (an inline Map): they are answered too, and a plan with more chunks is refused. An input too
+    big to plan here is planned by an AWS Batch job (:mod:`scm_batch.aws.batch_planning`)."""
     batch = request.batch
     ledger = _ledger(batch.job, settings)
     inline = request.max_inline_chunks
+    source = batch.source
+    if source is not None and settings.run.plan.planned_on_batch(source) and not ledger.has_plan():
+        telemetry.log("planning-on-batch", batchId=batch.job.batch_id, size=source.size)
+        defer_to_batch(ledger, batch, request.execution_id)
     planned = lifecycle.plan(
         batch.job, batch.source, batch.delivery, ledger, settings.run, inline_limit=inline
     )

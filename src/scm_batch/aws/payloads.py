@@ -187,6 +187,7 @@ class ValidateRequest(Payload, frozen=True):
 class PlanRequest(Payload, frozen=True):
     batch: Validated
     max_inline_chunks: int | None = None  # set by an inline Map's definition
+    execution_id: str | None = None  # whose planning job's outcome to look for
 
 
 class ChunkRequest(Payload, frozen=True):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.markup import escape
@@ -167,14 +168,31 @@ def process_chunk_command(
     Exits 0 when the chunk is done (now or before), 75 when it failed for a reason that may pass
     (the job definition retries exactly those), and another code when it failed for good."""
     from scm_batch.aws.batch_job import (  # noqa: PLC0415 - loads the stages only when run
-        TRANSIENT_EXIT_CODE,
         process_planned_chunk,
     )
 
+    result, earlier = _as_batch_job(
+        ctx,
+        lambda: process_planned_chunk(bucket, batch_id, chunk_id, attempt=attempt, env=os.environ),
+    )
+    if earlier:
+        err.print(f"{escape(chunk_id)} was done before; nothing to do", soft_wrap=True)
+    out.print(
+        f"{escape(chunk_id)}: {result.records:,} records, {result.valid_records:,} valid, "
+        f"{result.delivered:,} delivered, {result.duration_seconds:.1f} s"
+    )
+
+
+T = TypeVar("T")
+
+
+def _as_batch_job(ctx: typer.Context, work: Callable[[], T]) -> T:
+    """Run an AWS Batch job's work: exit 75 when it failed for a reason that may pass (the job
+    definition retries exactly those), another non-zero code when it failed for good."""
+    from scm_batch.aws.batch_job import TRANSIENT_EXIT_CODE  # noqa: PLC0415
+
     try:
-        result, earlier = process_planned_chunk(
-            bucket, batch_id, chunk_id, attempt=attempt, env=os.environ
-        )
+        return work()
     except ScmBatchError as exc:
         if ctx.obj:
             traceback.print_exc()
@@ -185,9 +203,30 @@ def process_chunk_command(
             traceback.print_exc()
         code = TRANSIENT_EXIT_CODE if is_transient(exc) else ExitCode.INTERNAL
         raise fail(f"internal error: {type(exc).__name__}: {exc}", code) from None
-    if earlier:
-        err.print(f"{escape(chunk_id)} was done before; nothing to do", soft_wrap=True)
-    out.print(
-        f"{escape(chunk_id)}: {result.records:,} records, {result.valid_records:,} valid, "
-        f"{result.delivered:,} delivered, {result.duration_seconds:.1f} s"
-    )
+
+
+@aws_app.command("plan-input")
+def plan_input_command(
+    ctx: typer.Context,
+    bucket: Annotated[str, typer.Option(help="The batch's bucket (name or s3://name).")],
+    batch_id: Annotated[str, typer.Option(help="The batch id.")],
+) -> None:
+    """Plan a batch too big to plan in the CalculateChunks function (staging compressed input,
+    scanning a JSON array): the AWS Batch job the state machine runs for it.
+
+    Exits as process-chunk does: 0 when planned (or when it failed for good, recorded for
+    CalculateChunks to report), 75 when it failed for a reason that may pass."""
+    from scm_batch.aws.batch_planning import plan_input  # noqa: PLC0415
+
+    def work() -> int:
+        try:
+            return plan_input(bucket, batch_id, env=os.environ)
+        except ScmBatchError as exc:
+            if is_transient(exc):
+                raise
+            err.print(f"{type(exc).__name__}: {escape(exc.message)}", soft_wrap=True)
+            return -1
+
+    chunks = _as_batch_job(ctx, work)
+    if chunks >= 0:
+        out.print(f"batch {escape(batch_id)} planned: {chunks:,} chunks")

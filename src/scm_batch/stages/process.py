@@ -285,7 +285,11 @@ class _Scanner:
     def _reject(self, line: bytes, index: int, at: int, diagnosis: Diagnosis, error: str) -> None:
         number = None if self._number_base is None else self._number_base + index
         if self._elements and type(line) is not TooLong:
-            line = line.strip(JSON_SPACE)  # the white space around an element is not part of it
+            # The white space around an element is not part of it: the entry holds the element
+            # alone, and its offset is where the element's text begins.
+            text = line.lstrip(JSON_SPACE)
+            at += len(line) - len(text)
+            line = text.rstrip(JSON_SPACE)
         self.bad.append(_error_entry(line, (self._number_name, number), at, diagnosis, error))
         self.tally.count_error(diagnosis)
 
@@ -346,6 +350,7 @@ class _Scanner:
         first_index = tally.lines
         offset = self.offset
         kind = self._number_name
+        elements = self._elements
         for i, line in enumerate(lines):
             start = offset if starts is None else starts[i]
             offset += line_length(line) + 1
@@ -359,7 +364,8 @@ class _Scanner:
                 valid = is_valid_raw(rec)
             except DECODE_ERRORS:
                 try:
-                    rec = _decode_slow(decode, line, start)
+                    # An element is decoded alone, so that a message's byte is counted from it.
+                    rec = _decode_slow(decode, line.strip(JSON_SPACE) if elements else line, start)
                     valid = isinstance(rec, dict) and is_valid_raw(rec)
                 except DECODE_ERRORS as exc:
                     malformed = Diagnosis(Category.MALFORMED, {})

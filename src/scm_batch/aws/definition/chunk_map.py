@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from scm_batch import layout
+from scm_batch.aws.batch_planning import PLAN_COMMAND
 from scm_batch.aws.definition.resources import MapMode, Resources, plus, times
 from scm_batch.aws.definition.tasks import (
     LAMBDA_KILLED,
@@ -142,6 +143,34 @@ def _submit_batch_job(r: Resources) -> dict[str, Any]:
         "Retry": [retrier(BATCH_API_ERRORS, r.retry, attempts=max(3, r.retry.attempts))],
         "Catch": catch("RecordChunkFailure"),
         "End": True,
+    }
+
+
+def plan_on_batch_state(r: Resources, next_state: str, failed: str) -> dict[str, Any]:
+    """``PlanOnBatch``: the chunk job definition running ``scm-batch aws plan-input`` for an
+    input too big to plan in CalculateChunks (:mod:`scm_batch.aws.batch_planning`)."""
+    batch_timeout = plus(times(r.batch_job_timeout, r.batch_job_attempts), BATCH_QUEUE_ALLOWANCE)
+    command = ", ".join(f"'{word}'" for word in PLAN_COMMAND[:3])
+    return {
+        "Type": "Task",
+        "Comment": "An AWS Batch job plans (stages) the input; CalculateChunks then answers",
+        "Resource": "arn:aws:states:::batch:submitJob.sync",
+        "Parameters": {
+            "JobName.$": "States.Format('scm-batch-plan-{}', $.batch.job.batchId)",
+            "JobQueue": r.batch_job_queue,
+            "JobDefinition": r.batch_job_definition,
+            "ContainerOverrides": {
+                "Command.$": (
+                    f"States.Array({command}, '--bucket', $.batch.job.bucket, "
+                    "'--batch-id', $.batch.job.batchId)"
+                )
+            },
+        },
+        "ResultPath": None,
+        "TimeoutSeconds": batch_timeout,
+        "Retry": [retrier(BATCH_API_ERRORS, r.retry, attempts=max(3, r.retry.attempts))],
+        "Catch": catch(failed),
+        "Next": next_state,
     }
 
 

@@ -1,7 +1,7 @@
 """The main path, around the Map over chunks (:mod:`~scm_batch.aws.definition.chunk_map`)::
 
-    InitializeBatchProcessing → ValidateBatchConfig → CalculateChunks → ChunksLeftCheck
-      → ProcessChunksInParallel → AggregateResults → ToleratedFailureCheck
+    InitializeBatchProcessing → ValidateBatchConfig → CalculateChunks (⇄ PlanOnBatch)
+      → ChunksLeftCheck → ProcessChunksInParallel → AggregateResults → ToleratedFailureCheck
           ├ within tolerance → DeploymentChoiceState → SendToKafka | SendToSqsCore
           │                    → SendToSQS (status message) → RecordNotified → SuccessState
           └ beyond it ───────→ DescribeBatchFailure (the failure path)
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from scm_batch.aws.definition.chunk_map import plan_on_batch_state
 from scm_batch.aws.definition.resources import LAMBDA_MAX_TIMEOUT, Resources
 from scm_batch.aws.definition.tasks import (
     TASK_TIMEOUT_MARGIN,
@@ -67,9 +68,16 @@ def _step(
     }
 
 
+def _on_batch(state: dict[str, Any]) -> dict[str, Any]:
+    """CalculateChunks, sending an input it cannot plan in its time to ``PlanOnBatch``."""
+    to_batch = {"ErrorEquals": ["PlanOnBatchError"], "ResultPath": None, "Next": "PlanOnBatch"}
+    return {**state, "Catch": [to_batch, *state["Catch"]]}
+
+
 def preparation_states(r: Resources) -> dict[str, Any]:
-    """From the execution input to the plan: read, checked and planned."""
-    plan_payload: dict[str, Any] = {"batch.$": "$.batch"}
+    """From the execution input to the plan: read, checked and planned (by an AWS Batch job when
+    the input is too big for CalculateChunks to read whole: it raises PlanOnBatchError)."""
+    plan_payload: dict[str, Any] = {"batch.$": "$.batch", "executionId.$": "$$.Execution.Id"}
     if r.map_mode == "inline":
         plan_payload["maxInlineChunks"] = r.max_inline_chunks
     return {
@@ -90,14 +98,17 @@ def preparation_states(r: Resources) -> dict[str, Any]:
             "$.batch",
             "CalculateChunks",
         ),
-        "CalculateChunks": _step(
-            r,
-            "scm-batch-processor-calculate-chunks",
-            plan_payload,
-            selector(Planned),
-            "$.batch",
-            "ChunksLeftCheck",
+        "CalculateChunks": _on_batch(
+            _step(
+                r,
+                "scm-batch-processor-calculate-chunks",
+                plan_payload,
+                selector(Planned),
+                "$.batch",
+                "ChunksLeftCheck",
+            )
         ),
+        "PlanOnBatch": plan_on_batch_state(r, "CalculateChunks", "FailureCause"),
         "ChunksLeftCheck": {
             "Type": "Choice",
             "Comment": (
