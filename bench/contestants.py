@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.data import Dataset, scm_batch
+from bench.data import Dataset, scm_batch, variant_path
 from bench.peers.common import RESULTS
 
 BATCH_ID = "bench"
@@ -50,6 +50,7 @@ class Contestant:
     # scm-batch rejects as malformed: its count may exceed the valid records by up to those.
     lenient_json: bool = False
     floor: bool = False
+    variant: str | None = None  # scm-batch on the same records in another format (bench.data)
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCM_BATCH_")}
@@ -61,12 +62,13 @@ class Contestant:
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
         if self.module is None:
+            source = dataset.path if self.variant is None else variant_path(dataset, self.variant)
             target = workdir / "bucket" / "input" / "x.jsonl"
             target.parent.mkdir(parents=True)
             try:
-                os.link(dataset.path, target)
+                os.link(source, target)
             except OSError:
-                target.symlink_to(dataset.path)
+                target.symlink_to(source)
 
     def command(self, dataset: Dataset, workdir: Path) -> list[str]:
         if self.module is None:
@@ -100,8 +102,18 @@ class Contestant:
 
 
 SCM_BATCH = Contestant("scm-batch", "scm-batch run, 2 workers", None)
+# The same records as one JSON array, and as gzip-compressed JSON Lines (issue 13); the input
+# keeps the name x.jsonl: the format is read from the content.
+SCM_BATCH_ARRAY = Contestant(
+    "scm-array", "scm-batch run, 2 workers, the records as a JSON array", None, variant="json-array"
+)
+SCM_BATCH_GZIP = Contestant(
+    "scm-gzip", "scm-batch run, 2 workers, the records gzip-compressed", None, variant="gzip"
+)
 CONTESTANTS = (
     SCM_BATCH,
+    SCM_BATCH_ARRAY,
+    SCM_BATCH_GZIP,
     Contestant("original", "peer 1: the original approach (stdlib json, 1 process)", "original"),
     Contestant("duckdb", "peer 2: DuckDB, one SQL statement, 2 threads", "duckdb_peer", True),
     Contestant("polars", "peer 3: polars, lazy plan, 2 threads", "polars_peer"),

@@ -92,3 +92,42 @@ def ensure(records: int) -> Dataset:
     del fields["command"]
     info.write_text(json.dumps(fields, indent=2) + "\n")
     return dataset
+
+
+# The same records in the other input formats the benchmark runs: (file name, generate flags).
+# The generator's JSON array differs from its JSON Lines only in how its few malformed records
+# are broken (so that the array stays whole): the same counts of valid, invalid and malformed.
+VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "json-array": ("records-array.json", ("--format", "json-array")),
+    "gzip": ("records.jsonl.gz", ("--compress", "gzip")),
+}
+
+
+def variant_path(dataset: Dataset, variant: str) -> Path:
+    return dataset.path.with_name(VARIANTS[variant][0])
+
+
+def ensure_variant(dataset: Dataset, variant: str) -> Path:
+    """The dataset's records in another format, generated first if they are not there yet."""
+    path = variant_path(dataset, variant)
+    marker = path.with_name(path.name + ".size")
+    if path.exists() and marker.exists() and marker.read_text().strip() == str(path.stat().st_size):
+        return path
+    print(f"generating {dataset.records:,} records into {path} ...", file=sys.stderr, flush=True)
+    command = [
+        scm_batch(),
+        "generate",
+        str(path),
+        "--records",
+        str(dataset.records),
+        "--seed",
+        str(SEED),
+        "--invalid-rate",
+        INVALID_RATE,
+        "--malformed-rate",
+        MALFORMED_RATE,
+        *VARIANTS[variant][1],
+    ]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    marker.write_text(str(path.stat().st_size))
+    return path

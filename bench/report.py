@@ -132,6 +132,48 @@ def other_sizes(results: Path, records: int) -> dict[int, int]:
     return found
 
 
+def format_lines(runs: list[Run], extras: dict[str, list[float]], data: Dataset) -> list[str]:
+    """Issue 13: the JSON array and the gzip file against JSON Lines, round by round."""
+    jsonl = _by_round(runs, SCM_BATCH.key)
+    array, gzipped = _by_round(runs, "scm-array"), _by_round(runs, "scm-gzip")
+    scans, gunzips = extras.get("scan", []), extras.get("gunzip", [])
+    lines = []
+    if scans:
+        rate = spread(data.bytes / 1e6 / s for s in scans)
+        assert rate is not None
+        lines.append(
+            "- the JSON array's structural scan (CalculateChunks checks and counts the whole "
+            f"array on one core, from the page cache): {rate.show(lambda x: f'{x:.0f} MB/s')}"
+        )
+    if array and jsonl and not _failed(runs, "scm-array"):
+        ratio = spread(array[n].wall_s / jsonl[n].wall_s for n in jsonl if n in array)
+        assert ratio is not None
+        verdict = "met" if ratio.median <= 1.2 else "missed"
+        lines.append(
+            f"- **{verdict}**: a JSON array within 1.2{TIMES} of JSON Lines' time: "
+            f"{ratio.show(lambda x: f'{x:.2f}{TIMES}')}"
+        )
+    if gunzips:
+        rate = spread(data.bytes / 1e6 / s for s in gunzips)
+        assert rate is not None
+        lines.append(f"- one gzip decompression pass: {rate.show(lambda x: f'{x:.0f} MB/s')}")
+    if gzipped and jsonl and gunzips and not _failed(runs, "scm-gzip"):
+        rounds = sorted(n for n in jsonl if n in gzipped)
+        ratio = spread(
+            gzipped[n].wall_s / (jsonl[n].wall_s + gunzips[i]) for i, n in enumerate(rounds)
+        )
+        plain = spread(gzipped[n].wall_s / jsonl[n].wall_s for n in rounds)
+        assert ratio is not None
+        assert plain is not None
+        verdict = "met" if ratio.median <= 1.0 else "missed"
+        lines.append(
+            f"- **{verdict}**: the gzip file within JSON Lines' time plus one decompression "
+            f"pass: {ratio.show(lambda x: f'{x:.2f}{TIMES}')} of that sum "
+            f"({plain.show(lambda x: f'{x:.2f}{TIMES}')} of JSON Lines' time alone)"
+        )
+    return lines
+
+
 def targets(runs: list[Run], records: int, others: dict[int, int]) -> list[str]:
     fast, original = wall_ratio(runs, FAST_PEERS), wall_ratio(runs, ("original",))
     lines = [
@@ -269,6 +311,14 @@ def section(saved: Saved, data: Dataset, others: dict[int, int]) -> str:
         *(_wrap(p) + "\n" for p in tail if p),
         "Targets (issue 7):\n",
         "\n".join(_wrap(t) for t in targets(runs, data.records, others)) + "\n",
+        *(
+            [
+                "Input formats (issue 13), the same records, per round:\n",
+                "\n".join(_wrap(t) for t in formats) + "\n",
+            ]
+            if (formats := format_lines(runs, saved.extras, data))
+            else []
+        ),
         NOTES + "\n",
     ]
     return "\n\n".join(p.rstrip("\n") for p in parts) + "\n"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
@@ -31,6 +31,9 @@ class Saved:
     source: str  # the code measured
     input: dict[str, int | str]  # the dataset's figures (bench.data.Dataset without its path)
     runs: list[Run]
+    # Seconds per measured round of what is not a contestant: "scan" (the JSON array's
+    # structural scan), "gunzip" (one decompression pass of the gzip file).
+    extras: dict[str, list[float]] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=1) + "\n")

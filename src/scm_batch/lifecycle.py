@@ -256,7 +256,15 @@ def _new_plan(
         if options.faults is not None:
             options.faults.crash_driver_at("during-staging", chunks_done=count)
 
-    new = calculate_chunks(job, source, ledger.storage, options.plan, stage=True, on_staged=staged)
+    new = calculate_chunks(
+        job,
+        source,
+        ledger.storage,
+        options.plan,
+        stage=True,
+        on_staged=staged,
+        scan_workers=options.workers,
+    )
     new = msgspec.structs.replace(new, delivery=target)
     check_output_format_unchanged(new, options)
     _check_inline(new, inline_limit)
@@ -306,7 +314,7 @@ def preview_plan(job: JobInput, options: RunOptions) -> ChunkPlan:
     job = admit(job, options)
     storage = open_storage(job.bucket, options.storage)
     source = initialize_batch(job, storage, sample_bytes=options.plan.sample_bytes)
-    return calculate_chunks(job, source, storage, options.plan)
+    return calculate_chunks(job, source, storage, options.plan, scan_workers=options.workers)
 
 
 # ---- AggregateResults -------------------------------------------------------------------------
@@ -342,7 +350,9 @@ def aggregate(
     ``chunks_before`` and ``records_before`` were done by earlier sessions; time and records/s
     describe this one, from ``started_at`` (``elapsed`` seconds, or until now)."""
     if finished:  # its outcome stands as recorded: never aggregated (nor sent) again
-        return Aggregated(ledger.stored_summary(), ledger.stored_validation(), True)
+        stored = ledger.stored_summary()
+        drop_staged_when_done(stored, ledger, options)  # what a rebuild staged again
+        return Aggregated(stored, ledger.stored_validation(), True)
     done = ledger.done()
     ledger.forget_failures_of_done_chunks(done)
     finished_at = datetime.now(UTC)

@@ -20,9 +20,11 @@ from hypothesis import strategies as st
 
 from scm_batch.errors import InputError, InputStructureError
 from scm_batch.model import JobInput, PlanOptions
+from scm_batch.records import elements as elements_module
 from scm_batch.records.codecs import TooLong
 from scm_batch.records.elements import StructureChanged, iter_element_blocks
 from scm_batch.records.structure import ScanState, scan_block
+from scm_batch.stages import array_index
 from scm_batch.stages.array_index import STRIDE, element_end, index_elements
 from scm_batch.stages.initialize import initialize_batch
 from scm_batch.stages.plan import calculate_chunks
@@ -102,6 +104,7 @@ json_values = st.recursive(
 )
 elements_strategy = st.lists(st.dictionaries(_TRICKY, json_values, max_size=5), min_size=1)
 white = st.text(alphabet=" \t\r\n", max_size=3)
+WHITE = b" \t\r\n"
 
 
 def _array(elements: list[dict[str, Any]], gaps: list[str], indent: int | None) -> bytes:
@@ -158,7 +161,8 @@ def test_every_element_lands_in_exactly_one_chunk(
             pieces.extend(found)
             # Each element's offset is where its text begins, after the separator before it.
             for piece, start in zip(found, starts, strict=True):
-                assert data[start : start + len(piece)] == piece
+                text = piece.strip(WHITE)
+                assert data[start:].lstrip(WHITE)[: len(text)] == text
                 assert data[start - 1 : start] in (b"[", b",")
         assert len(pieces) == chunk.chunk_size
         got.extend(msgspec.json.decode(piece) for piece in pieces)
@@ -227,3 +231,99 @@ def test_an_element_over_the_limit_is_counted_not_held() -> None:
 def test_empty_elements_are_elements(tmp_path: Path) -> None:
     out = [e for found, _ in iter_element_blocks([b"1,,2, "], 1, 100) for e in found]
     assert out == [b"1", b"", b"2", b" "]
+
+
+def _split(data: bytes, start: int, block: int) -> list[tuple[bytes, int]]:
+    blocks = [data[at : at + block] for at in range(start, len(data), block)]
+    return [
+        (element.strip(WHITE), offset)
+        for found, starts in iter_element_blocks(blocks, start, 1 << 20)
+        for element, offset in zip(found, starts, strict=True)
+    ]
+
+
+@given(
+    st.lists(st.dictionaries(_TRICKY, json_values, max_size=4), min_size=1, max_size=40),
+    st.sampled_from([",", ",\n", ", ", ",\n  ", " ,\r\n"]),
+    st.sampled_from([64, 512, 1 << 16]),
+)
+def test_the_fast_split_and_the_scan_find_the_same_elements(
+    elements: list[dict[str, Any]], sep: str, block: int
+) -> None:
+    """Separated alike, elements are found the fast way (msgspec); the structural scan alone
+    must find the same elements at the same offsets."""
+    data = ("[" + sep.join(json.dumps(e, ensure_ascii=False) for e in elements)).encode()
+    fast = _split(data, 1, block)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(elements_module, "_fast_split", lambda *_: None)
+        scanned_only = _split(data, 1, block)
+    assert fast == scanned_only
+    assert [msgspec.json.decode(e) for e, _ in fast] == elements
+
+
+def test_a_regular_array_is_split_without_the_scan() -> None:
+    data = b"[" + b",\n".join(b'{"k": "a,b],{", "n": %d}' % i for i in range(5000))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(elements_module, "scan_block", None)  # any call would fail
+        splitter = elements_module._Splitter(1, 1 << 20)
+        found = [
+            e
+            for at in range(1, len(data), 65536)
+            for elements, _ in splitter.feed(data[at : at + 65536])
+            for e in elements
+        ]
+    assert len(found) >= 4900  # all but the last block's unfinished element (finish() scans it)
+
+
+def _index_or_error(call: Any) -> Any:
+    try:
+        return call()
+    except (InputError, InputStructureError) as exc:
+        # The bytes quoted after the offset are those of the block in hand: not compared.
+        return (type(exc).__name__, str(exc).split(" (b")[0])
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.dictionaries(_TRICKY, json_values, max_size=3).map(
+                lambda e: json.dumps(e, ensure_ascii=False)
+            ),
+            st.dictionaries(_TRICKY, json_values, max_size=3).map(
+                lambda e: json.dumps(e, ensure_ascii=False, indent=1)
+            ),
+            st.sampled_from(['{"a": "open\n', '{"a": [1,\n2]}', "\n", '"\\\\"', "{'q': 1}"]),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    st.sampled_from([",\n", ",", "\n,\n"]),
+    st.sampled_from(["]", "]\n", "", "] x", "}"]),
+    st.integers(2, 5),
+)
+def test_scanning_ranges_at_once_gives_what_one_scan_gives(
+    texts: list[str], sep: str, end: str, workers: int
+) -> None:
+    """Ranges started at newlines, guessed to be between elements: wrong guesses (inside a
+    pretty-printed element, inside a string a malformed element leaves open) are scanned again,
+    so the index, or the error, is the one scan's."""
+    data = ("[\n" + sep.join(texts) + end).encode()
+
+    def blocks(lo: int, hi: int) -> list[bytes]:
+        return [data[at : min(at + 7, hi)] for at in range(lo, hi, 7)]
+
+    def read(lo: int, hi: int) -> bytes:
+        return data[lo:hi]
+
+    one = _index_or_error(lambda: index_elements(blocks(0, len(data)), "x"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(array_index, "PARALLEL_MIN_BYTES", 0)
+        many = _index_or_error(
+            lambda: array_index.index_in_parallel(blocks, read, len(data), "x", workers)
+        )
+    if isinstance(one, tuple):
+        assert many == one
+        return
+    assert (many.open, many.close, many.total) == (one.open, one.close, one.total)
+    for k in range(one.total):
+        assert element_end(many, read, k) == element_end(one, read, k)

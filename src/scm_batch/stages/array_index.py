@@ -11,7 +11,10 @@ depth 1) - a few hundred kilobytes per cut, whatever the object's size.
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,28 +36,33 @@ _SEEK_BLOCK = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class ElementIndex:
-    """A checked JSON array: where it opens and closes, how many elements it has, and the offset
-    of the comma after element ``k * STRIDE`` for every ``k``."""
+    """A checked JSON array: where it opens and closes, how many elements it has, and, for about
+    every ``STRIDE``-th element ``k`` (``numbers``), the offset of the comma after it
+    (``marks``)."""
 
     open: int  # offset of the "["
     close: int  # offset of the "]"
     total: int
     marks: list[int]
+    numbers: list[int]
 
 
 class ArrayScan:
     """The scan of a whole array, fed block by block from its start (the planner reads an object;
     staging feeds decompressed blocks); :meth:`finish` checks its end and returns its index."""
 
-    def __init__(self, where: str) -> None:
+    def __init__(self, where: str, state: ScanState | None = None) -> None:
+        """``state``: scan from there (inside the array, as one range of it) rather than from
+        the object's start."""
         self._where = where
-        self._state: ScanState | None = None
-        self._position = 0
+        self._state = state
+        self._position = 0 if state is None else state.position
         self._open = -1
         self._close = -1
         self._after_close = False
         self._commas = 0
         self._marks: list[int] = []
+        self._numbers: list[int] = []
         self._content = False  # anything but white space inside the array
 
     @property
@@ -90,7 +98,9 @@ class ArrayScan:
             self._content = bool(len(commas)) or bool(inside.strip(JSON_SPACE))
         if len(commas):
             numbers = np.arange(self._commas, self._commas + len(commas))
-            self._marks.extend(commas[numbers % STRIDE == 0].tolist())
+            kept = numbers % STRIDE == 0
+            self._marks.extend(commas[kept].tolist())
+            self._numbers.extend(numbers[kept].tolist())
             self._commas += len(commas)
         if scan.close is not None:
             self._closed(scan.close, scan.close_byte)
@@ -149,7 +159,53 @@ class ArrayScan:
             )
         if not self._content:
             raise InputError(f"{self._where} holds no records: the array is empty")
-        return ElementIndex(self._open, self._close, self._commas + 1, self._marks)
+        return ElementIndex(self._open, self._close, self._commas + 1, self._marks, self._numbers)
+
+    def part(self) -> RangeScan:
+        """What the scan of one range found (see :func:`index_in_parallel`)."""
+        assert self._state is not None
+        return RangeScan(
+            end=dataclasses.replace(self._state),
+            commas=self._commas,
+            marks=self._marks,
+            numbers=self._numbers,
+            close=self._close,
+            content=self._content,
+        )
+
+    def take(self, part: RangeScan, start: int, end: int) -> bool:
+        """Carry on over the range [start, end) that ``part`` scanned from a guessed state, if
+        that guess is where this scan stands; ``False`` (nothing taken) if not."""
+        state = self._state
+        if (
+            state is None
+            or self._after_close
+            or (state.position, state.depth, state.in_string, state.backslashes)
+            != (start, 1, False, 0)
+        ):
+            return False
+        self._marks.extend(part.marks)
+        self._numbers.extend(self._commas + n for n in part.numbers)
+        self._commas += part.commas
+        self._content = self._content or part.content
+        self._state = part.end
+        self._position = end
+        if part.close >= 0:
+            self._close, self._after_close = part.close, True
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class RangeScan:
+    """One range of an array, scanned from an assumed state: where the scan ended (or the close),
+    its commas (marks numbered from the range's first), and whether it held anything."""
+
+    end: ScanState
+    commas: int
+    marks: list[int]
+    numbers: list[int]
+    close: int
+    content: bool
 
 
 def index_elements(blocks: Iterable[bytes], where: str) -> ElementIndex:
@@ -168,11 +224,13 @@ def element_end(index: ElementIndex, read: ReadRange, k: int) -> int:
     """The offset of the comma that ends element ``k`` (``close`` for the last element)."""
     if k >= index.total - 1:
         return index.close
-    mark = k // STRIDE
-    at = index.marks[mark]
-    more = k - mark * STRIDE
-    if more == 0:
-        return at
+    mark = bisect.bisect_right(index.numbers, k) - 1
+    if mark >= 0:
+        at, more = index.marks[mark], k - index.numbers[mark]
+        if more == 0:
+            return at
+    else:
+        at, more = index.open, k + 1
     state = ScanState(at + 1)
     while True:
         start = state.position
@@ -181,3 +239,60 @@ def element_end(index: ElementIndex, read: ReadRange, k: int) -> int:
         if len(commas) >= more:
             return int(commas[more - 1])
         more -= len(commas)
+
+
+# Below this size one scan is quick enough; above it the array is scanned in ranges at once.
+PARALLEL_MIN_BYTES = 64 << 20
+_NEWLINE_WINDOW = 1 << 20
+
+ReadBlocks = Callable[[int, int], Iterable[bytes]]
+"""Reads bytes [start, end) of the indexed object, block by block."""
+
+
+def _range_starts(read: ReadRange, size: int, parts: int) -> list[int]:
+    """Where ranges start: just after a newline near each nth of the object. Outside strings a
+    valid array has its newlines between tokens, most often between elements (one per line):
+    where that guess is wrong, the range is scanned again from the state actually reached."""
+    starts = [0]
+    for i in range(1, parts):
+        nominal = size * i // parts
+        window = read(nominal, min(nominal + _NEWLINE_WINDOW, size))
+        found = window.find(b"\n")
+        if found >= 0 and nominal + found + 1 > starts[-1]:
+            starts.append(nominal + found + 1)
+    return starts
+
+
+def index_in_parallel(
+    read_blocks: ReadBlocks, read: ReadRange, size: int, where: str, workers: int
+) -> ElementIndex:
+    """:func:`index_elements` of an object, its ranges scanned by ``workers`` threads at once
+    (numpy lets go of the GIL for the block-wide work), each from the state a range start at a
+    newline most likely has: outside strings, depth 1. The ranges are then put together in order;
+    a range whose start state was not the one the previous range ended in is scanned again from
+    the right one, so the answer is exactly that of one scan from the start."""
+    if workers <= 1 or size < PARALLEL_MIN_BYTES:
+        return index_elements(read_blocks(0, size), where)
+    starts = _range_starts(read, size, workers)
+    bounds = list(zip(starts, [*starts[1:], size], strict=True))
+
+    def guessed(lo: int, hi: int) -> RangeScan | None:
+        scanner = ArrayScan(where, ScanState(lo))
+        try:
+            for block in read_blocks(lo, hi):
+                scanner.feed(block)
+        except InputStructureError:
+            return None  # from a wrong guess, maybe: the range is scanned again in order
+        return scanner.part()
+
+    head = ArrayScan(where)
+    with ThreadPoolExecutor(max_workers=max(1, len(bounds) - 1)) as pool:
+        parts = [pool.submit(guessed, lo, hi) for lo, hi in bounds[1:]]
+        for block in read_blocks(*bounds[0]):
+            head.feed(block)
+        for (lo, hi), future in zip(bounds[1:], parts, strict=True):
+            part = future.result()
+            if part is None or not head.take(part, lo, hi):
+                for block in read_blocks(lo, hi):  # again, from the state really reached
+                    head.feed(block)
+    return head.finish()

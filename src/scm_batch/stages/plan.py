@@ -40,7 +40,12 @@ from scm_batch.model import (
     StatusWord,
 )
 from scm_batch.records.codecs import NEWLINE
-from scm_batch.stages.array_index import SCAN_BLOCK, ElementIndex, element_end, index_elements
+from scm_batch.stages.array_index import (
+    SCAN_BLOCK,
+    ElementIndex,
+    element_end,
+    index_in_parallel,
+)
 from scm_batch.stages.sizing import MAX_CHUNKS, check_chunk_count, chunk_record_count
 from scm_batch.stages.staging import StagedChunk, stage_input
 from scm_batch.storage import Storage
@@ -206,10 +211,12 @@ def calculate_chunks(
     now: datetime | None = None,
     stage: bool = False,
     on_staged: Callable[[int], None] = lambda _: None,
+    scan_workers: int = 1,
 ) -> ChunkPlan:
     """The chunk plan for ``job``'s input (the ledger stores it). A compressed input is staged
     (:mod:`scm_batch.stages.staging`) when ``stage`` is set, else only cut (a preview); a JSON
-    array is scanned whole and cut between elements; JSON Lines are cut between lines."""
+    array is scanned whole (in ``scan_workers`` ranges at once) and cut between elements; JSON
+    Lines are cut between lines."""
     created_at = utc_timestamp(now)
     processed_at = job.processed_at or created_at
     exact = options.count_records
@@ -225,8 +232,13 @@ def calculate_chunks(
         ranges = _staged_ranges(staged)
     elif source.format == "json-array":
         exact = True
-        blocks = storage.iter_range(source.key, 0, source.size, SCAN_BLOCK, etag=source.etag)
-        elements = index_elements(blocks, storage.uri_for(source.key))
+        elements = index_in_parallel(
+            lambda lo, hi: storage.iter_range(source.key, lo, hi, SCAN_BLOCK, etag=source.etag),
+            lambda lo, hi: storage.read_range(source.key, lo, hi),
+            source.size,
+            storage.uri_for(source.key),
+            scan_workers,
+        )
         per_chunk = chunk_record_count(elements.total, job, options)
         check_chunk_count(elements.total, per_chunk)
         ranges = _array_ranges(storage, source, elements, per_chunk)
