@@ -78,7 +78,7 @@ from scm_batch.stages.resume import (
     check_output_format_unchanged,
     check_same_batch,
 )
-from scm_batch.stages.staging import drop_staged, missing_copies, read_staging_record
+from scm_batch.stages.staging import drop_staged_when_done, missing_copies, read_staging_record
 from scm_batch.stages.validate_config import validate_batch_config
 from scm_batch.storage import Storage, open_storage
 
@@ -286,14 +286,6 @@ def _restage_missing(
     calculate_chunks(chunk_plan.job, chunk_plan.source, ledger.storage, options.plan, stage=True)
 
 
-def drop_staged_when_done(summary: RunSummary, ledger: Ledger, options: RunOptions) -> None:
-    """Delete the staged chunks of a compressed input once every chunk is done (unless kept)."""
-    if summary.source.compression == "none" or options.keep_staged:
-        return
-    if summary.chunks_failed == 0 and summary.chunks_not_processed == 0:
-        drop_staged(ledger.storage, ledger.batch_id)
-
-
 def _fault_point(options: RunOptions, point: str) -> None:
     """Where the test-only fault switch may kill the driver (:mod:`scm_batch.faults`)."""
     if options.faults is not None:
@@ -351,7 +343,7 @@ def aggregate(
     describe this one, from ``started_at`` (``elapsed`` seconds, or until now)."""
     if finished:  # its outcome stands as recorded: never aggregated (nor sent) again
         stored = ledger.stored_summary()
-        drop_staged_when_done(stored, ledger, options)  # what a rebuild staged again
+        drop_staged_when_done(stored, ledger.storage, keep=options.keep_staged)  # rebuilt
         return Aggregated(stored, ledger.stored_validation(), True)
     done = ledger.done()
     ledger.forget_failures_of_done_chunks(done)
@@ -371,7 +363,7 @@ def aggregate(
     ledger.record_validation(validation)
     _fault_point(options, "during-aggregation")
     ledger.record_summary(summary)
-    drop_staged_when_done(summary, ledger, options)
+    drop_staged_when_done(summary, ledger.storage, keep=options.keep_staged)
     _fault_point(options, "before-notify")
     return Aggregated(summary, validation)
 

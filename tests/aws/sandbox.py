@@ -8,7 +8,8 @@ Language; S3, SQS, Lambda and Batch are moto's in-memory services. The hooks:
   Lambda runtime's ``Unhandled`` error envelope, so Retry/Catch match the exception's class name
   as they do on AWS.
 * A Batch job runs the command of its job definition (or the submission's ``ContainerOverrides``
-  command) with ``Ref::`` parameters substituted, as the Batch agent would, through the real command line (the attempt in ``AWS_BATCH_JOB_ATTEMPT``),
+  command) with ``Ref::`` parameters substituted, as the Batch agent would, through the real
+  command line (the attempt in ``AWS_BATCH_JOB_ATTEMPT``),
   and applies the retry strategy ``deploy/terraform/batch.tf`` gives the job definition
   (``evaluateOnExit``) to its exit code.
 * Retry waits are recorded, not slept; ``JitterStrategy: FULL`` draws the top of its range, so the

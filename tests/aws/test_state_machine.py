@@ -726,5 +726,6 @@ def test_a_broken_array_planned_by_a_batch_job_fails_the_execution_with_its_erro
     assert run.error == "InputStructureError"
     assert "data after the array's closing ']'" in (run.cause or "")
     [job] = aws.record.batch_runs  # failed for good: recorded, not retried, not run again
+    assert job.exit_code == 0  # the failure is recorded for CalculateChunks to report
     assert run.states_entered().count("CalculateChunks") == 2
     assert not aws.keys("metadata/awsbatch/chunks.json")

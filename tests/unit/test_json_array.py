@@ -10,6 +10,8 @@ written - the records those elements are as JSON Lines.
 from __future__ import annotations
 
 import json
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,21 @@ from scm_batch.stages.array_index import STRIDE, element_end, index_elements
 from scm_batch.stages.initialize import initialize_batch
 from scm_batch.stages.plan import calculate_chunks
 from scm_batch.storage import open_storage
+
+
+def split(blocks: list[bytes], start: int, limit: int) -> list[tuple[list[bytes], list[int]]]:
+    """The elements of a chunk's blocks, as a chunk gets them: a block split on its separator
+    text is split again by the scan when one of its pieces is not JSON."""
+    found = []
+    for block in iter_element_blocks(blocks, start, limit):
+        if block.rescan is not None:
+            try:
+                for element in block.elements:
+                    msgspec.json.decode(element)
+            except msgspec.DecodeError:
+                block = block.rescan()  # noqa: PLW2901
+        found.append((block.elements, block.starts))
+    return found
 
 
 def reference_scan(data: bytes, depth: int = 1) -> tuple[list[int], int | None]:
@@ -157,7 +174,7 @@ def test_every_element_lands_in_exactly_one_chunk(
             for at in range(chunk.byte_start, chunk.byte_end, block)
         ]
         pieces: list[bytes] = []
-        for found, starts in iter_element_blocks(blocks, chunk.byte_start, 1 << 20):
+        for found, starts in split(blocks, chunk.byte_start, 1 << 20):
             pieces.extend(found)
             # Each element's offset is where its text begins, after the separator before it.
             for piece, start in zip(found, starts, strict=True):
@@ -222,14 +239,14 @@ def test_a_chunk_of_other_bytes_than_planned_is_noticed() -> None:
 def test_an_element_over_the_limit_is_counted_not_held() -> None:
     big = b'{"a": "' + b"x" * 5000 + b'"}'
     blocks = [big[:100], big[100:3000], big[3000:] + b', {"b": 1} ,', big]
-    out = [e for found, _ in iter_element_blocks(blocks, 1, 1000) for e in found]
+    out = [e for found, _ in split(blocks, 1, 1000) for e in found]
     assert [type(e) is TooLong for e in out] == [True, False, True]
     assert out[0].length == len(big)  # type: ignore[attr-defined]
     assert out[1] == b' {"b": 1} '
 
 
 def test_empty_elements_are_elements(tmp_path: Path) -> None:
-    out = [e for found, _ in iter_element_blocks([b"1,,2, "], 1, 100) for e in found]
+    out = [e for found, _ in split([b"1,,2, "], 1, 100) for e in found]
     assert out == [b"1", b"", b"2", b" "]
 
 
@@ -237,7 +254,7 @@ def _split(data: bytes, start: int, block: int) -> list[tuple[bytes, int]]:
     blocks = [data[at : at + block] for at in range(start, len(data), block)]
     return [
         (element.strip(WHITE), offset)
-        for found, starts in iter_element_blocks(blocks, start, 1 << 20)
+        for found, starts in split(blocks, start, 1 << 20)
         for element, offset in zip(found, starts, strict=True)
     ]
 
@@ -256,6 +273,7 @@ def test_the_fast_split_and_the_scan_find_the_same_elements(
     fast = _split(data, 1, block)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(elements_module, "_fast_split", lambda *_: None)
+        patch.setattr(elements_module, "_line_split", lambda *_: None)
         scanned_only = _split(data, 1, block)
     assert fast == scanned_only
     assert [msgspec.json.decode(e) for e, _ in fast] == elements
@@ -269,8 +287,8 @@ def test_a_regular_array_is_split_without_the_scan() -> None:
         found = [
             e
             for at in range(1, len(data), 65536)
-            for elements, _ in splitter.feed(data[at : at + 65536])
-            for e in elements
+            for block in splitter.feed(data[at : at + 65536])
+            for e in block.elements
         ]
     assert len(found) >= 4900  # all but the last block's unfinished element (finish() scans it)
 
@@ -316,10 +334,15 @@ def test_scanning_ranges_at_once_gives_what_one_scan_gives(
         return data[lo:hi]
 
     one = _index_or_error(lambda: index_elements(blocks(0, len(data)), "x"))
-    with pytest.MonkeyPatch.context() as patch:
+    with tempfile.TemporaryDirectory() as folder, pytest.MonkeyPatch.context() as patch:
+        path = Path(folder) / "in.json"
+        path.write_bytes(data)
         patch.setattr(array_index, "PARALLEL_MIN_BYTES", 0)
+        # Threads stand in for the processes here (a test of the putting together, quick
+        # enough for many examples); test_a_large_array_is_scanned_by_processes uses them.
+        patch.setattr(array_index, "ProcessPoolExecutor", _Threads)
         many = _index_or_error(
-            lambda: array_index.index_in_parallel(blocks, read, len(data), "x", workers)
+            lambda: array_index.index_in_parallel(blocks, read, len(data), "x", workers, str(path))
         )
     if isinstance(one, tuple):
         assert many == one
@@ -327,3 +350,35 @@ def test_scanning_ranges_at_once_gives_what_one_scan_gives(
     assert (many.open, many.close, many.total) == (one.open, one.close, one.total)
     for k in range(one.total):
         assert element_end(many, read, k) == element_end(one, read, k)
+
+
+class _Threads(ThreadPoolExecutor):
+    def __init__(self, max_workers: int, mp_context: object) -> None:
+        del mp_context
+        super().__init__(max_workers)
+
+
+def test_a_large_array_is_scanned_by_processes(tmp_path: Path) -> None:
+    records = [{"id": i, "s": "a,b]\n{c", "v": [i, {"w": "}"}]} for i in range(30_000)]
+    layouts = {
+        "lines": "[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n",
+        "pretty": json.dumps(records, indent=2),  # every guessed start is wrong: scanned again
+    }
+    for name, text in layouts.items():
+        data = text.encode()
+        path = tmp_path / f"{name}.json"
+        path.write_bytes(data)
+
+        def blocks(lo: int, hi: int, data: bytes = data) -> list[bytes]:
+            return [data[lo:hi]]
+
+        def read(lo: int, hi: int, data: bytes = data) -> bytes:
+            return data[lo:hi]
+
+        one = index_elements([data], name)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(array_index, "PARALLEL_MIN_BYTES", 0)
+            many = array_index.index_in_parallel(blocks, read, len(data), name, 3, str(path))
+        assert (many.total, many.open, many.close) == (one.total, one.open, one.close)
+        for k in (0, 1, 4095, 4096, 10_000, 29_998, 29_999):
+            assert element_end(many, read, k) == element_end(one, read, k), (name, k)

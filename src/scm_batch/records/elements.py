@@ -6,9 +6,14 @@ last element (or before the ``]``). Its elements are what lies between its depth
 element's offset is where it begins: the byte after the separator that precedes it. That offset
 is what the record's id is derived from, as a line's offset is for JSON Lines.
 
-Two ways to find them, with the same answer:
+Three ways to find them, with the same answer:
 
-* **fast** (most blocks): everything up to the block's last ``},`` is handed to msgspec as one
+* **by lines** (an array of one element per line, the most common layout of large exports):
+  everything up to the block's last ``},`` and newline is split on ``,`` and newline. Inside a
+  valid element that text can only sit between the tokens of a nested value, which would leave
+  a piece that is not JSON: the split is right exactly when every piece decodes, which the chunk
+  learns anyway as it decodes them (else it asks for the block scanned, below).
+* **fast** (most other blocks): everything up to the block's last ``},`` is handed to msgspec as one
   array of raw values. If that parses, the cut was between elements (valid JSON tokenizes one way
   only, the way the structural scan reads it), and when the elements are separated alike (``,``,
   ``,\\n``, ``,\\n  ``…: checked by joining them again) their offsets follow from their lengths.
@@ -20,7 +25,7 @@ Two ways to find them, with the same answer:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import msgspec
@@ -29,14 +34,48 @@ from scm_batch.records.codecs import DECODE_ERRORS, JSON_SPACE, TooLong
 from scm_batch.records.structure import ScanState, scan_block
 
 Elements = tuple[list[bytes], list[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class ElementBlock:
+    """A block's elements and their offsets. A block split on its separator text alone (``,``
+    and a newline) has ``rescan``: the split is right exactly when every element then decodes as
+    a JSON value, which the caller sees as it decodes them; if one does not, ``rescan()`` gives
+    the block's elements found by the structural scan instead (see :class:`_Splitter`)."""
+
+    elements: list[bytes]
+    starts: list[int]
+    rescan: Callable[[], ElementBlock] | None = None
+
+
 _RAW_VALUES = msgspec.json.Decoder(list[msgspec.Raw]).decode
 _OBJECT_END = b"},"  # a record ends with "}"; the comma after it is where a fast cut is tried
 _GAP_WINDOW = 64
+_LINE_SEPARATOR = b",\n"
 
 
 class StructureChanged(Exception):
     """The range does not hold whole elements at depth 1 (the array closes in it, or it ends
     inside a string or a nested value): the input is not the one planned."""
+
+
+def _line_split(data: bytes, base: int, max_element: int) -> tuple[Elements, int] | None:
+    """The elements of ``data`` up to its last ``},`` and newline, split on ``,`` and newline
+    (an array of one element per line), and how many bytes they and that comma take; unchecked,
+    see :class:`ElementBlock`."""
+    cut = data.rfind(b"}" + _LINE_SEPARATOR) + 1
+    if cut <= 0:
+        return None
+    body = data[:cut]
+    elements = body.split(_LINE_SEPARATOR)
+    if max(map(len, elements)) > max_element:
+        return None
+    step = len(_LINE_SEPARATOR)
+    ends = itertools.accumulate((len(e) + step for e in elements), initial=base)
+    starts = [end - 1 for end in ends]  # each element begins just after its comma
+    starts[0] = base
+    starts.pop()
+    return (elements, starts), cut + 1
 
 
 def _fast_split(data: bytes, base: int, max_element: int) -> tuple[Elements, int] | None:
@@ -85,15 +124,21 @@ class _Splitter:
     held: int = 0  # bytes of the too-long element so far (while ``slow``)
     pending: list[bytes] = field(default_factory=list)
 
-    def feed(self, block: bytes) -> Iterator[Elements]:
+    def feed(self, block: bytes) -> Iterator[ElementBlock]:
         if self.slow is None:
             data = self.carry + block if self.carry else block
-            found = _fast_split(data, self.at, self.max_element)
-            if found is not None:
-                elements, used = found
+            by_lines = _line_split(data, self.at, self.max_element)
+            if by_lines is not None:
+                (elements, starts), used = by_lines
+                base, self.carry, self.at = self.at, data[used:], self.at + used
+                yield ElementBlock(elements, starts, lambda: self._rescan(data[:used], base))
+                return
+            fast = _fast_split(data, self.at, self.max_element)
+            if fast is not None:
+                (elements, starts), used = fast
                 self.carry = data[used:]
                 self.at += used
-                yield elements
+                yield ElementBlock(elements, starts)
                 return
             self.carry = b""
             self.slow, self.pending, self.held = ScanState(self.at), [], 0
@@ -105,7 +150,25 @@ class _Splitter:
             self.carry = b"".join(self.pending)
             self.slow, self.pending, self.held = None, [], 0
 
-    def _scan(self, block: bytes) -> Generator[Elements, None, bool]:
+    def _rescan(self, taken: bytes, base: int) -> ElementBlock:
+        """A block split by lines wrongly, split again by the structural scan: its elements up to
+        its last real separator; what follows goes back in front of the bytes not split yet.
+        (Only ever asked before the next block is split.)"""
+        state = ScanState(base)
+        scan = scan_block(taken, state)
+        if scan.close is not None:
+            raise StructureChanged(f"the array closes at byte {scan.close:,}, inside the chunk")
+        cuts = (scan.commas - base).tolist()
+        self.carry = taken[cuts[-1] + 1 if cuts else 0 :] + self.carry
+        self.at = base + cuts[-1] + 1 if cuts else base
+        limit = self.max_element
+        elements: list[bytes] = [
+            TooLong(b - a - 1) if b - a - 1 > limit else taken[a + 1 : b]
+            for a, b in itertools.pairwise([-1, *cuts])
+        ]
+        return ElementBlock(elements, [base + a + 1 for a in [-1, *cuts[:-1]]] if cuts else [])
+
+    def _scan(self, block: bytes) -> Generator[ElementBlock, None, bool]:
         """The structural scan of the next block, from ``slow``; returns whether an element
         ended in it."""
         state = self.slow
@@ -134,10 +197,10 @@ class _Splitter:
         tail = block[cuts[-1] + 1 :]
         self.held = len(tail)
         self.pending = [tail] if tail and self.held <= limit else []
-        yield elements, starts
+        yield ElementBlock(elements, starts)
         return True
 
-    def finish(self) -> Iterator[Elements]:
+    def finish(self) -> Iterator[ElementBlock]:
         """The last element: what follows the last separator. The range must end between
         elements (outside strings, at the array's own depth)."""
         if self.slow is None:
@@ -150,12 +213,12 @@ class _Splitter:
             where = "inside a string" if state.in_string else f"at depth {state.depth - 1}"
             raise StructureChanged(f"the chunk ends {where} of an element")
         last = TooLong(self.held) if self.held > self.max_element else b"".join(self.pending)
-        yield [last], [self.at]
+        yield ElementBlock([last], [self.at])
 
 
 def iter_element_blocks(
     blocks: Iterable[bytes], start: int, max_element: int
-) -> Iterator[Elements]:
+) -> Iterator[ElementBlock]:
     """The elements of a chunk's range, block by block, each list with its elements' offsets.
 
     An element longer than ``max_element`` bytes is a :class:`TooLong` holding its length only:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -241,8 +242,9 @@ def element_end(index: ElementIndex, read: ReadRange, k: int) -> int:
         more -= len(commas)
 
 
-# Below this size one scan is quick enough; above it the array is scanned in ranges at once.
-PARALLEL_MIN_BYTES = 64 << 20
+# Below this size one scan is quick enough (starting processes costs a few tenths of a second);
+# above it a local array is scanned in ranges at once.
+PARALLEL_MIN_BYTES = 256 << 20
 _NEWLINE_WINDOW = 1 << 20
 
 ReadBlocks = Callable[[int, int], Iterable[bytes]]
@@ -263,31 +265,47 @@ def _range_starts(read: ReadRange, size: int, parts: int) -> list[int]:
     return starts
 
 
+def _read_file(path: str, lo: int, hi: int) -> Iterator[bytes]:
+    with open(path, "rb", buffering=0) as handle:
+        handle.seek(lo)
+        while lo < hi:
+            block = handle.read(min(SCAN_BLOCK, hi - lo))
+            if not block:
+                return
+            lo += len(block)
+            yield block
+
+
+def _guessed_range(path: str, lo: int, hi: int, where: str) -> RangeScan | None:
+    """One range of a local file scanned from the state guessed at its start (a newline):
+    outside strings, depth 1. ``None`` when that guess led to a broken structure."""
+    scanner = ArrayScan(where, ScanState(lo))
+    try:
+        for block in _read_file(path, lo, hi):
+            scanner.feed(block)
+    except InputStructureError:
+        return None  # from a wrong guess, maybe: the range is scanned again in order
+    return scanner.part()
+
+
 def index_in_parallel(
-    read_blocks: ReadBlocks, read: ReadRange, size: int, where: str, workers: int
+    read_blocks: ReadBlocks, read: ReadRange, size: int, where: str, workers: int, path: str | None
 ) -> ElementIndex:
-    """:func:`index_elements` of an object, its ranges scanned by ``workers`` threads at once
-    (numpy lets go of the GIL for the block-wide work), each from the state a range start at a
-    newline most likely has: outside strings, depth 1. The ranges are then put together in order;
-    a range whose start state was not the one the previous range ended in is scanned again from
-    the right one, so the answer is exactly that of one scan from the start."""
-    if workers <= 1 or size < PARALLEL_MIN_BYTES:
+    """:func:`index_elements` of an object; of a large local file (``path``), its ranges
+    scanned by ``workers`` processes at once, each from the state a range start at a newline
+    most likely has: outside strings, depth 1. The ranges are then put together in order; a range
+    whose start state was not the one the previous range ended in is scanned again from the
+    right one, so the answer is exactly that of one scan from the start. (Threads would not do:
+    much of the scan holds the GIL.)"""
+    if workers <= 1 or size < PARALLEL_MIN_BYTES or path is None:
         return index_elements(read_blocks(0, size), where)
     starts = _range_starts(read, size, workers)
     bounds = list(zip(starts, [*starts[1:], size], strict=True))
-
-    def guessed(lo: int, hi: int) -> RangeScan | None:
-        scanner = ArrayScan(where, ScanState(lo))
-        try:
-            for block in read_blocks(lo, hi):
-                scanner.feed(block)
-        except InputStructureError:
-            return None  # from a wrong guess, maybe: the range is scanned again in order
-        return scanner.part()
-
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     head = ArrayScan(where)
-    with ThreadPoolExecutor(max_workers=max(1, len(bounds) - 1)) as pool:
-        parts = [pool.submit(guessed, lo, hi) for lo, hi in bounds[1:]]
+    with ProcessPoolExecutor(max_workers=max(1, len(bounds) - 1), mp_context=context) as pool:
+        parts = [pool.submit(_guessed_range, path, lo, hi, where) for lo, hi in bounds[1:]]
         for block in read_blocks(*bounds[0]):
             head.feed(block)
         for (lo, hi), future in zip(bounds[1:], parts, strict=True):

@@ -238,6 +238,7 @@ def calculate_chunks(
             source.size,
             storage.uri_for(source.key),
             scan_workers,
+            storage.local_file(source.key),
         )
         per_chunk = chunk_record_count(elements.total, job, options)
         check_chunk_count(elements.total, per_chunk)

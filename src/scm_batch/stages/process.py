@@ -39,7 +39,7 @@ from scm_batch.records.codecs import (
     undecodable,
 )
 from scm_batch.records.compression import decompressed, regrouped
-from scm_batch.records.elements import StructureChanged, iter_element_blocks
+from scm_batch.records.elements import ElementBlock, StructureChanged, iter_element_blocks
 from scm_batch.records.parts import open_result_part
 from scm_batch.records.transform import TransformContext, transform_records
 from scm_batch.records.validate import (
@@ -59,6 +59,7 @@ DEFAULT_BLOCK_SIZE = 1 << 20
 P = ParamSpec("P")
 R = TypeVar("R")
 
+ScanOutcome = tuple[list[dict[str, Any]], list[int], list[int]]
 ProgressCallback = Callable[[int], None]
 """Told how many more lines of the chunk are done, once per block."""
 
@@ -202,20 +203,42 @@ def _chunk_bytes(task: ChunkTask, store: Storage, block_size: int) -> Iterator[b
     return regrouped(decompressed(copy, "zstd", store.uri_for(task.staged_key)), block_size)
 
 
-def _record_blocks(
-    task: ChunkTask, blocks: Iterable[bytes]
-) -> Iterator[tuple[list[bytes], list[int] | None]]:
-    """The chunk's records block by block: lines, or a JSON array's elements with offsets."""
+def _record_blocks(task: ChunkTask, blocks: Iterable[bytes]) -> Iterator[ElementBlock]:
+    """The chunk's records block by block: lines (their offsets follow from their lengths), or
+    a JSON array's elements with their offsets."""
     if task.input_format == "jsonl":
         for lines in iter_line_blocks(blocks, task.max_line_bytes):
-            yield lines, None
+            yield ElementBlock(lines, [])
         return
     try:
         yield from iter_element_blocks(blocks, task.byte_start, task.max_line_bytes)
     except StructureChanged as exc:
-        raise InputChangedError(
-            f"{task.chunk_id}: {exc} of {task.file}; the input changed after planning"
-        ) from None
+        raise _changed(task, exc) from None
+
+
+def _changed(task: ChunkTask, exc: StructureChanged) -> InputChangedError:
+    return InputChangedError(
+        f"{task.chunk_id}: {exc} of {task.file}; the input changed after planning"
+    )
+
+
+class _SplitWrongly(Exception):
+    """A block split on its separator text holds a piece that is not JSON: split it again."""
+
+
+def _scan_block(scanner: _Scanner, task: ChunkTask, block: ElementBlock) -> ScanOutcome:
+    """The block's records sorted (see :meth:`_Scanner.scan`), after splitting it again when
+    it was split on its separator text wrongly."""
+    starts = block.starts if scanner.elements else None
+    try:
+        return scanner.scan(block.elements, starts, checked=block.rescan is None)
+    except _SplitWrongly:
+        assert block.rescan is not None
+        try:
+            again = block.rescan()
+        except StructureChanged as exc:
+            raise _changed(task, exc) from None
+        return scanner.scan(again.elements, again.starts)
 
 
 def _on_one_line(record: dict[str, Any]) -> dict[str, Any]:
@@ -294,11 +317,12 @@ class _Scanner:
         self.tally.count_error(diagnosis)
 
     def scan(
-        self, lines: list[bytes], starts: list[int] | None = None
-    ) -> tuple[list[dict[str, Any]], list[int], list[int]]:
+        self, lines: list[bytes], starts: list[int] | None = None, *, checked: bool = True
+    ) -> ScanOutcome:
         """The block's valid records, their lines' byte offsets, and their lines' chunk indices.
         ``starts``: the offsets of a JSON array's elements (lines' offsets follow from their
-        lengths).
+        lengths). Elements not ``checked`` were split on their separator text: one that does not
+        decode raises :class:`_SplitWrongly`, before anything is counted.
 
         Most blocks are all well-formed JSON: they are decoded and checked with no Python loop of
         their own (``map``), and only the rare block holding a blank or malformed line takes the
@@ -312,6 +336,8 @@ class _Scanner:
                     _checked_utf8(line, None)
             verdicts = list(map(is_valid_raw, records))
         except DECODE_ERRORS:  # the lines decoded before the refused one are kept: not redone
+            if not checked:
+                raise _SplitWrongly from None
             return self._scan_lines(lines, records, starts)
         tally = self.tally
         first_index = tally.lines
@@ -338,7 +364,7 @@ class _Scanner:
 
     def _scan_lines(
         self, lines: list[bytes], decoded: Sequence[Any] = (), starts: list[int] | None = None
-    ) -> tuple[list[dict[str, Any]], list[int], list[int]]:
+    ) -> ScanOutcome:
         """:meth:`scan` line by line, for a block with a line the decoder refuses; ``decoded``
         holds the records of the block's first lines, already decoded."""
         decode = self._decode
@@ -466,8 +492,9 @@ def process_chunk(
             open_result_part(task.output_format, result_object) as results,
             _checked_writer(store, error_key) as errors,
         ):
-            for lines, starts in _record_blocks(task, blocks):
-                good, offsets, indices = scanner.scan(lines, starts)
+            for block in _record_blocks(task, blocks):
+                done_before = scanner.tally.lines
+                good, offsets, indices = _scan_block(scanner, task, block)
                 if good:
                     transform_records(good, offsets, ctx)
                     encoded = encode_lines(good)
@@ -480,7 +507,7 @@ def process_chunk(
                     errors.write(encode_lines(scanner.bad))
                     scanner.bad.clear()
                 if on_progress is not None:
-                    on_progress(len(lines))
+                    on_progress(scanner.tally.lines - done_before)
                 if fault_hook is not None:
                     fault_hook(scanner.tally.blocks)
             # Checked before the parts commit, so a chunk of a changed file leaves none behind.

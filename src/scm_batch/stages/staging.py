@@ -24,6 +24,9 @@ stages the chunks it needs again.
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -34,7 +37,7 @@ import zstandard
 
 from scm_batch import layout
 from scm_batch.errors import InputChangedError, InputError
-from scm_batch.model import CamelStruct, JobInput, PlanOptions, SourceInfo
+from scm_batch.model import CamelStruct, JobInput, PlanOptions, RunSummary, SourceInfo
 from scm_batch.records.codecs import NEWLINE
 from scm_batch.records.compression import decompressed
 from scm_batch.stages.array_index import ArrayScan
@@ -71,15 +74,14 @@ class StagedChunk(CamelStruct, frozen=True):
 
 @dataclass(slots=True)
 class _Chunk:
-    """The chunk being cut: its bytes go to its staged copy (unless it was staged before, or
-    nothing is written) and into its checksum."""
+    """The chunk being cut: its offsets, records and checksum, counted here; its bytes go to
+    the writer (unless it was staged before, or nothing is written)."""
 
     number: int
     byte_start: int
     start_index: int
     before: StagedChunk | None
-    out: ObjectWriter | None
-    compressor: zstandard.ZstdCompressionObj | None
+    writer: _Writer | None
     crc32: int = 0
     records: int = 0
     size: int = 0
@@ -91,8 +93,93 @@ class _Chunk:
         self.ends_line = data.endswith(NEWLINE)
         self.crc32 = zlib.crc32(data, self.crc32)
         self.size += len(data)
-        if self.out is not None and self.compressor is not None:
-            self.out.write(self.compressor.compress(data))
+        if self.writer is not None:
+            self.writer.put(data)
+
+
+@dataclass(frozen=True, slots=True)
+class _Open:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    staged: StagedChunk
+    receipt_key: str
+    count: int  # chunks staged with this one
+
+
+class _Abandon:
+    """Leave the staged copy being written uncommitted."""
+
+
+_Message = _Open | _Close | _Abandon | bytes
+_QUEUED_BLOCKS = 4  # decompressed blocks waiting for the writer at most: bounded memory
+
+
+class _Writer:
+    """Compresses and writes staged chunks in a thread of its own, while the stream is read and
+    cut in the caller's: zstd and the zlib decompressor let go of the GIL, so the two overlap
+    and staging takes about the time of decompressing alone. A chunk's receipt is written once
+    its copy is complete; an error here is raised in the caller at its next step."""
+
+    def __init__(self, storage: Storage, on_staged: Callable[[int], None]) -> None:
+        self._storage = storage
+        self._on_staged = on_staged
+        self._queue: queue.Queue[_Message | None] = queue.Queue(maxsize=_QUEUED_BLOCKS)
+        self._error: BaseException | None = None
+        self._copy: ExitStack | None = None
+        self._out: ObjectWriter | None = None
+        self._packer: zstandard.ZstdCompressionObj | None = None
+        self._thread = threading.Thread(target=self._run, name="staging-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, message: _Message) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(message)
+
+    def close(self) -> None:
+        """Wait for every chunk to be written; raise what stopped the writer, if anything."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while (message := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drained, so that the reader never waits on a full queue
+            try:
+                self._handle(message)
+            except BaseException as exc:
+                self._error = exc
+                if self._copy is not None:
+                    self._copy.__exit__(type(exc), exc, exc.__traceback__)
+                    self._copy = None
+
+    def _handle(self, message: _Message) -> None:
+        if isinstance(message, bytes):
+            assert self._out is not None
+            assert self._packer is not None
+            self._out.write(self._packer.compress(message))
+        elif isinstance(message, _Open):
+            self._copy = ExitStack()
+            self._out = self._copy.enter_context(self._storage.open_writer(message.key))
+            packer = zstandard.ZstdCompressor(level=STAGED_LEVEL, write_checksum=True)
+            self._packer = packer.compressobj()
+        elif isinstance(message, _Close):
+            assert self._copy is not None
+            assert self._out is not None
+            assert self._packer is not None
+            self._out.write(self._packer.flush())
+            self._copy.close()  # the staged copy complete, then its receipt
+            self._copy = None
+            self._storage.put_bytes(message.receipt_key, msgspec.json.encode(message.staged))
+            self._on_staged(message.count)
+        elif self._copy is not None:  # abandoned
+            self._copy.__exit__(RuntimeError, RuntimeError("staging stopped"), None)
+            self._copy = None
 
 
 @dataclass(slots=True)
@@ -106,23 +193,21 @@ class _Stager:
     staged_before: dict[str, StagedChunk]
     on_staged: Callable[[int], None]
     done: list[StagedChunk] = field(default_factory=list)
-    _chunk: _Chunk | None = None
-    _stack: ExitStack | None = None
+    _writer: _Writer | None = None
+    _writing: bool = False
 
     def open(self, byte_start: int, start_index: int) -> _Chunk:
         number = len(self.done)
         chunk_id = layout.chunk_id(number)
         before = self.staged_before.get(chunk_id)
-        out = compressor = None
-        self._stack = ExitStack()
+        writer = None
         if self.write and before is None:
-            key = layout.staged_key(self.batch_id, chunk_id)
-            out = self._stack.enter_context(self.storage.open_writer(key))
-            compressor = zstandard.ZstdCompressor(
-                level=STAGED_LEVEL, write_checksum=True, threads=-1
-            ).compressobj()
-        self._chunk = _Chunk(number, byte_start, start_index, before, out, compressor)
-        return self._chunk
+            if self._writer is None:
+                self._writer = _Writer(self.storage, self.on_staged)
+            writer = self._writer
+            writer.put(_Open(layout.staged_key(self.batch_id, chunk_id)))
+            self._writing = True
+        return _Chunk(number, byte_start, start_index, before, writer)
 
     def close(self, chunk: _Chunk) -> None:
         staged = StagedChunk(
@@ -139,21 +224,25 @@ class _Stager:
                 f"{staged.chunk_id} was staged from other bytes than the input holds now "
                 f"(offset {staged.byte_start:,}): the input changed since staging began"
             )
-        if chunk.out is not None and chunk.compressor is not None:
-            chunk.out.write(chunk.compressor.flush())
-        assert self._stack is not None
-        self._stack.close()  # the staged copy complete, then its receipt
-        if chunk.out is not None:
-            key = layout.staged_receipt_key(self.batch_id, staged.chunk_id)
-            self.storage.put_bytes(key, msgspec.json.encode(staged))
         self.done.append(staged)
-        self._chunk = None
-        self.on_staged(len(self.done))
+        if chunk.writer is not None:
+            receipt = layout.staged_receipt_key(self.batch_id, staged.chunk_id)
+            chunk.writer.put(_Close(staged, receipt, len(self.done)))
+            self._writing = False
+        else:
+            self.on_staged(len(self.done))
 
     def abandon(self) -> None:
-        """Leave the chunk being written uncommitted (an error stopped staging)."""
-        if self._stack is not None:
-            self._stack.__exit__(RuntimeError, RuntimeError("staging stopped"), None)
+        """Leave the chunk being written uncommitted (an error stopped staging, or the input
+        ended just after a cut)."""
+        if self._writer is not None and self._writing:
+            self._writer.put(_Abandon())
+            self._writing = False
+
+    def finish(self) -> None:
+        """Wait until every staged chunk is written, with its receipt."""
+        if self._writer is not None:
+            self._writer.close()
 
 
 def _cut_lines(stager: _Stager, blocks: Iterator[bytes]) -> None:
@@ -242,11 +331,15 @@ def missing_copies(storage: Storage, batch_id: str, keys: list[str]) -> list[str
     return [key for key in keys if key not in there]
 
 
-def drop_staged(storage: Storage, batch_id: str) -> None:
-    """Delete a batch's staged chunks and their receipts (its staging record stays: a rebuild
-    stages what it needs again, cut the same way)."""
-    storage.delete_prefix(layout.staged_prefix(batch_id))
-    storage.delete_prefix(layout.staged_receipt_prefix(batch_id))
+def drop_staged_when_done(summary: RunSummary, storage: Storage, *, keep: bool) -> None:
+    """Delete the staged chunks of a compressed input and their receipts once every chunk is
+    done, unless asked to ``keep`` them. Its staging record stays: a rebuild of damaged parts
+    stages what it needs again, cut the same way."""
+    if summary.source.compression == "none" or keep:
+        return
+    if summary.chunks_failed == 0 and summary.chunks_not_processed == 0:
+        storage.delete_prefix(layout.staged_prefix(summary.batch_id))
+        storage.delete_prefix(layout.staged_receipt_prefix(summary.batch_id))
 
 
 def _staging_record(
@@ -301,7 +394,10 @@ def stage_input(
             _cut_lines(stager, blocks)
     except BaseException:
         stager.abandon()
+        with contextlib.suppress(Exception):
+            stager.finish()
         raise
+    stager.finish()
     if not stager.done:
         raise InputError(f"{where} holds no records: it decompresses to nothing")
     return record.per_chunk, stager.done

@@ -71,6 +71,11 @@ class Storage(Protocol):
         """How many requests :func:`concurrently` keeps in flight (1: one after another)."""
         ...
 
+    def local_file(self, key: str) -> str | None:
+        """The object's path, when it is a file this machine's processes can open themselves
+        (a local bucket); ``None`` otherwise."""
+        ...
+
     def stat(self, key: str) -> ObjectInfo:
         """Size and identity of an object; ``ObjectNotFoundError`` when there is none."""
         ...

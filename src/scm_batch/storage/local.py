@@ -136,6 +136,9 @@ class LocalStorage:
     def uri_for(self, key: str) -> str:
         return str(self._path(key))
 
+    def local_file(self, key: str) -> str | None:
+        return str(self._path(key))
+
     @property
     def concurrent_requests(self) -> int:
         return 1  # a file is read at once: threads would only add their cost

@@ -151,6 +151,10 @@ class S3Storage:
     def uri_for(self, key: str) -> str:
         return f"s3://{self._bucket}/{key}"
 
+    def local_file(self, key: str) -> str | None:
+        del key
+        return None
+
     @property
     def concurrent_requests(self) -> int:
         return CONCURRENT_REQUESTS
