@@ -44,6 +44,7 @@ from scm_batch.config import RunOptions
 from scm_batch.errors import (
     ConfigError,
     ExitCode,
+    InputChangedError,
     NothingToResumeError,
     PlanTooLargeError,
     RebuildFailedError,
@@ -277,13 +278,24 @@ def _new_plan(
 def _restage_missing(
     chunk_plan: ChunkPlan, todo: list[ChunkTask], ledger: Ledger, options: RunOptions
 ) -> None:
-    """Stage again the chunks to run whose staged copies are gone (deleted when the batch
-    completed, before some of its parts were found damaged): cut as they were, checked against
-    the plan."""
+    """Stage the input again when chunks to run have lost their staged copies (deleted once the
+    batch completed, before some of its parts were found damaged): cut as it was (the staging
+    record fixes how), and checked against the plan, chunk by chunk."""
     keys = [c.staged_key for c in todo if c.staged_key is not None]
     if not keys or not missing_copies(ledger.storage, ledger.batch_id, keys):
         return
-    calculate_chunks(chunk_plan.job, chunk_plan.source, ledger.storage, options.plan, stage=True)
+    again = calculate_chunks(
+        chunk_plan.job, chunk_plan.source, ledger.storage, options.plan, stage=True
+    )
+
+    def cut(plan: ChunkPlan) -> list[tuple[int, int, int, int]]:
+        return [(c.byte_start, c.byte_end, c.start_index, c.chunk_size) for c in plan.chunks]
+
+    if cut(again) != cut(chunk_plan):
+        raise InputChangedError(
+            f"{ledger.storage.uri_for(chunk_plan.job.file)} no longer decompresses to the "
+            f"chunks batch {ledger.batch_id!r} was planned with: the input changed"
+        )
 
 
 def _fault_point(options: RunOptions, point: str) -> None:

@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 from scm_batch.errors import InputError, InputStructureError
 from scm_batch.model import JobInput, PlanOptions
 from scm_batch.records import elements as elements_module
+from scm_batch.records.blocks import StructureChanged
 from scm_batch.records.codecs import TooLong
-from scm_batch.records.elements import StructureChanged, iter_element_blocks
+from scm_batch.records.elements import iter_element_blocks
 from scm_batch.records.structure import ScanState, scan_block
 from scm_batch.stages import array_index
 from scm_batch.stages.array_index import STRIDE, element_end, index_elements
@@ -382,3 +383,23 @@ def test_a_large_array_is_scanned_by_processes(tmp_path: Path) -> None:
         assert (many.total, many.open, many.close) == (one.total, one.open, one.close)
         for k in (0, 1, 4095, 4096, 10_000, 29_998, 29_999):
             assert element_end(many, read, k) == element_end(one, read, k), (name, k)
+
+
+@pytest.mark.parametrize(("limit", "too_long"), [(50_000, True), (1 << 20, False)])
+def test_a_pretty_element_longer_than_many_blocks(limit: int, too_long: bool) -> None:
+    """Its inner "},\\n" make the split by lines guess wrong block after block: the scan takes
+    over and holds the element only while it is under the limit."""
+    big = {"rows": [{"i": i, "v": "x,y]"} for i in range(3000)]}
+    text = json.dumps(big, indent=1).encode()
+    data = b"[\n" + text + b',\n{"k": 1},\n{"k": 2}\n]'
+    close = len(data) - 1
+    blocks = [data[at : min(at + 4096, close)] for at in range(1, close, 4096)]
+    found = split(blocks, 1, limit)
+    elements = [e for chunk, _ in found for e in chunk]
+    assert len(elements) == 3
+    assert (type(elements[0]) is TooLong) is too_long
+    if not too_long:
+        assert msgspec.json.decode(elements[0]) == big
+    assert [msgspec.json.decode(e) for e in elements[1:]] == [{"k": 1}, {"k": 2}]
+    starts = [s for _, chunk_starts in found for s in chunk_starts]
+    assert starts == [1, 2 + len(text) + 1, data.index(b'{"k": 2}') - 1]

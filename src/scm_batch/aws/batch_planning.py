@@ -7,8 +7,11 @@ machine catches it and runs the chunk job definition with the command ``scm-batc
 (:data:`PLAN_COMMAND`), which plans the batch (staging it) and stores the plan; then CalculateChunks
 runs again and answers from the stored plan. A planning job that fails for good records why
 (class name and message) and ends normally, so that CalculateChunks fails the execution with that
-error, as it would have failed itself; one that ends without a plan or a record (killed) fails it
-with :class:`PlanningFailedError` rather than planning again and again.
+error, as it would have failed itself; a job that Batch reports failed (killed, out of memory, its
+attempts used up) fails the execution in ``PlanOnBatch`` (``States.TaskFailed``, the job's
+description as the cause); one that ends without a plan or a record fails it with
+:class:`PlanningFailedError` rather than planning again and again. (An execution redriven by Step
+Functions keeps its id, so it too ends with :class:`PlanningFailedError`: start a new execution.)
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ import msgspec
 
 from scm_batch.errors import InputFormatError
 from scm_batch.model import InputFormat
-from scm_batch.records.structure import ScanState, scan_block
 
 BOM = b"\xef\xbb\xbf"
 NEWLINE = b"\n"
@@ -63,6 +62,9 @@ def _object_over_lines(text: bytes) -> bool:
         pass
     else:
         return False
+    # numpy only here, where a JSON Lines file that looks like a document needs it.
+    from scm_batch.records.structure import ScanState, scan_block  # noqa: PLC0415
+
     closed = scan_block(bytes(text), ScanState(0, depth=0)).close
     return closed is not None and closed > len(first)
 

@@ -25,38 +25,22 @@ Three ways to find them, with the same answer:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import msgspec
 
+from scm_batch.records.blocks import ElementBlock, StructureChanged
 from scm_batch.records.codecs import DECODE_ERRORS, JSON_SPACE, TooLong
 from scm_batch.records.structure import ScanState, scan_block
 
 Elements = tuple[list[bytes], list[int]]
 
 
-@dataclass(frozen=True, slots=True)
-class ElementBlock:
-    """A block's elements and their offsets. A block split on its separator text alone (``,``
-    and a newline) has ``rescan``: the split is right exactly when every element then decodes as
-    a JSON value, which the caller sees as it decodes them; if one does not, ``rescan()`` gives
-    the block's elements found by the structural scan instead (see :class:`_Splitter`)."""
-
-    elements: list[bytes]
-    starts: list[int]
-    rescan: Callable[[], ElementBlock] | None = None
-
-
 _RAW_VALUES = msgspec.json.Decoder(list[msgspec.Raw]).decode
 _OBJECT_END = b"},"  # a record ends with "}"; the comma after it is where a fast cut is tried
 _GAP_WINDOW = 64
 _LINE_SEPARATOR = b",\n"
-
-
-class StructureChanged(Exception):
-    """The range does not hold whole elements at depth 1 (the array closes in it, or it ends
-    inside a string or a nested value): the input is not the one planned."""
 
 
 def _line_split(data: bytes, base: int, max_element: int) -> tuple[Elements, int] | None:
@@ -68,8 +52,8 @@ def _line_split(data: bytes, base: int, max_element: int) -> tuple[Elements, int
         return None
     body = data[:cut]
     elements = body.split(_LINE_SEPARATOR)
-    if max(map(len, elements)) > max_element:
-        return None
+    if max(map(len, elements)) + len(_LINE_SEPARATOR) > max_element:
+        return None  # near the limit: the scan decides, as it always would
     step = len(_LINE_SEPARATOR)
     ends = itertools.accumulate((len(e) + step for e in elements), initial=base)
     starts = [end - 1 for end in ends]  # each element begins just after its comma
@@ -125,6 +109,8 @@ class _Splitter:
     pending: list[bytes] = field(default_factory=list)
 
     def feed(self, block: bytes) -> Iterator[ElementBlock]:
+        if self.slow is not None and self.carry:  # left by a rescan: scanned from ``at``
+            block, self.carry = self.carry + block, b""
         if self.slow is None:
             data = self.carry + block if self.carry else block
             by_lines = _line_split(data, self.at, self.max_element)
@@ -161,6 +147,11 @@ class _Splitter:
         cuts = (scan.commas - base).tolist()
         self.carry = taken[cuts[-1] + 1 if cuts else 0 :] + self.carry
         self.at = base + cuts[-1] + 1 if cuts else base
+        if not cuts:
+            # One element longer than the block, that separator text appears in (a
+            # pretty-printed one): the scan goes on block by block from here, holding it only
+            # while it is short enough, rather than splitting ever more bytes again.
+            self.slow, self.pending, self.held = ScanState(self.at), [], 0
         limit = self.max_element
         elements: list[bytes] = [
             TooLong(b - a - 1) if b - a - 1 > limit else taken[a + 1 : b]
@@ -203,11 +194,11 @@ class _Splitter:
     def finish(self) -> Iterator[ElementBlock]:
         """The last element: what follows the last separator. The range must end between
         elements (outside strings, at the array's own depth)."""
+        carry, self.carry = self.carry, b""
         if self.slow is None:
-            carry, self.carry = self.carry, b""
             self.slow, self.pending, self.held = ScanState(self.at), [], 0
-            if carry:
-                yield from self._scan(carry)
+        if carry:
+            yield from self._scan(carry)
         state = self.slow
         if state.in_string or state.depth != 1:
             where = "inside a string" if state.in_string else f"at depth {state.depth - 1}"

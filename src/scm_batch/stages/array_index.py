@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scm_batch.errors import InputError, InputStructureError
+from scm_batch.errors import InputChangedError, InputError, InputStructureError
 from scm_batch.records.codecs import BOM, JSON_SPACE
 from scm_batch.records.structure import (
     CLOSE_ARRAY,
@@ -236,6 +236,10 @@ def element_end(index: ElementIndex, read: ReadRange, k: int) -> int:
     while True:
         start = state.position
         block = read(start, min(start + _SEEK_BLOCK, index.close))
+        if not block:
+            raise InputChangedError(
+                f"element {k:,} is not where the scan found it: the input changed while planned"
+            )
         commas = scan_block(block, state).commas
         if len(commas) >= more:
             return int(commas[more - 1])
@@ -283,8 +287,10 @@ def _guessed_range(path: str, lo: int, hi: int, where: str) -> RangeScan | None:
     try:
         for block in _read_file(path, lo, hi):
             scanner.feed(block)
-    except InputStructureError:
-        return None  # from a wrong guess, maybe: the range is scanned again in order
+    except (InputStructureError, OSError):
+        # From a wrong guess, maybe; or the file could not be read here: the range is scanned
+        # again in order, through the storage (which says what went wrong, if anything).
+        return None
     return scanner.part()
 
 

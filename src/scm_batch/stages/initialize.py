@@ -24,7 +24,6 @@ from scm_batch.records.codecs import (
     is_blank,
 )
 from scm_batch.records.compression import decompressed, detect_compression
-from scm_batch.records.structure import ScanState, scan_block
 from scm_batch.records.transform import MAX_OFFSET
 from scm_batch.storage import Storage
 
@@ -78,6 +77,8 @@ def _sample(
 
 def _array_sample(head: bytes, complete: bool) -> tuple[int, float]:
     """Elements seen in the sample of a JSON array, and the bytes per element."""
+    from scm_batch.records.structure import ScanState, scan_block  # noqa: PLC0415 - numpy
+
     text = head.removeprefix(BOM).lstrip(JSON_SPACE)
     commas = len(scan_block(text[1:], ScanState(1)).commas)
     elements = commas + (1 if complete else 0)

@@ -40,12 +40,6 @@ from scm_batch.model import (
     StatusWord,
 )
 from scm_batch.records.codecs import NEWLINE
-from scm_batch.stages.array_index import (
-    SCAN_BLOCK,
-    ElementIndex,
-    element_end,
-    index_in_parallel,
-)
 from scm_batch.stages.sizing import MAX_CHUNKS, check_chunk_count, chunk_record_count
 from scm_batch.stages.staging import StagedChunk, stage_input
 from scm_batch.storage import Storage
@@ -180,8 +174,27 @@ def _estimated_ranges(
 
 
 def _array_ranges(
-    storage: Storage, source: SourceInfo, index: ElementIndex, per_chunk: int
-) -> list[_Range]:
+    storage: Storage, source: SourceInfo, job: JobInput, options: PlanOptions, scan_workers: int
+) -> tuple[int, list[_Range]]:
+    """A JSON array scanned whole (in ``scan_workers`` ranges at once) and cut between elements:
+    the records per chunk and the ranges."""
+    # numpy, loaded for arrays only: a JSON Lines run never pays for it.
+    from scm_batch.stages.array_index import (  # noqa: PLC0415
+        SCAN_BLOCK,
+        element_end,
+        index_in_parallel,
+    )
+
+    index = index_in_parallel(
+        lambda lo, hi: storage.iter_range(source.key, lo, hi, SCAN_BLOCK, etag=source.etag),
+        lambda lo, hi: storage.read_range(source.key, lo, hi),
+        source.size,
+        storage.uri_for(source.key),
+        scan_workers,
+        storage.local_file(source.key),
+    )
+    per_chunk = chunk_record_count(index.total, job, options)
+    check_chunk_count(index.total, per_chunk)
     firsts = range(0, index.total, per_chunk)
 
     def read(start: int, end: int) -> bytes:
@@ -192,7 +205,7 @@ def _array_ranges(
         storage, lambda first: element_end(index, read, first + per_chunk - 1), firsts
     )
     starts = [index.open + 1, *(end + 1 for end in ends[:-1])]
-    return [
+    return per_chunk, [
         _Range(start, end, first, min(first + per_chunk, index.total) - first)
         for start, end, first in zip(starts, ends, firsts, strict=True)
     ]
@@ -232,17 +245,7 @@ def calculate_chunks(
         ranges = _staged_ranges(staged)
     elif source.format == "json-array":
         exact = True
-        elements = index_in_parallel(
-            lambda lo, hi: storage.iter_range(source.key, lo, hi, SCAN_BLOCK, etag=source.etag),
-            lambda lo, hi: storage.read_range(source.key, lo, hi),
-            source.size,
-            storage.uri_for(source.key),
-            scan_workers,
-            storage.local_file(source.key),
-        )
-        per_chunk = chunk_record_count(elements.total, job, options)
-        check_chunk_count(elements.total, per_chunk)
-        ranges = _array_ranges(storage, source, elements, per_chunk)
+        per_chunk, ranges = _array_ranges(storage, source, job, options, scan_workers)
     elif exact:
         index = index_lines(storage, source.key, source.size)
         per_chunk = chunk_record_count(index.total_lines, job, options)

@@ -28,6 +28,7 @@ from scm_batch.errors import InputChangedError
 from scm_batch.faults import FaultPlan
 from scm_batch.ledger import Ledger, record_receipt
 from scm_batch.model import Attempt, ChunkResult, ChunkTask, PartCheck, StatusWord
+from scm_batch.records.blocks import ElementBlock, StructureChanged
 from scm_batch.records.codecs import (
     BOM,
     DECODE_ERRORS,
@@ -39,7 +40,6 @@ from scm_batch.records.codecs import (
     undecodable,
 )
 from scm_batch.records.compression import decompressed, regrouped
-from scm_batch.records.elements import ElementBlock, StructureChanged, iter_element_blocks
 from scm_batch.records.parts import open_result_part
 from scm_batch.records.transform import TransformContext, transform_records
 from scm_batch.records.validate import (
@@ -210,6 +210,9 @@ def _record_blocks(task: ChunkTask, blocks: Iterable[bytes]) -> Iterator[Element
         for lines in iter_line_blocks(blocks, task.max_line_bytes):
             yield ElementBlock(lines, [])
         return
+    # Loaded here: the split of elements needs numpy, which a JSON Lines run never loads.
+    from scm_batch.records.elements import iter_element_blocks  # noqa: PLC0415
+
     try:
         yield from iter_element_blocks(blocks, task.byte_start, task.max_line_bytes)
     except StructureChanged as exc:
@@ -309,10 +312,9 @@ class _Scanner:
         number = None if self._number_base is None else self._number_base + index
         if self._elements and type(line) is not TooLong:
             # The white space around an element is not part of it: the entry holds the element
-            # alone, and its offset is where the element's text begins.
-            text = line.lstrip(JSON_SPACE)
-            at += len(line) - len(text)
-            line = text.rstrip(JSON_SPACE)
+            # alone. Its offset is where the element begins, just after the comma before it
+            # (the offset its record's ids would come from), however the block was split.
+            line = line.strip(JSON_SPACE)
         self.bad.append(_error_entry(line, (self._number_name, number), at, diagnosis, error))
         self.tally.count_error(diagnosis)
 

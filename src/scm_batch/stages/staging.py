@@ -40,7 +40,6 @@ from scm_batch.errors import InputChangedError, InputError
 from scm_batch.model import CamelStruct, JobInput, PlanOptions, RunSummary, SourceInfo
 from scm_batch.records.codecs import NEWLINE
 from scm_batch.records.compression import decompressed
-from scm_batch.stages.array_index import ArrayScan
 from scm_batch.stages.sizing import chunk_record_count
 from scm_batch.storage import ObjectWriter, Storage
 from scm_batch.storage.base import concurrently
@@ -115,6 +114,7 @@ class _Abandon:
 
 _Message = _Open | _Close | _Abandon | bytes
 _QUEUED_BLOCKS = 4  # decompressed blocks waiting for the writer at most: bounded memory
+_WAIT = 0.5  # seconds between looks at whether the writer stopped, while waiting on it
 
 
 class _Writer:
@@ -135,28 +135,54 @@ class _Writer:
         self._thread.start()
 
     def put(self, message: _Message) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(message)
+        """Hand the writer its next message; raise what stopped it, if anything."""
+        while True:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._queue.put(message, timeout=_WAIT)
+            except queue.Full:
+                continue  # the writer is slower; or stopped: looked at again above
+            return
 
     def close(self) -> None:
         """Wait for every chunk to be written; raise what stopped the writer, if anything."""
-        self._queue.put(None)
+        while self._thread.is_alive():
+            try:
+                self._queue.put(None, timeout=_WAIT)
+            except queue.Full:
+                continue
+            break
         self._thread.join()
         if self._error is not None:
             raise self._error
 
+    def stop(self) -> None:
+        """Stop after an error elsewhere: the copy being written stays uncommitted; what stopped
+        the writer itself, if anything, is not raised over the error being handled."""
+        with contextlib.suppress(Exception):
+            self.put(_Abandon())
+        with contextlib.suppress(Exception):
+            self.close()
+
     def _run(self) -> None:
+        # The queue is always emptied to its end, even after an error, so that the reader
+        # never waits on it; an error is kept for the reader to raise.
         while (message := self._queue.get()) is not None:
             if self._error is not None:
-                continue  # drained, so that the reader never waits on a full queue
+                continue
             try:
                 self._handle(message)
             except BaseException as exc:
                 self._error = exc
-                if self._copy is not None:
-                    self._copy.__exit__(type(exc), exc, exc.__traceback__)
-                    self._copy = None
+                self._discard()
+
+    def _discard(self) -> None:
+        """The copy being written left uncommitted, whatever leaving it raises."""
+        copy, self._copy = self._copy, None
+        if copy is not None:
+            with contextlib.suppress(BaseException):
+                copy.__exit__(RuntimeError, RuntimeError("staging stopped"), None)
 
     def _handle(self, message: _Message) -> None:
         if isinstance(message, bytes):
@@ -177,9 +203,8 @@ class _Writer:
             self._copy = None
             self._storage.put_bytes(message.receipt_key, msgspec.json.encode(message.staged))
             self._on_staged(message.count)
-        elif self._copy is not None:  # abandoned
-            self._copy.__exit__(RuntimeError, RuntimeError("staging stopped"), None)
-            self._copy = None
+        else:  # abandoned
+            self._discard()
 
 
 @dataclass(slots=True)
@@ -233,8 +258,7 @@ class _Stager:
             self.on_staged(len(self.done))
 
     def abandon(self) -> None:
-        """Leave the chunk being written uncommitted (an error stopped staging, or the input
-        ended just after a cut)."""
+        """Leave the chunk being written uncommitted: the input ended just after a cut."""
         if self._writer is not None and self._writing:
             self._writer.put(_Abandon())
             self._writing = False
@@ -243,6 +267,11 @@ class _Stager:
         """Wait until every staged chunk is written, with its receipt."""
         if self._writer is not None:
             self._writer.close()
+
+    def stop(self) -> None:
+        """After an error: the chunk being written stays uncommitted, the writer ends."""
+        if self._writer is not None:
+            self._writer.stop()
 
 
 def _cut_lines(stager: _Stager, blocks: Iterator[bytes]) -> None:
@@ -277,6 +306,8 @@ def _cut_lines(stager: _Stager, blocks: Iterator[bytes]) -> None:
 def _cut_elements(stager: _Stager, blocks: Iterator[bytes], where: str) -> None:
     """Cut a JSON array after every ``per_chunk``-th element (between its comma and the next
     element); the array is checked as a whole, as an uncompressed one is when planned."""
+    from scm_batch.stages.array_index import ArrayScan  # noqa: PLC0415 - numpy, for arrays only
+
     scan = ArrayScan(where)
     position = 0
     chunk: _Chunk | None = None
@@ -393,9 +424,7 @@ def stage_input(
         else:
             _cut_lines(stager, blocks)
     except BaseException:
-        stager.abandon()
-        with contextlib.suppress(Exception):
-            stager.finish()
+        stager.stop()
         raise
     stager.finish()
     if not stager.done:

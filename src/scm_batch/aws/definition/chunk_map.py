@@ -156,7 +156,8 @@ def plan_on_batch_state(r: Resources, next_state: str, failed: str) -> dict[str,
         "Comment": "An AWS Batch job plans (stages) the input; CalculateChunks then answers",
         "Resource": "arn:aws:states:::batch:submitJob.sync",
         "Parameters": {
-            "JobName.$": "States.Format('scm-batch-plan-{}', $.batch.job.batchId)",
+            # Not named after the batch: a batch id may hold "." and Batch job names may not.
+            "JobName": "scm-batch-plan",
             "JobQueue": r.batch_job_queue,
             "JobDefinition": r.batch_job_definition,
             "ContainerOverrides": {

@@ -1,0 +1,26 @@
+"""What a chunk's records come in, block by block, whatever the input's format: plain values,
+free of numpy, so that a JSON Lines run never loads what only JSON arrays need."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ElementBlock:
+    """A block's records (lines, or a JSON array's elements) and, for elements, their offsets
+    (a line's offset follows from the lengths of the lines before it). A block of elements split
+    on its separator text alone (``,`` and a newline) has ``rescan``: the split is right exactly
+    when every element then decodes as a JSON value, which the chunk sees as it decodes them; if
+    one does not, ``rescan()`` gives the block's elements found by the structural scan instead
+    (see :mod:`scm_batch.records.elements`)."""
+
+    elements: list[bytes]
+    starts: list[int]
+    rescan: Callable[[], ElementBlock] | None = None
+
+
+class StructureChanged(Exception):
+    """The range does not hold whole elements at depth 1 (the array closes in it, or it ends
+    inside a string or a nested value): the input is not the one planned."""
