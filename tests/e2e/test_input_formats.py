@@ -12,6 +12,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
+import os
 import shutil
 import signal
 from collections.abc import Callable
@@ -203,3 +204,25 @@ def test_a_finished_batch_stages_again_what_a_rebuild_needs(
     assert again.returncode == 0, again.stderr
     assert _parts(bucket) == _parts(reference)
     assert not list(bucket.glob("staged/formats/*"))  # staged for the rebuild, then dropped
+
+
+def test_resume_refuses_an_input_replaced_by_another_format(cli: Cli, tmp_path: Path) -> None:
+    """Same size, same modification time, another format: refused, naming both."""
+    bucket = tmp_path / "bucket"
+    (bucket / "input").mkdir(parents=True)
+    lines, _ = generate_lines(0, 2_000, 5, 0.0, 0.0, "json-array")
+    text = "\n".join(lines) + "\n" + " " * 10  # a little longer than the same as an array
+    target = bucket / "input" / "records"
+    target.write_text(text)
+    planned = cli(*run_args(bucket, "records"), env={"SCM_BATCH_FAULTS": "driver=after-plan"})
+    assert planned.returncode == -signal.SIGKILL, planned.stderr
+    stat = target.stat()
+    array = ("[" + ",".join(lines) + "]").encode()
+    target.write_bytes(array + b" " * (stat.st_size - len(array)))  # as long as before
+    assert target.stat().st_size == stat.st_size
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    resumed = cli("resume", "--bucket", str(bucket), "--batch-id", "formats", "--progress", "none")
+    assert resumed.returncode == 2, resumed.stderr
+    assert "was planned as jsonl and is now json-array" in resumed.stderr
+    assert "Traceback" not in resumed.stderr

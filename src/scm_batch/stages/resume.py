@@ -15,9 +15,12 @@ from scm_batch.errors import (
     BatchExistsError,
     DeliveryChangedError,
     InputChangedError,
+    InputFormatError,
     OutputFormatChangedError,
 )
 from scm_batch.model import ChunkPlan, JobInput
+from scm_batch.records.codecs import detect_format
+from scm_batch.records.compression import detect_compression
 from scm_batch.records.parts import require_output_format
 from scm_batch.sinks.routing import delivery_target
 from scm_batch.storage import Storage
@@ -46,14 +49,37 @@ def check_same_batch(plan: ChunkPlan, job: JobInput, storage: Storage) -> None:
 
 
 def check_input_unchanged(plan: ChunkPlan, storage: Storage) -> None:
+    """The input is the object planned: the same size, time and ETag, and (looked at again in
+    its first bytes) the same compression and format: an object replaced by one of another
+    format, however alike its size and time, is never read as the one planned."""
+    where = storage.uri_for(plan.source.key)
     info = storage.stat(plan.source.key)
     if info.identity != plan.source.identity:
         raise InputChangedError(
-            f"{storage.uri_for(plan.source.key)} changed since batch {plan.batch_id!r} was planned "
+            f"{where} changed since batch {plan.batch_id!r} was planned "
             f"(size {info.size:,}, planned {plan.source.size:,}; etag {info.etag}, planned "
             f"{plan.source.etag}); its finished chunks no longer match it: start a new batch id, "
             "or --overwrite this one"
         )
+    source = plan.source
+    # As when it was planned: its first bytes (decompressed ones are not looked at again).
+    head = storage.read_range(source.key, 0, min(source.size, plan.options.sample_bytes))
+    planned = _kind(source.compression, source.format)
+    try:
+        compression = detect_compression(head, where)
+        file_format = source.format if compression != "none" else detect_format(head, where)
+        found = _kind(compression, file_format)
+    except InputFormatError:
+        found = "a format that is not read"
+    if found != planned:
+        raise InputChangedError(
+            f"{where} was planned as {planned} and is now {found}: start a new batch id, or "
+            "--overwrite this one"
+        )
+
+
+def _kind(compression: str, file_format: str) -> str:
+    return file_format if compression == "none" else f"{compression}-compressed {file_format}"
 
 
 def check_delivery_unchanged(plan: ChunkPlan, options: RunOptions) -> None:

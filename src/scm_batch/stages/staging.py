@@ -25,6 +25,7 @@ stages the chunks it needs again.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import queue
 import threading
 import zlib
@@ -131,7 +132,11 @@ class _Writer:
         self._copy: ExitStack | None = None
         self._out: ObjectWriter | None = None
         self._packer: zstandard.ZstdCompressionObj | None = None
-        self._thread = threading.Thread(target=self._run, name="staging-writer", daemon=True)
+        # In a copy of the caller's context: what it writes, it writes as the caller would.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), name="staging-writer", daemon=True
+        )
         self._thread.start()
 
     def put(self, message: _Message) -> None:

@@ -8,6 +8,7 @@ a local bucket is followed like any other file: the bucket's owner put it there)
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -152,10 +153,12 @@ def concurrently(storage: Storage, call: Callable[[T], R], items: Sequence[T]) -
     workers = min(storage.concurrent_requests, len(items))
     if workers <= 1:
         return [call(item) for item in items]
-    # Threads: the calls wait on the network, not on the interpreter.
+    # Threads: the calls wait on the network, not on the interpreter. Each call runs in a copy
+    # of the caller's context, as it would have run in the caller's thread.
     pool = ThreadPoolExecutor(workers, thread_name_prefix="scm-batch-storage")
     try:
-        return list(pool.map(call, items))
+        futures = [pool.submit(contextvars.copy_context().run, call, item) for item in items]
+        return [future.result() for future in futures]
     finally:
         pool.shutdown(cancel_futures=True)
 
