@@ -105,23 +105,31 @@ def initialize_batch(
         storage, job.file, info.size, compression, where, sample_bytes
     )
     file_format = detect_format(head, where)
-    has_bom = head.startswith(BOM)
     if file_format == "json-array":
-        elements, per_element = _array_sample(head, complete)
-        return SourceInfo(
-            key=job.file,
-            size=info.size,
-            mtime_ns=info.mtime_ns,
-            etag=info.etag,
-            version_id=info.version_id,
-            format=file_format,
-            sample_records=elements,
-            bytes_per_record=per_element,
-            has_bom=has_bom,
-            compression=compression,
-            expansion=round(expansion, 3),
-        )
-    body = head[len(BOM) :] if has_bom else head
+        records, bytes_per_record = _array_sample(head, complete)
+    else:
+        records, bytes_per_record = _lines_sample(head, rest, complete, where)
+    return SourceInfo(
+        key=job.file,
+        size=info.size,
+        mtime_ns=info.mtime_ns,
+        etag=info.etag,
+        version_id=info.version_id,
+        format=file_format,
+        sample_records=records,
+        bytes_per_record=bytes_per_record,
+        has_bom=head.startswith(BOM),
+        compression=compression,
+        expansion=round(expansion, 3),
+    )
+
+
+def _lines_sample(
+    head: bytes, rest: Iterator[bytes], complete: bool, where: str
+) -> tuple[int, float]:
+    """Lines seen in the sample of JSON Lines, and the bytes per line; a sample of blank lines
+    only (and nothing after it) or of no JSON object at all is refused."""
+    body = head.removeprefix(BOM)
     lines = body.split(NEWLINE)
     # The last line of the sample may be cut short: not sampled, but looked at for blankness.
     partial = b"" if complete else lines.pop()
@@ -145,16 +153,4 @@ def initialize_batch(
         )
     sampled_bytes = sum(len(line) + 1 for line in lines)
     bytes_per_record = sampled_bytes / len(lines) if lines else float(len(head))
-    return SourceInfo(
-        key=job.file,
-        size=info.size,
-        mtime_ns=info.mtime_ns,
-        etag=info.etag,
-        version_id=info.version_id,
-        format=file_format,
-        sample_records=len(lines),
-        bytes_per_record=round(max(bytes_per_record, 1.0), 3),
-        has_bom=has_bom,
-        compression=compression,
-        expansion=round(expansion, 3),
-    )
+    return len(lines), round(max(bytes_per_record, 1.0), 3)
