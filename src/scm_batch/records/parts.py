@@ -17,13 +17,14 @@ object is committed after both.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
 from scm_batch.errors import ConfigError
-from scm_batch.model import OutputFormat
-from scm_batch.storage import ObjectWriter
+from scm_batch.model import OutputFormat, PartCheck
+from scm_batch.storage import ObjectWriter, Storage
 
 PARQUET_INSTALL_HINT = "pip install 'scm-batch[parquet]'"
 # Only pyarrow 26.0.1 is tested, and the Parquet part's fast path relies on how its strict JSON
@@ -96,3 +97,27 @@ def open_result_part(output_format: OutputFormat, out: ObjectWriter) -> Iterator
     except BaseException:
         part.abandon()
         raise
+
+
+class CheckedWriter:
+    """An object writer that counts and checksums what goes through it, for the receipt."""
+
+    def __init__(self, out: ObjectWriter, key: str) -> None:
+        self._out = out
+        self._key = key
+        self._size = 0
+        self._crc32 = 0
+
+    def write(self, data: bytes, /) -> int:
+        self._size += len(data)
+        self._crc32 = zlib.crc32(data, self._crc32)
+        return self._out.write(data)
+
+    def check(self) -> PartCheck:
+        return PartCheck(key=self._key, size=self._size, crc32=self._crc32)
+
+
+@contextmanager
+def checked_writer(store: Storage, key: str) -> Iterator[CheckedWriter]:
+    with store.open_writer(key) as out:
+        yield CheckedWriter(out, key)

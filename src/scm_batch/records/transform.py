@@ -19,6 +19,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 MAX_OFFSET = 1 << 48  # the offset fills the UUID's last 12 hex digits
 
 
@@ -76,3 +78,14 @@ def transform_records(
         if "id" in rec:
             rec["originalId"] = rec["id"]
             rec["id"] = id_prefix + suffix
+
+
+def on_one_line(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its raw values compacted: white space between a value's tokens may hold
+    newlines (a pretty-printed JSON array), and a result part has one record per line."""
+    return {
+        name: msgspec.Raw(msgspec.json.format(value, indent=-1))
+        if type(value) is msgspec.Raw and b"\n" in bytes(value)
+        else value
+        for name, value in record.items()
+    }

@@ -14,9 +14,7 @@ import gc
 import resource
 import sys
 import time
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, compress
 from typing import Any, ParamSpec, TypeVar
@@ -24,10 +22,9 @@ from typing import Any, ParamSpec, TypeVar
 import msgspec
 
 from scm_batch import layout
-from scm_batch.errors import InputChangedError
 from scm_batch.faults import FaultPlan
 from scm_batch.ledger import Ledger, record_receipt
-from scm_batch.model import Attempt, ChunkResult, ChunkTask, PartCheck, StatusWord
+from scm_batch.model import Attempt, ChunkResult, ChunkTask, StatusWord
 from scm_batch.records.blocks import ElementBlock, StructureChanged
 from scm_batch.records.codecs import (
     BOM,
@@ -35,13 +32,11 @@ from scm_batch.records.codecs import (
     JSON_SPACE,
     TooLong,
     is_blank,
-    iter_line_blocks,
     line_length,
     undecodable,
 )
-from scm_batch.records.compression import decompressed, regrouped
-from scm_batch.records.parts import open_result_part
-from scm_batch.records.transform import TransformContext, transform_records
+from scm_batch.records.parts import checked_writer, open_result_part
+from scm_batch.records.transform import TransformContext, on_one_line, transform_records
 from scm_batch.records.validate import (
     EMPTY,
     MISSING,
@@ -53,7 +48,14 @@ from scm_batch.records.validate import (
 )
 from scm_batch.sinks.base import RecordSink
 from scm_batch.sinks.messages import MessageBuilder
-from scm_batch.storage import ObjectInfo, ObjectWriter, Storage, open_storage
+from scm_batch.stages.chunk_input import (
+    Counted,
+    changed,
+    check_consumed,
+    chunk_bytes,
+    record_blocks,
+)
+from scm_batch.storage import Storage, open_storage
 
 DEFAULT_BLOCK_SIZE = 1 << 20
 P = ParamSpec("P")
@@ -148,83 +150,6 @@ def _checked_utf8(line: bytes, record: Any) -> Any:
     return record
 
 
-def _check_source(task: ChunkTask, info: ObjectInfo) -> None:
-    """Refuse to start on an input object that is not the one the plan was made from."""
-    if info.identity != task.source_identity:
-        raise InputChangedError(
-            f"{task.chunk_id}: {task.file} is no longer the object the plan was made from "
-            f"(size {info.size:,}, planned {task.source_size:,}); the input changed after planning"
-        )
-
-
-def _check_consumed(task: ChunkTask, *, consumed: int, lines: int) -> None:
-    """Refuse a chunk whose bytes no longer match the plan (the input changed while it ran)."""
-    expected = task.byte_end - task.byte_start
-    # The count adds one "\n" per line, one too many when the object's last line has none (a
-    # staged chunk's end is in the decompressed input, whose size the task does not carry).
-    last = task.byte_end == task.source_size or task.staged_key is not None
-    slack = (0, 1) if last and task.input_format == "jsonl" else (0,)
-    if consumed - expected not in slack:
-        raise InputChangedError(
-            f"{task.chunk_id}: expected {expected:,} bytes of whole lines at offset "
-            f"{task.byte_start:,} of {task.file}; the input changed after planning"
-        )
-    if task.indices_exact and lines != task.chunk_size:
-        raise InputChangedError(
-            f"{task.chunk_id}: expected {task.chunk_size:,} lines at offset {task.byte_start:,} "
-            f"of {task.file}, found {lines:,}; the input changed after planning"
-        )
-
-
-class _Counted:
-    """A chunk's blocks, counting their bytes."""
-
-    def __init__(self, blocks: Iterable[bytes]) -> None:
-        self._blocks = blocks
-        self.count = 0
-
-    def __iter__(self) -> Iterator[bytes]:
-        for block in self._blocks:
-            self.count += len(block)
-            yield block
-
-
-def _chunk_bytes(task: ChunkTask, store: Storage, block_size: int) -> Iterator[bytes]:
-    """The chunk's bytes: its range of the input, or its staged copy decompressed."""
-    if task.staged_key is None:
-        _check_source(task, store.stat(task.file))
-        return iter(
-            store.iter_range(
-                task.file, task.byte_start, task.byte_end, block_size, etag=task.source_etag
-            )
-        )
-    staged = store.stat(task.staged_key)
-    copy = store.iter_range(task.staged_key, 0, staged.size, block_size, etag=staged.etag)
-    return regrouped(decompressed(copy, "zstd", store.uri_for(task.staged_key)), block_size)
-
-
-def _record_blocks(task: ChunkTask, blocks: Iterable[bytes]) -> Iterator[ElementBlock]:
-    """The chunk's records block by block: lines (their offsets follow from their lengths), or
-    a JSON array's elements with their offsets."""
-    if task.input_format == "jsonl":
-        for lines in iter_line_blocks(blocks, task.max_line_bytes):
-            yield ElementBlock(lines, [])
-        return
-    # Loaded here: the split of elements needs numpy, which a JSON Lines run never loads.
-    from scm_batch.records.elements import iter_element_blocks  # noqa: PLC0415
-
-    try:
-        yield from iter_element_blocks(blocks, task.byte_start, task.max_line_bytes)
-    except StructureChanged as exc:
-        raise _changed(task, exc) from None
-
-
-def _changed(task: ChunkTask, exc: StructureChanged) -> InputChangedError:
-    return InputChangedError(
-        f"{task.chunk_id}: {exc} of {task.file}; the input changed after planning"
-    )
-
-
 class _SplitWrongly(Exception):
     """A block split on its separator text holds a piece that is not JSON: split it again."""
 
@@ -240,43 +165,8 @@ def _scan_block(scanner: _Scanner, task: ChunkTask, block: ElementBlock) -> Scan
         try:
             again = block.rescan()
         except StructureChanged as exc:
-            raise _changed(task, exc) from None
+            raise changed(task, exc) from None
         return scanner.scan(again.elements, again.starts)
-
-
-def _on_one_line(record: dict[str, Any]) -> dict[str, Any]:
-    """The record with its raw values compacted: white space between a value's tokens may hold
-    newlines (a pretty-printed JSON array), and a result part has one record per line."""
-    return {
-        name: msgspec.Raw(msgspec.json.format(value, indent=-1))
-        if type(value) is msgspec.Raw and b"\n" in bytes(value)
-        else value
-        for name, value in record.items()
-    }
-
-
-class _CheckedWriter:
-    """An object writer that counts and checksums what goes through it, for the receipt."""
-
-    def __init__(self, out: ObjectWriter, key: str) -> None:
-        self._out = out
-        self._key = key
-        self._size = 0
-        self._crc32 = 0
-
-    def write(self, data: bytes, /) -> int:
-        self._size += len(data)
-        self._crc32 = zlib.crc32(data, self._crc32)
-        return self._out.write(data)
-
-    def check(self) -> PartCheck:
-        return PartCheck(key=self._key, size=self._size, crc32=self._crc32)
-
-
-@contextmanager
-def _checked_writer(store: Storage, key: str) -> Iterator[_CheckedWriter]:
-    with store.open_writer(key) as out:
-        yield _CheckedWriter(out, key)
 
 
 def _peak_rss_bytes() -> int:
@@ -484,24 +374,24 @@ def process_chunk(
     encode_lines = msgspec.json.Encoder().encode_lines
     result_key = layout.result_key(task.batch_id, task.chunk_id, task.output_format)
     error_key = layout.error_key(task.batch_id, task.chunk_id)
-    blocks = _Counted(_chunk_bytes(task, store, block_size))
+    blocks = Counted(chunk_bytes(task, store, block_size))
     scanner = _Scanner(task)
     delivery = sink.begin(task) if sink is not None else None
     messages = MessageBuilder(task, sink.message_format) if sink is not None else None
     try:
         with (
-            _checked_writer(store, result_key) as result_object,
+            checked_writer(store, result_key) as result_object,
             open_result_part(task.output_format, result_object) as results,
-            _checked_writer(store, error_key) as errors,
+            checked_writer(store, error_key) as errors,
         ):
-            for block in _record_blocks(task, blocks):
+            for block in record_blocks(task, blocks):
                 done_before = scanner.tally.lines
                 good, offsets, indices = _scan_block(scanner, task, block)
                 if good:
                     transform_records(good, offsets, ctx)
                     encoded = encode_lines(good)
                     if encoded.count(b"\n") != len(good):  # a pretty-printed element's values
-                        encoded = encode_lines(list(map(_on_one_line, good)))
+                        encoded = encode_lines(list(map(on_one_line, good)))
                     results.write(encoded)
                     if delivery is not None and messages is not None:
                         delivery.send(messages.build(good, encoded.split(b"\n")[:-1], indices))
@@ -514,7 +404,7 @@ def process_chunk(
                     fault_hook(scanner.tally.blocks)
             # Checked before the parts commit, so a chunk of a changed file leaves none behind.
             consumed = blocks.count if scanner.elements else scanner.offset - task.byte_start
-            _check_consumed(task, consumed=consumed, lines=scanner.tally.lines)
+            check_consumed(task, consumed=consumed, lines=scanner.tally.lines)
             # The result part complete before delivery is confirmed: failing to finish it fails
             # the chunk while its messages can still be aborted.
             results.finish()
