@@ -55,12 +55,9 @@ def scm_batch() -> str:
     return str(Path(sys.executable).parent / "scm-batch")
 
 
-def ensure(records: int) -> Dataset:
-    """The cached input of ``records`` lines, generated first if it is not there yet."""
-    folder = DATA / f"input-{records}-seed{SEED}"
-    path = folder / "records.jsonl"
-    info = folder / "records.json"
-    command = [
+def generate_command(path: Path, records: int, *flags: str) -> list[str]:
+    """The generator's command for the benchmark's input (the same seed and rates always)."""
+    return [
         scm_batch(),
         "generate",
         str(path),
@@ -72,7 +69,16 @@ def ensure(records: int) -> Dataset:
         INVALID_RATE,
         "--malformed-rate",
         MALFORMED_RATE,
+        *flags,
     ]
+
+
+def ensure(records: int) -> Dataset:
+    """The cached input of ``records`` lines, generated first if it is not there yet."""
+    folder = DATA / f"input-{records}-seed{SEED}"
+    path = folder / "records.jsonl"
+    info = folder / "records.json"
+    command = generate_command(path, records)
     shown = " ".join(["scm-batch", *command[1:2], "FILE", *command[3:]])
     if path.exists() and info.exists():
         cached = json.loads(info.read_text())
@@ -114,20 +120,7 @@ def ensure_variant(dataset: Dataset, variant: str) -> Path:
     if path.exists() and marker.exists() and marker.read_text().strip() == str(path.stat().st_size):
         return path
     print(f"generating {dataset.records:,} records into {path} ...", file=sys.stderr, flush=True)
-    command = [
-        scm_batch(),
-        "generate",
-        str(path),
-        "--records",
-        str(dataset.records),
-        "--seed",
-        str(SEED),
-        "--invalid-rate",
-        INVALID_RATE,
-        "--malformed-rate",
-        MALFORMED_RATE,
-        *VARIANTS[variant][1],
-    ]
+    command = generate_command(path, dataset.records, *VARIANTS[variant][1])
     subprocess.run(command, check=True, capture_output=True, text=True)
     marker.write_text(str(path.stat().st_size))
     return path
