@@ -3,7 +3,7 @@ free of numpy, so that a JSON Lines run never loads what only JSON arrays need."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 
@@ -24,3 +24,16 @@ class ElementBlock:
 class StructureChanged(Exception):
     """The range does not hold whole elements at depth 1 (the array closes in it, or it ends
     inside a string or a nested value): the input is not the one planned."""
+
+
+class CountedBlocks:
+    """Byte blocks passed through, counting their bytes (``count``) as they go."""
+
+    def __init__(self, blocks: Iterable[bytes]) -> None:
+        self._blocks = blocks
+        self.count = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for block in self._blocks:
+            self.count += len(block)
+            yield block

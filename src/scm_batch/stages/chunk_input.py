@@ -42,19 +42,6 @@ def check_consumed(task: ChunkTask, *, consumed: int, lines: int) -> None:
         )
 
 
-class Counted:
-    """A chunk's blocks, counting their bytes."""
-
-    def __init__(self, blocks: Iterable[bytes]) -> None:
-        self._blocks = blocks
-        self.count = 0
-
-    def __iter__(self) -> Iterator[bytes]:
-        for block in self._blocks:
-            self.count += len(block)
-            yield block
-
-
 def chunk_bytes(task: ChunkTask, store: Storage, block_size: int) -> Iterator[bytes]:
     """The chunk's bytes: its range of the input, or its staged copy decompressed."""
     if task.staged_key is None:

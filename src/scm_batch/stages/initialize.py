@@ -15,6 +15,7 @@ import msgspec
 
 from scm_batch.errors import InputError, InputFormatError, ObjectNotFoundError
 from scm_batch.model import Compression, JobInput, SourceInfo
+from scm_batch.records.blocks import CountedBlocks
 from scm_batch.records.codecs import (
     BOM,
     DECODE_ERRORS,
@@ -37,19 +38,6 @@ def _anything_after(blocks: Iterable[bytes]) -> bool:
     return any(not is_blank(block) for block in blocks)
 
 
-class _Counted:
-    """The compressed blocks of an object, counting how many bytes were handed out."""
-
-    def __init__(self, blocks: Iterable[bytes]) -> None:
-        self._blocks = iter(blocks)
-        self.consumed = 0
-
-    def __iter__(self) -> Iterator[bytes]:
-        for block in self._blocks:
-            self.consumed += len(block)
-            yield block
-
-
 def _sample(
     storage: Storage, key: str, size: int, compression: Compression, where: str, wanted: int
 ) -> tuple[bytes, Iterator[bytes], bool, float]:
@@ -60,7 +48,7 @@ def _sample(
         if len(head) >= size:
             return head, iter(()), True, 1.0
         return head, iter(storage.iter_range(key, len(head), size, _SCAN_BLOCK)), False, 1.0
-    counted = _Counted(storage.iter_range(key, 0, size, 64 << 10))
+    counted = CountedBlocks(storage.iter_range(key, 0, size, 64 << 10))
     stream = decompressed(counted, compression, where)
     pieces: list[bytes] = []
     got = 0
@@ -72,7 +60,7 @@ def _sample(
             complete = False
             break
     head = b"".join(pieces)
-    return head, stream, complete, max(1.0, got / max(1, counted.consumed))
+    return head, stream, complete, max(1.0, got / max(1, counted.count))
 
 
 def _array_sample(head: bytes, complete: bool) -> tuple[int, float]:

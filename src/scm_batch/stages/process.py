@@ -25,7 +25,7 @@ from scm_batch import layout
 from scm_batch.faults import FaultPlan
 from scm_batch.ledger import Ledger, record_receipt
 from scm_batch.model import Attempt, ChunkResult, ChunkTask, StatusWord
-from scm_batch.records.blocks import ElementBlock, StructureChanged
+from scm_batch.records.blocks import CountedBlocks, ElementBlock, StructureChanged
 from scm_batch.records.codecs import (
     BOM,
     DECODE_ERRORS,
@@ -49,7 +49,6 @@ from scm_batch.records.validate import (
 from scm_batch.sinks.base import RecordSink
 from scm_batch.sinks.messages import MessageBuilder
 from scm_batch.stages.chunk_input import (
-    Counted,
     changed,
     check_consumed,
     chunk_bytes,
@@ -187,9 +186,9 @@ class _Scanner:
         self.offset = task.byte_start
         # Line numbers in error entries are 1-based and absolute when the plan counted exactly;
         # a JSON array's elements are numbered as its indices are, from 0, always exactly.
-        self._elements = self.elements = task.input_format == "json-array"
-        self._number_name = "element" if self._elements else "line"
-        if self._elements:
+        self.elements = task.input_format == "json-array"
+        self._number_name = "element" if self.elements else "line"
+        if self.elements:
             self._number_base: int | None = task.start_index
         else:
             self._number_base = task.start_index + 1 if task.indices_exact else None
@@ -200,7 +199,7 @@ class _Scanner:
 
     def _reject(self, line: bytes, index: int, at: int, diagnosis: Diagnosis, error: str) -> None:
         number = None if self._number_base is None else self._number_base + index
-        if self._elements and type(line) is not TooLong:
+        if self.elements and type(line) is not TooLong:
             # The white space around an element is not part of it: the entry holds the element
             # alone. Its offset is where the element begins, just after the comma before it
             # (the offset its record's ids would come from), however the block was split.
@@ -268,7 +267,7 @@ class _Scanner:
         first_index = tally.lines
         offset = self.offset
         kind = self._number_name
-        elements = self._elements
+        elements = self.elements
         for i, line in enumerate(lines):
             start = offset if starts is None else starts[i]
             offset += line_length(line) + 1
@@ -289,7 +288,7 @@ class _Scanner:
                     malformed = Diagnosis(Category.MALFORMED, {})
                     self._reject(line, first_index + i, start, malformed, undecodable(exc))
                     continue
-                if rec is _BLANK and self._elements:  # "[1,,2]": nothing between two commas
+                if rec is _BLANK and self.elements:  # "[1,,2]": nothing between two commas
                     malformed = Diagnosis(Category.MALFORMED, {})
                     self._reject(line, first_index + i, start, malformed, "an empty element")
                     continue
@@ -374,7 +373,7 @@ def process_chunk(
     encode_lines = msgspec.json.Encoder().encode_lines
     result_key = layout.result_key(task.batch_id, task.chunk_id, task.output_format)
     error_key = layout.error_key(task.batch_id, task.chunk_id)
-    blocks = Counted(chunk_bytes(task, store, block_size))
+    blocks = CountedBlocks(chunk_bytes(task, store, block_size))
     scanner = _Scanner(task)
     delivery = sink.begin(task) if sink is not None else None
     messages = MessageBuilder(task, sink.message_format) if sink is not None else None
