@@ -21,7 +21,8 @@ from scm_batch.errors import InputChangedError
 from scm_batch.model import ChunkPlan, ChunkTask
 from scm_batch.records.transform import record_uuid
 from scm_batch.stages.aggregate import SAMPLE_RAW_CHARS, collect_samples
-from scm_batch.stages.process import _Scanner, process_chunk
+from scm_batch.stages.process import process_chunk
+from scm_batch.stages.scan import Scanner
 from scm_batch.storage import LocalStorage
 from tests.helpers import job_input, plan_input
 
@@ -216,7 +217,7 @@ def test_the_fast_path_sorts_a_block_exactly_as_the_line_by_line_path(
     # Blocks of well-formed lines take scan()'s fast path, the others _scan_lines(); both must
     # give the same records, offsets, indices, error entries and counts for any block.
     task = msgspec.structs.replace(a_task(), byte_start=start)
-    fast, slow = _Scanner(task), _Scanner(task)
+    fast, slow = Scanner(task), Scanner(task)
     for scanner in (fast, slow):  # a block before, so indices and offsets carry over
         scanner.offset += 7
         scanner.tally.lines += 2
