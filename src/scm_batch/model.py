@@ -275,6 +275,7 @@ class ChunkResult(CamelStruct, frozen=True):
     delivered: int = 0  # messages the destination acknowledged (0 for destination none)
     status: StatusWord = StatusWord.CHUNK_PROCESSED
     parts: list[PartCheck] = msgspec.field(default_factory=list)  # none in older receipts
+    engine: str = "python"  # the record engine that ran it: "native" or "python" (older receipts)
 
     @property
     def records(self) -> int:

@@ -1,5 +1,6 @@
-"""What a chunk's records come in, block by block, whatever the input's format: plain values,
-free of numpy, so that a JSON Lines run never loads what only JSON arrays need."""
+"""What a chunk's records come in and go out as, block by block, whatever the input's format and
+whichever engine sorts them: plain values, free of numpy, so that a JSON Lines run never loads
+what only JSON arrays need."""
 
 from __future__ import annotations
 
@@ -37,3 +38,23 @@ class CountedBlocks:
         for block in self._blocks:
             self.count += len(block)
             yield block
+
+
+@dataclass(frozen=True, slots=True)
+class Marks:
+    """What delivery needs of a block's valid records, in order: each one's line index in the
+    chunk, its line's byte offset (its new ids' suffix), and whether it has a ``gssId``."""
+
+    indices: list[int]
+    offsets: list[int]
+    gss: list[bool]
+
+
+@dataclass(frozen=True, slots=True)
+class SortedBlock:
+    """A block of records sorted, by either engine: its valid records transformed, one JSON
+    object per line (the result part's bytes and the messages' values), and their marks when
+    the chunk delivers. Its error entries are in the scanner's ``bad``, its counts in its tally."""
+
+    encoded: bytes
+    marks: Marks | None

@@ -143,3 +143,46 @@ def iter_line_blocks(blocks: Iterable[bytes], max_line: int | None = None) -> It
         yield [TooLong(held)]
     elif pending:
         yield [b"".join(pending)]
+
+
+def iter_line_buffers(blocks: Iterable[bytes], max_line: int | None = None) -> Iterator[bytes]:
+    """Regroup byte blocks into buffers of whole lines, for an engine that splits lines itself.
+
+    Each buffer holds whole lines, each ending in ``\\n`` but perhaps the input's last; their
+    concatenation is the input, except that a line longer than ``max_line`` that spans blocks
+    comes as a :class:`TooLong` (its length only, its bytes never held). A too-long line inside
+    one block stays in its buffer: the engine measures lines too. Memory stays at a block and
+    ``max_line``, as in :func:`iter_line_blocks`.
+    """
+    limit = max_line if max_line is not None else 1 << 62
+    pending: list[bytes] = []  # the start of the line not ended yet, unless it is too long
+    held = 0  # that line's length so far
+    for block in blocks:
+        end = block.find(NEWLINE)
+        if end < 0:
+            held += len(block)
+            if held <= limit:
+                pending.append(block)
+            else:
+                pending = []
+            continue
+        start = 0
+        if held:  # the line begun in earlier blocks ends here
+            if held + end > limit:
+                yield TooLong(held + end)
+            else:
+                pending.append(block[: end + 1])
+                yield b"".join(pending)
+            start = end + 1
+        last = block.rfind(NEWLINE) + 1
+        if last > start:
+            yield block if start == 0 and last == len(block) else block[start:last]
+        tail = block[last:]
+        held = len(tail)
+        pending = [tail] if tail else []
+        if held > limit:
+            pending = []
+    if held > limit:
+        yield TooLong(held)
+    elif pending:
+        yield b"".join(pending)

@@ -15,11 +15,12 @@ never differ; the envelope around it is assembled from pieces encoded once per c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 
 from scm_batch.model import ChunkTask
+from scm_batch.records.blocks import Marks
+from scm_batch.records.transform import TransformContext
 from scm_batch.sinks.options import MessageFormat
 
 SOURCE = "scm-batch"
@@ -40,8 +41,12 @@ class MessageBlock:
 class MessageBuilder:
     """Builds a chunk's messages from its transformed records and their encoded lines."""
 
-    def __init__(self, task: ChunkTask, message_format: MessageFormat) -> None:
+    def __init__(
+        self, task: ChunkTask, message_format: MessageFormat, ctx: TransformContext
+    ) -> None:
         self._bare = message_format == "bare"
+        self._id_prefix = ctx.id_prefix
+        self._gss_prefix = ctx.gss_prefix
         encode = msgspec.json.encode
         self._head = b'{"record":'
         self._middle = (
@@ -65,18 +70,23 @@ class MessageBuilder:
             + b"}}"
         )
 
-    def build(
-        self, records: list[dict[str, Any]], lines: list[bytes], indices: list[int]
-    ) -> MessageBlock:
-        """``lines[i]`` is ``records[i]`` encoded; ``indices[i]`` its line's index in the chunk."""
-        keys = [str(rec.get("id", "")) for rec in records]
-        correlation = [rec.get("gssId") for rec in records]
+    def build(self, lines: list[bytes], marks: Marks) -> MessageBlock:
+        """``lines[i]`` is the i-th valid record of the block encoded, ``marks`` what is known
+        of it: its line's index in the chunk and its offset, from which its new ``id`` (the key)
+        and ``gssId`` (the correlation id, when it has one) follow as the transform made them."""
+        id_prefix, gss_prefix = self._id_prefix, self._gss_prefix
+        suffixes = [f"{offset:012x}" for offset in marks.offsets]
+        keys = [id_prefix + suffix for suffix in suffixes]
+        correlation = [
+            gss_prefix + suffix if has_gss else None
+            for suffix, has_gss in zip(suffixes, marks.gss, strict=True)
+        ]
         if self._bare:
             values = lines
         else:
             head, middle, tail = self._head, self._middle, self._tail
             values = [
                 b"".join((head, line, middle, str(index).encode(), tail))
-                for line, index in zip(lines, indices, strict=True)
+                for line, index in zip(lines, marks.indices, strict=True)
             ]
         return MessageBlock(keys, values, correlation)

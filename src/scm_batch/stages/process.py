@@ -24,12 +24,14 @@ from scm_batch.faults import FaultPlan
 from scm_batch.ledger import Ledger, record_receipt
 from scm_batch.model import Attempt, ChunkResult, ChunkTask, StatusWord
 from scm_batch.records.blocks import CountedBlocks
+from scm_batch.records.native import engine_name, native_engine
 from scm_batch.records.parts import checked_writer, open_result_part
-from scm_batch.records.transform import TransformContext, on_one_line, transform_records
+from scm_batch.records.transform import TransformContext
 from scm_batch.sinks.base import RecordSink
 from scm_batch.sinks.messages import MessageBuilder
-from scm_batch.stages.chunk_input import check_consumed, chunk_bytes, record_blocks
-from scm_batch.stages.scan import Scanner, Tally, scan_block
+from scm_batch.stages.chunk_input import check_consumed, chunk_bytes
+from scm_batch.stages.native_scan import native_blocks
+from scm_batch.stages.scan import Scanner, Tally, python_blocks
 from scm_batch.storage import Storage, open_storage
 
 DEFAULT_BLOCK_SIZE = 1 << 20
@@ -103,32 +105,35 @@ def process_chunk(
     encode_lines = msgspec.json.Encoder().encode_lines
     result_key = layout.result_key(task.batch_id, task.chunk_id, task.output_format)
     error_key = layout.error_key(task.batch_id, task.chunk_id)
+    engine = native_engine()
     blocks = CountedBlocks(chunk_bytes(task, store, block_size))
     scanner = Scanner(task)
     delivery = sink.begin(task) if sink is not None else None
-    messages = MessageBuilder(task, sink.message_format) if sink is not None else None
+    messages = MessageBuilder(task, sink.message_format, ctx) if sink is not None else None
+    marks = delivery is not None
+    if engine is None:
+        sorted_blocks = python_blocks(task, blocks, scanner, ctx, marks=marks)
+    else:
+        sorted_blocks = native_blocks(engine, task, blocks, scanner, ctx, marks=marks)
     try:
         with (
             checked_writer(store, result_key) as result_object,
             open_result_part(task.output_format, result_object) as results,
             checked_writer(store, error_key) as errors,
         ):
-            for block in record_blocks(task, blocks):
-                done_before = scanner.tally.lines
-                good, offsets, indices = scan_block(scanner, task, block)
-                if good:
-                    transform_records(good, offsets, ctx)
-                    encoded = encode_lines(good)
-                    if encoded.count(b"\n") != len(good):  # a pretty-printed element's values
-                        encoded = encode_lines(list(map(on_one_line, good)))
-                    results.write(encoded)
-                    if delivery is not None and messages is not None:
-                        delivery.send(messages.build(good, encoded.split(b"\n")[:-1], indices))
+            done_before = 0
+            for block in sorted_blocks:
+                if block.encoded:
+                    results.write(block.encoded)
+                    if messages is not None and delivery is not None and block.marks:
+                        lines = block.encoded.split(b"\n")[:-1]
+                        delivery.send(messages.build(lines, block.marks))
                 if scanner.bad:
                     errors.write(encode_lines(scanner.bad))
                     scanner.bad.clear()
                 if on_progress is not None:
                     on_progress(scanner.tally.lines - done_before)
+                done_before = scanner.tally.lines
                 if fault_hook is not None:
                     fault_hook(scanner.tally.blocks)
             # Checked before the parts commit, so a chunk of a changed file leaves none behind.
@@ -146,6 +151,7 @@ def process_chunk(
 
     duration = round(time.perf_counter() - started, 6)
     result = _result(task, scanner.tally, duration, previous_attempts, attempt, delivered)
+    result = msgspec.structs.replace(result, engine=engine_name(engine))
     result = msgspec.structs.replace(result, parts=[result_object.check(), errors.check()])
     record_receipt(store, task.batch_id, result)  # the commit: last, after parts and delivery
     return result

@@ -7,7 +7,7 @@ and where the native engine sends every line it is not sure of.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, compress
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from scm_batch.model import ChunkTask
-from scm_batch.records.blocks import ElementBlock, StructureChanged
+from scm_batch.records.blocks import ElementBlock, Marks, SortedBlock, StructureChanged
 from scm_batch.records.codecs import (
     BOM,
     DECODE_ERRORS,
@@ -25,6 +25,7 @@ from scm_batch.records.codecs import (
     line_length,
     undecodable,
 )
+from scm_batch.records.transform import TransformContext, on_one_line, transform_records
 from scm_batch.records.validate import (
     EMPTY,
     MISSING,
@@ -34,7 +35,7 @@ from scm_batch.records.validate import (
     error_kind,
     is_valid_raw,
 )
-from scm_batch.stages.chunk_input import changed
+from scm_batch.stages.chunk_input import changed, record_blocks
 
 ScanOutcome = tuple[list[dict[str, Any]], list[int], list[int]]
 
@@ -291,3 +292,33 @@ class Scanner:
 
 def _a(kind: str) -> str:
     return "an element" if kind == "element" else "a line"
+
+
+_encode_lines = msgspec.json.Encoder().encode_lines
+
+
+def encode_records(
+    records: list[dict[str, Any]], offsets: list[int], ctx: TransformContext
+) -> bytes:
+    """Valid records transformed and encoded, one per line."""
+    transform_records(records, offsets, ctx)
+    encoded = _encode_lines(records)
+    if encoded.count(b"\n") != len(records):  # a pretty-printed element's values
+        encoded = _encode_lines(list(map(on_one_line, records)))
+    return encoded
+
+
+def python_blocks(
+    task: ChunkTask,
+    blocks: Iterable[bytes],
+    scanner: Scanner,
+    ctx: TransformContext,
+    *,
+    marks: bool,
+) -> Iterator[SortedBlock]:
+    """The chunk's blocks sorted by the Python engine."""
+    for block in record_blocks(task, blocks):
+        good, offsets, indices = scan_block(scanner, task, block)
+        encoded = encode_records(good, offsets, ctx) if good else b""
+        gss = ["gssId" in rec for rec in good] if marks else []
+        yield SortedBlock(encoded, Marks(indices, offsets, gss) if marks else None)

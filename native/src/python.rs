@@ -1,0 +1,105 @@
+//! The Python module `scm_batch_native`: the engine's two entry points, run without the GIL.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+use crate::engine::{self, Sorted};
+
+/// The run's stamped values, JSON-encoded (see `engine::Stamps`).
+#[pyclass(frozen)]
+struct Stamps(engine::Stamps);
+
+#[pymethods]
+impl Stamps {
+    #[new]
+    fn new(
+        processed_at: &[u8],
+        customer_id: &[u8],
+        tenant_id: &[u8],
+        gss_prefix: &[u8],
+        id_prefix: &[u8],
+    ) -> Self {
+        Stamps(engine::Stamps {
+            processed_at: processed_at.to_vec(),
+            customer_id: customer_id.to_vec(),
+            tenant_id: tenant_id.to_vec(),
+            gss_prefix: gss_prefix.to_vec(),
+            id_prefix: id_prefix.to_vec(),
+        })
+    }
+}
+
+/// `(out, lines, blanks, valid, deferred, marks)`: deferred as `(index, offset, length,
+/// out_pos, too_long)` tuples; marks `(indices, offsets, gss)` or None.
+fn answer<'py>(py: Python<'py>, sorted: Sorted) -> PyResult<Bound<'py, PyTuple>> {
+    let deferred = PyList::empty(py);
+    for d in &sorted.deferred {
+        deferred.append((d.index, d.offset, d.length, d.out_pos, d.too_long))?;
+    }
+    let marks = match sorted.marks {
+        Some(marks) => {
+            let gss: Vec<u8> = marks.gss.iter().map(|&g| u8::from(g)).collect();
+            (marks.index, marks.offset, PyBytes::new(py, &gss))
+                .into_pyobject(py)?
+                .into_any()
+        }
+        None => py.None().into_bound(py),
+    };
+    (
+        PyBytes::new(py, &sorted.out),
+        sorted.lines,
+        sorted.blanks,
+        sorted.valid,
+        deferred,
+        marks,
+    )
+        .into_pyobject(py)
+}
+
+/// Sort a buffer of whole lines starting at byte `base` of the input.
+#[pyfunction]
+fn sort_lines<'py>(
+    py: Python<'py>,
+    buf: &[u8],
+    base: u64,
+    max_line: usize,
+    stamps: &Stamps,
+    marks: bool,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let stamps = &stamps.0;
+    let sorted = py.detach(|| engine::sort_lines(buf, base, max_line, stamps, marks));
+    answer(py, sorted)
+}
+
+/// Sort a JSON array's elements, the i-th starting at byte `starts[i]` of the input.
+#[pyfunction]
+fn sort_elements<'py>(
+    py: Python<'py>,
+    elements: &Bound<'py, PyList>,
+    starts: Vec<u64>,
+    stamps: &Stamps,
+    marks: bool,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let held: Vec<Bound<'py, PyBytes>> = elements
+        .iter()
+        .map(|e| e.cast_into::<PyBytes>().map_err(PyErr::from))
+        .collect::<PyResult<_>>()?;
+    let slices: Vec<&[u8]> = held.iter().map(|e| e.as_bytes()).collect();
+    if slices.len() != starts.len() {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "elements and starts differ in length",
+        ));
+    }
+    let stamps = &stamps.0;
+    let sorted = py.detach(|| engine::sort_elements(&slices, &starts, stamps, marks));
+    answer(py, sorted)
+}
+
+#[pymodule]
+fn scm_batch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Stamps>()?;
+    m.add_function(wrap_pyfunction!(sort_lines, m)?)?;
+    m.add_function(wrap_pyfunction!(sort_elements, m)?)?;
+    m.add("ENGINE_VERSION", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
