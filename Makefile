@@ -10,7 +10,7 @@ DEMO_RECORDS ?= 1000000
 DEMO_BUCKET  := demo/bucket
 DEMO_INPUT   := $(DEMO_BUCKET)/input/records.jsonl
 
-.PHONY: demo test lint typecheck unit install clean tools lambda-package bench
+.PHONY: demo test lint typecheck unit install clean tools lambda-package bench native native-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,39 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The native record engine (native/, Rust): built by cargo and maturin into .venv. maturin comes
+# from PyPI; without cargo (rustup.rs is where to get it) one line says so and scm-batch runs
+# its Python engine: the same results, slower. A build that fails stops here.
+MATURIN_VERSION := 1.16.0
+NATIVE_STAMP    := $(VENV)/.installed-native
+NATIVE_SOURCES  := native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs)
+HAVE_CARGO      := $(shell command -v cargo 2>/dev/null)
+
+$(NATIVE_STAMP): $(STAMP) $(NATIVE_SOURCES)
+ifneq ($(HAVE_CARGO),)
+	$(BIN)/python -m pip install --quiet 'maturin==$(MATURIN_VERSION)'
+	rm -rf build/native-wheel
+	$(BIN)/maturin build --release --quiet -m native/Cargo.toml -o build/native-wheel
+	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps build/native-wheel/scm_batch_native-*.whl
+else
+	@echo "cargo not found: the native engine is not built; scm-batch runs its Python engine (same results, slower)"
+	$(BIN)/python -m pip uninstall --quiet --yes scm-batch-native
+endif
+	touch $@
+
+native: $(NATIVE_STAMP)
+
+# The engine's own checks: formatting, clippy with warnings as errors, and its Rust tests.
+native-check:
+ifneq ($(HAVE_CARGO),)
+	cargo fmt --manifest-path native/Cargo.toml --check
+	cargo clippy --quiet --manifest-path native/Cargo.toml --all-targets -- -D warnings
+	cargo clippy --quiet --manifest-path native/Cargo.toml --features python -- -D warnings
+	cargo test --quiet --manifest-path native/Cargo.toml
+else
+	@echo "cargo not found: the native engine's checks are skipped"
+endif
 
 # Tools that check the deployment (deploy/terraform), in their own venv: checkov pins versions
 # that would fight the project's own. The stamp names the version, so a new pin reinstalls.
@@ -43,18 +76,27 @@ tools: $(TOOLS_STAMP)
 LAMBDA_BUILD := build/lambda
 LAMBDA_ZIP   := dist/scm-batch-lambda.zip
 
-lambda-package: $(STAMP)
+# The native engine goes in too, built for manylinux_2_34 (maturin refuses a build that needs a
+# newer glibc than that policy allows; tests/deploy/test_lambda_package.py reads the symbol
+# versions again). Without cargo the package carries the Python engine only, and says so.
+lambda-package: $(NATIVE_STAMP)
 	rm -rf $(LAMBDA_BUILD) build/lambda-wheel
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir build/lambda-wheel .
+ifneq ($(HAVE_CARGO),)
+	$(BIN)/maturin build --release --quiet -m native/Cargo.toml --target x86_64-unknown-linux-gnu \
+		--compatibility manylinux_2_34 -o build/lambda-wheel
+endif
 	$(BIN)/python -m pip install --quiet --no-compile --target $(LAMBDA_BUILD) \
 		--platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+		--platform manylinux_2_34_x86_64 \
 		--implementation cp --python-version 3.12 \
-		--only-binary=:all: "$$(ls build/lambda-wheel/scm_batch-*.whl)[msk]"
+		--only-binary=:all: "$$(ls build/lambda-wheel/scm_batch-*.whl)[msk]" \
+		$$(ls build/lambda-wheel/scm_batch_native-*.whl 2>/dev/null)
 	$(BIN)/python deploy/lambda_zip.py $(LAMBDA_BUILD) $(LAMBDA_ZIP)
 
 # The main job end to end on the embedded example: 1,000,000 generated records (a few invalid and
 # malformed ones among them), the execution input in examples/demo-event.json.
-demo: $(STAMP)
+demo: $(NATIVE_STAMP)
 	$(BIN)/scm-batch generate $(DEMO_INPUT) --records $(DEMO_RECORDS) --seed 42 \
 		--invalid-rate 0.002 --malformed-rate 0.00005
 	$(BIN)/scm-batch run --input examples/demo-event.json --overwrite
@@ -70,7 +112,7 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) $(NATIVE_STAMP)
 	BENCH_RECORDS=$(BENCH_RECORDS) BENCH_ROUNDS=$(BENCH_ROUNDS) $(BIN)/python -m bench.run
 
 lint: $(STAMP)
@@ -81,9 +123,16 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # SCM_BATCH_REQUIRE_TOOLS=1: the deployment checks fail, rather than skip, without checkov.
-test: lint typecheck $(TOOLS_STAMP)
-	SCM_BATCH_REQUIRE_TOOLS=1 SCM_BATCH_CHECKOV=$(abspath $(TOOLS_VENV)/bin/checkov) \
-		$(BIN)/python -m pytest
+# The whole suite runs with the native engine when it is built (SCM_BATCH_ENGINE=native: a chunk
+# fails without it), then the record-level suites again with the Python engine.
+TEST_ENGINE := $(if $(HAVE_CARGO),native,python)
+
+test: lint typecheck native-check $(TOOLS_STAMP) $(NATIVE_STAMP)
+	SCM_BATCH_ENGINE=$(TEST_ENGINE) SCM_BATCH_REQUIRE_TOOLS=1 \
+		SCM_BATCH_CHECKOV=$(abspath $(TOOLS_VENV)/bin/checkov) $(BIN)/python -m pytest
+ifneq ($(HAVE_CARGO),)
+	SCM_BATCH_ENGINE=python $(BIN)/python -m pytest tests/unit tests/e2e
+endif
 
 clean:
 	rm -rf demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

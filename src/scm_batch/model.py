@@ -421,6 +421,8 @@ class RunSummary(CamelStruct, frozen=True):
     finished_at: str
     max_worker_peak_rss_bytes: int
     source: SourceInfo
+    # Chunks done by each record engine ("native", "python"): the two write the same bytes.
+    engines: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class ValidationReport(CamelStruct, frozen=True):

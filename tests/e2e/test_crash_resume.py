@@ -150,3 +150,34 @@ def test_resume_after_a_crash_while_parts_are_written(
     assert resumed.returncode == 0, resumed.stderr
     assert debris(bucket) == []
     assert "batch crash: COMPLETED" in resumed.stdout
+
+
+@pytest.mark.slow
+def test_a_batch_begun_by_one_engine_and_resumed_by_the_other_writes_the_same_bytes(
+    cli: Cli, tmp_path: Path, source: Path
+) -> None:
+    """The Python engine dies after some chunks; the native engine finishes the batch. Its
+    parts equal those of a clean run with either engine, and the summary names both engines."""
+    pytest.importorskip("scm_batch_native", reason="the native engine is not installed")
+    reference = new_bucket(tmp_path / "reference", source)
+    clean = cli(*run_args(reference), env={"SCM_BATCH_ENGINE": "python"})
+    assert clean.returncode == 0, clean.stderr
+    assert json.loads(clean.stdout)["engines"] == {
+        "python": json.loads(clean.stdout)["chunksTotal"]
+    }
+
+    bucket = new_bucket(tmp_path / "b", source)
+    faults = {"SCM_BATCH_FAULTS": "driver=after-chunks:6", "SCM_BATCH_ENGINE": "python"}
+    killed = cli(*run_args(bucket), env=faults)
+    assert killed.returncode == -signal.SIGKILL
+    resumed = cli(
+        "resume", "--bucket", str(bucket), "--batch-id", "crash", "--progress", "none", "--json",
+        env={"SCM_BATCH_ENGINE": "native"},
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert summary["engines"]["python"] >= 6
+    assert summary["engines"]["native"] >= 1
+    assert sum(summary["engines"].values()) == summary["chunksTotal"]
+    assert parts(bucket) == parts(reference)
+    assert counts(summary) == counts(json.loads(clean.stdout))

@@ -10,7 +10,9 @@ size. Skipped (not passed) where the native engine is not installed: ``make test
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scm_batch.errors import ConfigError
 from scm_batch.model import ChunkTask
 from scm_batch.records.blocks import SortedBlock
 from scm_batch.records.codecs import iter_line_buffers
@@ -30,7 +33,11 @@ from scm_batch.stages.native_scan import native_blocks
 from scm_batch.stages.scan import Scanner, python_blocks
 from tests.helpers import job_input, plan_input
 
-ENGINE = native_engine({"SCM_BATCH_ENGINE": "auto"})
+REQUIRED = os.environ.get("SCM_BATCH_ENGINE") == "native"
+
+# `make test` sets SCM_BATCH_ENGINE=native where it built the engine: then these tests fail,
+# rather than skip, without it.
+ENGINE = native_engine({"SCM_BATCH_ENGINE": "native" if REQUIRED else "auto"})
 needs_native = pytest.mark.skipif(ENGINE is None, reason="the native engine is not installed")
 
 VALID = {
@@ -429,3 +436,17 @@ def test_line_buffers_hold_the_lines_of_the_line_lists() -> None:
         assert got == expected
 
     check()
+
+
+def test_the_engine_is_chosen_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert native_engine({"SCM_BATCH_ENGINE": "python"}) is None
+    with pytest.raises(ConfigError, match="'rust' is not one of auto, native, python"):
+        native_engine({"SCM_BATCH_ENGINE": "rust"})
+
+    def not_installed(name: str) -> object:
+        raise ImportError(name)
+
+    monkeypatch.setattr(importlib, "import_module", not_installed)
+    assert native_engine({}) is None  # auto: the Python engine, quietly
+    with pytest.raises(ConfigError, match="not installed: `make native` builds it"):
+        native_engine({"SCM_BATCH_ENGINE": "native"})

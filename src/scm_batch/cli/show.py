@@ -62,6 +62,7 @@ def print_report(report: RunReport) -> None:
         ("time", f"{s.summary.processing_time:,.2f} s"),
         ("throughput", f"{s.summary.records_per_second:,.0f} records/s"),
         ("peak worker memory", f"{s.max_worker_peak_rss_bytes / 2**20:,.0f} MiB"),
+        ("record engine", _engines(s.engines)),
     ]
     for label, value in rows:
         table.add_row(label, value)
@@ -79,6 +80,13 @@ def print_report(report: RunReport) -> None:
     _out.print(escape(f"error parts:        {report.errors_uri}"))
     for sent in report.notifications:
         _out.print(escape(f"notification ({sent.channel}): {sent.location}"))
+
+
+def _engines(engines: dict[str, int]) -> str:
+    """``native``, ``python``, or both with their chunks (a batch resumed under the other)."""
+    if len(engines) <= 1:
+        return next(iter(engines), "none (no chunk ran)")
+    return ", ".join(f"{name} ({chunks:,} chunks)" for name, chunks in engines.items())
 
 
 def print_status(state: BatchStatus, as_json: bool) -> None:

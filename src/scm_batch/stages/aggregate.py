@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
@@ -303,6 +304,7 @@ def aggregate_results(
         finished_at=utc_timestamp(finished_at),
         max_worker_peak_rss_bytes=max((r.worker_peak_rss_bytes for r in ordered), default=0),
         source=plan.source,
+        engines=dict(sorted(Counter(r.engine for r in ordered).items())),
     )
     return summary, report
 

@@ -16,6 +16,7 @@ from scm_batch import layout
 from scm_batch.config import RunOptions
 from scm_batch.errors import ConfigError
 from scm_batch.model import JobInput
+from scm_batch.records.native import native_engine
 from scm_batch.records.parts import require_output_format
 from scm_batch.sinks.routing import resolve_destination
 from scm_batch.storage import check_key, normalize_bucket
@@ -89,6 +90,7 @@ def validate_batch_config(job: JobInput, options: RunOptions) -> JobInput:
         _check_processed_at(job.processed_at)
 
     _check_range("workers", options.workers, 1, MAX_WORKERS)
+    native_engine()  # SCM_BATCH_ENGINE named wrongly, or "native" without it: before any work
     if options.chunk_timeout_seconds is not None:
         _check_range("chunkTimeoutSeconds", options.chunk_timeout_seconds, 1, 7 * 86_400)
     _check_range("blockSize", options.block_size, 4096, 1 << 30)
