@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import Dataset, scm_batch, variant_path
-from bench.peers.common import RESULTS
+from bench.peers.common import PARQUET_RESULTS, RESULTS
 
 BATCH_ID = "bench"
 RUN_FLAGS = [
@@ -24,6 +24,18 @@ RUN_FLAGS = [
     "--processed-at",
     "2026-01-01T00:00:00.000Z",
 ]
+
+
+def count_rows(paths: list[Path]) -> int:
+    """Rows of Parquet files (pyarrow comes with the dev extra)."""
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
+
+
+def result_ratio_path(dataset: Dataset) -> Path:
+    """Where the harness keeps scm-batch's output bytes per input byte, for the I/O bound."""
+    return dataset.path.with_name("result-ratio")
 
 
 def count_lines(paths: list[Path]) -> int:
@@ -51,10 +63,15 @@ class Contestant:
     lenient_json: bool = False
     floor: bool = False
     variant: str | None = None  # scm-batch on the same records in another format (bench.data)
+    engine: str | None = None  # scm-batch's SCM_BATCH_ENGINE (None: its default, native if built)
+    flags: tuple[str, ...] = ()  # more command-line flags (scm-batch, or the peer)
+    io_bound: bool = False  # reads and writes only: its count is the input bytes it read
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCM_BATCH_")}
         env["POLARS_MAX_THREADS"] = "2"
+        if self.engine is not None:
+            env["SCM_BATCH_ENGINE"] = self.engine
         return env
 
     def prepare(self, dataset: Dataset, workdir: Path) -> None:
@@ -85,20 +102,33 @@ class Contestant:
                 "--progress",
                 "none",
                 "--overwrite",
+                *self.flags,
             ]
         peer = [sys.executable, "-m", f"bench.peers.{self.module}", str(dataset.path)]
-        return peer if self.floor else [*peer, str(workdir), *RUN_FLAGS]
+        if self.io_bound:
+            ratio = result_ratio_path(dataset).read_text().strip()
+            return [*peer, str(workdir), "--out-ratio", ratio]
+        return peer if self.floor else [*peer, str(workdir), *RUN_FLAGS, *self.flags]
 
     def outcome(self, workdir: Path, stdout: str) -> Outcome:
-        if self.floor:
-            return Outcome(int(json.loads(stdout.strip().splitlines()[-1])["decoded"]))
+        if self.floor or self.io_bound:
+            last = json.loads(stdout.strip().splitlines()[-1])
+            return Outcome(int(last["read" if self.io_bound else "decoded"]))
         if self.module is None:
             bucket = workdir / "bucket"
             summary = bucket / "final-results" / BATCH_ID / "aggregated-results.json"
             totals: dict[str, Any] = json.loads(summary.read_text())["totals"]
-            parts = sorted((bucket / "results" / BATCH_ID).glob("*.jsonl"))
+            parts = sorted((bucket / "results" / BATCH_ID).glob("*.*"))
+            if self.parquet:
+                return Outcome(count_rows(parts), totals)
             return Outcome(count_lines(parts), totals)
+        if self.parquet:
+            return Outcome(count_rows([workdir / PARQUET_RESULTS]))
         return Outcome(count_lines([workdir / RESULTS]))
+
+    @property
+    def parquet(self) -> bool:
+        return "parquet" in self.flags
 
 
 SCM_BATCH = Contestant("scm-batch", "scm-batch run, 2 workers", None)
@@ -110,12 +140,30 @@ SCM_BATCH_ARRAY = Contestant(
 SCM_BATCH_GZIP = Contestant(
     "scm-gzip", "scm-batch run, 2 workers, the records gzip-compressed", None, variant="gzip"
 )
+# The Python engine (issue 14): the reference the native engine replaces, on the same input.
+SCM_BATCH_PYTHON = Contestant(
+    "scm-python", "scm-batch run, 2 workers, the Python engine", None, engine="python"
+)
+PARQUET = ("--output-format", "parquet")
+SCM_BATCH_PARQUET = Contestant(
+    "scm-parquet", "scm-batch run, 2 workers, Parquet output", None, flags=PARQUET
+)
+IO_BOUND = Contestant(
+    "io-bound", "I/O bound: read the input, write the result's bytes, 2 processes", "io_bound",
+    io_bound=True,
+)  # fmt: skip
 CONTESTANTS = (
     SCM_BATCH,
+    SCM_BATCH_PYTHON,
+    SCM_BATCH_PARQUET,
     SCM_BATCH_ARRAY,
     SCM_BATCH_GZIP,
     Contestant("original", "peer 1: the original approach (stdlib json, 1 process)", "original"),
     Contestant("duckdb", "peer 2: DuckDB, one SQL statement, 2 threads", "duckdb_peer", True),
+    Contestant(
+        "duckdb-parquet", "peer 2 writing Parquet (zstd)", "duckdb_peer", True, flags=PARQUET
+    ),
     Contestant("polars", "peer 3: polars, lazy plan, 2 threads", "polars_peer"),
     Contestant("floor", "floor: decode only, msgspec, 2 processes", "floor", floor=True),
+    IO_BOUND,
 )

@@ -74,8 +74,8 @@ def table(data: Dataset, runs: list[Run]) -> list[str]:
             return s.show(fmt) if s else "—"
 
         out = {r.records_out for r in good}
-        delta = {n - data.valid for n in out} if not c.floor else set()
-        shown = ", ".join(f"{n:,}" for n in sorted(out))
+        delta = {n - data.valid for n in out} if not (c.floor or c.io_bound) else set()
+        shown = ", ".join(f"{n:,}" for n in sorted(out)) if not c.io_bound else "—"
         if delta - {0}:
             shown += " (" + ", ".join(f"{d:+,}" for d in sorted(delta)) + ")"
         bad = [r for r in mine if not r.ok]
@@ -91,11 +91,12 @@ def table(data: Dataset, runs: list[Run]) -> list[str]:
     return lines
 
 
-def wall_ratio(runs: list[Run], keys: tuple[str, ...]) -> Spread | None:
-    """Per round: the fastest of ``keys``' wall time over scm-batch's (higher: scm-batch faster)."""
-    if any(_failed(runs, k) for k in keys):
+def wall_ratio(runs: list[Run], keys: tuple[str, ...], mine: str = SCM_BATCH.key) -> Spread | None:
+    """Per round: the fastest of ``keys``' wall time over scm-batch's (higher: scm-batch faster);
+    ``mine``: which scm-batch run (JSON Lines output by default)."""
+    if any(_failed(runs, k) for k in (*keys, mine)):
         return None  # not assessed: a target against "the faster of" needs every one of them
-    scm = _by_round(runs, SCM_BATCH.key)
+    scm = _by_round(runs, mine)
     peers = [_by_round(runs, k) for k in keys]
     return spread(
         min(p[n].wall_s for p in peers) / scm[n].wall_s
@@ -130,6 +131,41 @@ def other_sizes(results: Path, records: int) -> dict[int, int]:
         if saved.records != records and peaks:
             found[saved.records] = max(peaks)
     return found
+
+
+def engine_lines(runs: list[Run]) -> list[str]:
+    """Issue 14: the native engine against DuckDB (JSON Lines and Parquet output), the I/O
+    bound, and the Python engine it replaces."""
+    lines = [
+        _ratio_target(
+            f"at least 1.5{TIMES} DuckDB's records/s, JSON Lines output",
+            wall_ratio(runs, ("duckdb",)),
+            1.5,
+        ),
+        _ratio_target(
+            f"at least 1.5{TIMES} DuckDB's records/s, both writing Parquet (zstd)",
+            wall_ratio(runs, ("duckdb-parquet",), mine="scm-parquet"),
+            1.5,
+        ),
+    ]
+    io_share = wall_ratio(runs, ("io-bound",))
+    if io_share is None:
+        lines.append("- **not assessed**: at least 80 % of the I/O bound")
+    else:
+        share = Spread(*(100 * x for x in (io_share.median, io_share.low, io_share.high)))
+        verdict = "met" if share.median >= 80 else "missed"
+        lines.append(
+            f"- **{verdict}**: at least 80 % of the I/O bound's speed (reading the input and "
+            "writing the result's bytes, fsync'd, 2 processes): "
+            + share.show(lambda x: f"{x:.0f} %")
+        )
+    python = wall_ratio(runs, ("scm-python",))
+    if python is not None:
+        lines.append(
+            f"- the native engine against the Python engine, the same run otherwise: "
+            f"{python.show(lambda x: f'{x:.2f}{TIMES}')} faster"
+        )
+    return lines
 
 
 def format_lines(runs: list[Run], extras: dict[str, list[float]], data: Dataset) -> list[str]:
@@ -311,6 +347,8 @@ def section(saved: Saved, data: Dataset, others: dict[int, int]) -> str:
         *(_wrap(p) + "\n" for p in tail if p),
         "Targets (issue 7):\n",
         "\n".join(_wrap(t) for t in targets(runs, data.records, others)) + "\n",
+        "The native engine (issue 14), per round:\n",
+        "\n".join(_wrap(t) for t in engine_lines(runs)) + "\n",
         *(
             [
                 "Input formats (issue 13), the same records, per round:\n",

@@ -18,7 +18,7 @@ from datetime import date
 from pathlib import Path
 
 from bench import formats, machine, report
-from bench.contestants import CONTESTANTS, SCM_BATCH, Contestant, Outcome
+from bench.contestants import CONTESTANTS, SCM_BATCH, Contestant, Outcome, result_ratio_path
 from bench.data import DATA, Dataset, ensure, ensure_variant, variant_path
 from bench.measure import Measurement, become_subreaper, measure
 from bench.result import Run, Saved
@@ -36,9 +36,10 @@ def check(contestant: Contestant, m: Measurement, out: Outcome | None, data: Dat
         tail = " | ".join(m.stderr.strip().splitlines()[-3:])
         return f"exit code {m.returncode}: {tail}"
     got = out.records_out
-    if contestant.floor:
-        expected = data.records - data.malformed
-        return "" if got == expected else f"decoded {got:,} lines, expected {expected:,}"
+    if contestant.floor or contestant.io_bound:  # decoded lines, or input bytes read
+        expected = data.bytes if contestant.io_bound else data.records - data.malformed
+        what = "read" if contestant.io_bound else "decoded"
+        return "" if got == expected else f"{what} {got:,}, expected {expected:,}"
     if out.totals is not None:  # scm-batch: what it reports, what it wrote, what was generated
         reported, malformed = out.totals["validRecords"], out.totals["malformedLines"]
         if reported == got == data.valid and malformed == data.malformed:
@@ -62,6 +63,11 @@ def run_one(contestant: Contestant, data: Dataset, round_no: int) -> Run:
     except (OSError, ValueError, KeyError, IndexError):
         out = None
     problem = check(contestant, m, out, data)
+    if contestant is SCM_BATCH and not problem:
+        # The I/O bound writes as many bytes per input byte as scm-batch's parts hold.
+        parts = workdir / "bucket" / "results", workdir / "bucket" / "errors"
+        written = sum(p.stat().st_size for d in parts for p in d.rglob("*") if p.is_file())
+        result_ratio_path(data).write_text(f"{written / data.bytes:.6f}\n")
     shutil.rmtree(workdir, ignore_errors=True)
     return Run(
         key=contestant.key,

@@ -24,6 +24,7 @@ TIMESTAMP = (
     r"(?:Z|[+-][0-9]{2}:[0-9]{2})"
 )
 RESULTS = "results.jsonl"  # what every peer writes into its output directory
+PARQUET_RESULTS = "results.parquet"  # or this, with --output-format parquet
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class PeerArgs:
     tenant_id: str
     batch_id: str
     processed_at: str
+    output_format: str = "json"  # or "parquet" (DuckDB's peer only)
 
     @property
     def results(self) -> Path:
@@ -48,6 +50,7 @@ def parse_args(description: str) -> PeerArgs:
     parser.add_argument("--tenant-id", default="t")
     parser.add_argument("--batch-id", default="bench")
     parser.add_argument("--processed-at", default="2026-01-01T00:00:00.000Z")
+    parser.add_argument("--output-format", choices=["json", "parquet"], default="json")
     ns = parser.parse_args()
     ns.output_dir.mkdir(parents=True, exist_ok=True)
     return PeerArgs(
@@ -57,6 +60,7 @@ def parse_args(description: str) -> PeerArgs:
         tenant_id=ns.tenant_id,
         batch_id=ns.batch_id,
         processed_at=ns.processed_at,
+        output_format=ns.output_format,
     )
 
 

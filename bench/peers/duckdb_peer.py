@@ -18,6 +18,7 @@ from bench.peers.common import (
     EMAIL,
     NAME_MAX,
     NAME_MIN,
+    PARQUET_RESULTS,
     STATUSES,
     TIMESTAMP,
     parse_args,
@@ -42,12 +43,22 @@ COLUMNS = {
 }
 
 
+FORMATS = {"json": "FORMAT json", "parquet": "FORMAT parquet, COMPRESSION zstd"}
+
+
 def lit(text: str) -> str:
     """A SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
 
 
-def statement(source: str, target: str, customer_id: str, tenant_id: str, processed_at: str) -> str:
+def statement(
+    source: str,
+    target: str,
+    customer_id: str,
+    tenant_id: str,
+    processed_at: str,
+    output_format: str = "json",
+) -> str:
     columns = "{" + ", ".join(f"{lit(k)}: {lit(v)}" for k, v in COLUMNS.items()) + "}"
     id_prefix = f"{customer_id}_{tenant_id}_"
     statuses = ", ".join(lit(s) for s in STATUSES)
@@ -69,7 +80,7 @@ def statement(source: str, target: str, customer_id: str, tenant_id: str, proces
           AND regexp_full_match(updatedAt, {lit(TIMESTAMP)})
           AND length(trim(name)) BETWEEN {NAME_MIN} AND {NAME_MAX}
           AND trim(id) <> ''
-    ) TO {lit(target)} (FORMAT json)
+    ) TO {lit(target)} ({FORMATS[output_format]})
     """
 
 
@@ -77,13 +88,17 @@ def main() -> None:
     args = parse_args(__doc__ or "")
     con = duckdb.connect()
     con.execute("SET threads = 2")
+    # --output-format parquet (from the command's tail): the same rows as Parquet with zstd, as
+    # scm-batch's --output-format parquet writes them.
+    parquet = args.output_format == "parquet"
     con.execute(
         statement(
             str(args.input),
-            str(args.results),
+            str(args.output_dir / PARQUET_RESULTS) if parquet else str(args.results),
             args.customer_id,
             args.tenant_id,
             args.processed_at,
+            "parquet" if parquet else "json",
         )
     )
 

@@ -94,6 +94,11 @@ impl Sorted {
     }
 }
 
+/// The number of `\n` bytes: CalculateChunks counts the lines of the whole input.
+pub fn count_newlines(bytes: &[u8]) -> usize {
+    memchr::memchr_iter(b'\n', bytes).count()
+}
+
 /// JSON's white space; a line of nothing else is blank.
 fn is_blank(line: &[u8]) -> bool {
     line.iter()
@@ -401,6 +406,13 @@ mod tests {
             );
             assert!(out.is_empty());
         }
+    }
+
+    #[test]
+    fn counts_newlines() {
+        let text = "a\nbc\n\n".repeat(1000);
+        assert_eq!(count_newlines(text.as_bytes()), 3000);
+        assert_eq!(count_newlines(b""), 0);
     }
 
     #[test]

@@ -95,11 +95,21 @@ fn sort_elements<'py>(
     answer(py, sorted)
 }
 
+/// The number of `\n` bytes in `buf[start..end]` (counted with SIMD, without the GIL).
+#[pyfunction]
+fn count_newlines(py: Python<'_>, buf: &[u8], start: usize, end: usize) -> PyResult<usize> {
+    let part = buf.get(start..end).ok_or_else(|| {
+        pyo3::exceptions::PyIndexError::new_err("the range is not within the buffer")
+    })?;
+    Ok(py.detach(|| engine::count_newlines(part)))
+}
+
 #[pymodule]
 fn scm_batch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Stamps>()?;
     m.add_function(wrap_pyfunction!(sort_lines, m)?)?;
     m.add_function(wrap_pyfunction!(sort_elements, m)?)?;
+    m.add_function(wrap_pyfunction!(count_newlines, m)?)?;
     m.add("ENGINE_VERSION", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

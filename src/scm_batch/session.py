@@ -43,6 +43,17 @@ def local_executor(options: RunOptions) -> ChunkExecutor:
     )
 
 
+def prepare_local_workers() -> None:
+    """Have the local pool's workers start with their code loaded: the fork server (which forks
+    them) is started now, importing the workers' modules, while this process validates and
+    plans. Call it first thing in a command that will run chunks locally; without it the pool
+    starts its fork server itself, and each worker imports its modules when the chunks are due.
+    """
+    from scm_batch.executors.local import start_fork_server  # noqa: PLC0415
+
+    start_fork_server()
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     """How this invocation runs: options, progress, where chunks go, time and chance."""

@@ -41,6 +41,7 @@ from scm_batch.lifecycle import preview_plan, resume_batch, run_batch
 from scm_batch.model import JobInput
 from scm_batch.observe.progress import ProgressMode, ProgressReporter, choose_progress
 from scm_batch.observe.status import batch_status
+from scm_batch.session import prepare_local_workers
 from scm_batch.settings import Settings
 
 _SOURCES = ("--input", "--manifest", "--event")
@@ -115,6 +116,7 @@ def run(ctx: typer.Context, given: Given) -> int:
     settings = given.settings("job", "deployment")
     job = _job_input(given, settings)
     _warn_of_many_workers(settings.run)
+    prepare_local_workers()
     report = run_batch(job, settings.run, progress=_progress(given))
     return finish(report, given["as_json"])
 
@@ -124,6 +126,7 @@ def resume(ctx: typer.Context, given: Given) -> int:
     """Continue an interrupted batch from its plan: finished chunks are kept, the rest run."""
     settings = given.settings("deployment")
     _warn_of_many_workers(settings.run)
+    prepare_local_workers()
     progress = _progress(given)
     report = resume_batch(given["bucket"], given["batch_id"], settings.run, progress=progress)
     return finish(report, given["as_json"])

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import dataclass, field
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any, cast
@@ -201,6 +202,20 @@ def _death(exitcode: int | None) -> str:
         hint = " (killed, perhaps by the out-of-memory killer)" if name == "SIGKILL" else ""
         return f"terminated by {name}{hint}"
     return f"exited with status {exitcode}"
+
+
+# What the fork server imports before it forks workers: the worker's own module and so all it
+# runs (the record engines, storage, sinks), and __main__ as the fork server always does.
+_WORKER_MODULES = ["__main__", __name__]
+
+
+def start_fork_server() -> None:
+    """Start the fork server with the workers' modules loaded (a per-process setting of
+    multiprocessing's, like the start method; the server's environment is this process's now)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    multiprocessing.set_forkserver_preload(_WORKER_MODULES)
+    forkserver.ensure_running()
 
 
 class LocalExecutor:

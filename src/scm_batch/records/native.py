@@ -45,6 +45,8 @@ class NativeEngine(Protocol):
         self, elements: list[bytes], starts: list[int], stamps: object, marks: bool
     ) -> Answer: ...
 
+    def count_newlines(self, buf: bytes, start: int, end: int) -> int: ...
+
 
 def native_engine(env: Mapping[str, str] | None = None) -> NativeEngine | None:
     """The native engine when ``SCM_BATCH_ENGINE`` allows it and it is installed, else ``None``
