@@ -16,7 +16,7 @@ fn main() {
     let mut lines = 0;
     let mut valid = 0;
     for block in data.chunks(1 << 20) {
-        let sorted = sort_lines(block, 0, 1 << 20, &stamps, false);
+        let sorted = sort_lines(block, 0, 1 << 20, &stamps, false, Vec::new());
         lines += sorted.lines;
         valid += sorted.valid;
     }

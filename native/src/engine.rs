@@ -65,9 +65,13 @@ pub struct Sorted {
 }
 
 impl Sorted {
-    fn new(capacity: usize, marks: bool) -> Self {
+    /// A block's answer, written into `out` (emptied first: a caller sorting block after block
+    /// passes the same vector back, so that its memory is not allocated and faulted in again).
+    fn new(mut out: Vec<u8>, capacity: usize, marks: bool) -> Self {
+        out.clear();
+        out.reserve(capacity);
         Sorted {
-            out: Vec::with_capacity(capacity),
+            out,
             marks: marks.then(Marks::default),
             ..Sorted::default()
         }
@@ -107,8 +111,15 @@ fn is_blank(line: &[u8]) -> bool {
 
 /// Sort a buffer of whole lines (each ending in `\n`, but perhaps the input's last) whose first
 /// byte is at `base` in the input.
-pub fn sort_lines(buf: &[u8], base: u64, max_line: usize, stamps: &Stamps, marks: bool) -> Sorted {
-    let mut sorted = Sorted::new(buf.len() + buf.len() / 4, marks);
+pub fn sort_lines(
+    buf: &[u8],
+    base: u64,
+    max_line: usize,
+    stamps: &Stamps,
+    marks: bool,
+    out: Vec<u8>,
+) -> Sorted {
+    let mut sorted = Sorted::new(out, buf.len() + buf.len() / 4, marks);
     let mut start = 0;
     let mut index = 0;
     let mut ends = memchr::memchr_iter(b'\n', buf);
@@ -140,9 +151,15 @@ pub fn sort_lines(buf: &[u8], base: u64, max_line: usize, stamps: &Stamps, marks
 /// Sort a JSON array's elements (each with the white space around it), the i-th at
 /// `starts[i]` in the input. An empty element is the Python engine's to report; an element with
 /// a newline inside is written by it on one line.
-pub fn sort_elements(elements: &[&[u8]], starts: &[u64], stamps: &Stamps, marks: bool) -> Sorted {
+pub fn sort_elements(
+    elements: &[&[u8]],
+    starts: &[u64],
+    stamps: &Stamps,
+    marks: bool,
+    out: Vec<u8>,
+) -> Sorted {
     let size = elements.iter().map(|e| e.len()).sum::<usize>();
-    let mut sorted = Sorted::new(size + size / 4, marks);
+    let mut sorted = Sorted::new(out, size + size / 4, marks);
     for (index, (element, &offset)) in elements.iter().zip(starts).enumerate() {
         let trimmed = trim(element);
         if trimmed.is_empty() || memchr::memchr(b'\n', trimmed).is_some() {
@@ -317,8 +334,6 @@ pub fn transform(line: &[u8], offset: u64, stamps: &Stamps, out: &mut Vec<u8>) -
     // The Python engine's dict: stamped keys keep their place, new ones follow in the order
     // the transform sets them (processedAt, customerId, tenantId, originalId).
     let original = id.get().as_bytes();
-    let mut new_id = Vec::with_capacity(stamps.id_prefix.len() + 13);
-    push_id(&mut new_id, &stamps.id_prefix, offset);
     out.push(b'{');
     let mut first = true;
     for &(key, value) in &fields {
@@ -327,11 +342,13 @@ pub fn transform(line: &[u8], offset: u64, stamps: &Stamps, out: &mut Vec<u8>) -
             "customerId" => push_field(out, &mut first, key, &stamps.customer_id),
             "tenantId" => push_field(out, &mut first, key, &stamps.tenant_id),
             "originalId" => push_field(out, &mut first, key, original),
-            "id" => push_field(out, &mut first, key, &new_id),
+            "id" => {
+                push_field(out, &mut first, key, b"");
+                push_id(out, &stamps.id_prefix, offset);
+            }
             "gssId" => {
-                let mut gss = Vec::with_capacity(stamps.gss_prefix.len() + 13);
-                push_id(&mut gss, &stamps.gss_prefix, offset);
-                push_field(out, &mut first, key, &gss);
+                push_field(out, &mut first, key, b"");
+                push_id(out, &stamps.gss_prefix, offset);
             }
             _ => push_field(out, &mut first, key, value.get().as_bytes()),
         }
@@ -418,7 +435,7 @@ mod tests {
     #[test]
     fn sorts_lines_with_offsets_and_limits() {
         let buf = format!("{GOOD}\n \r\n{{}}\n{}\n{GOOD}", "x".repeat(1001));
-        let sorted = sort_lines(buf.as_bytes(), 100, 1000, &stamps(), true);
+        let sorted = sort_lines(buf.as_bytes(), 100, 1000, &stamps(), true, Vec::new());
         assert_eq!((sorted.lines, sorted.blanks, sorted.valid), (5, 1, 2));
         let deferred: Vec<_> = sorted
             .deferred

@@ -23,7 +23,6 @@ executor ran the chunks.
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -43,6 +42,7 @@ from scm_batch.model import (
     StatusWord,
     ValidationReport,
 )
+from scm_batch.records.native import crc32_function
 from scm_batch.storage import Storage
 from scm_batch.storage.base import concurrently
 
@@ -260,9 +260,9 @@ class Ledger:
             return f"{part.key} is missing"
         if size != part.size:
             return f"{part.key} holds {size:,} bytes, written with {part.size:,}"
-        crc32 = 0
+        crc32, checksum = 0, crc32_function()
         for block in self.storage.iter_range(part.key, 0, size, _VERIFY_BLOCK):
-            crc32 = zlib.crc32(block, crc32)
+            crc32 = checksum(block, crc32)
         return None if crc32 == part.crc32 else f"{part.key} changed since it was written"
 
     def failures(self) -> dict[str, ChunkFailure]:

@@ -205,8 +205,9 @@ def _death(exitcode: int | None) -> str:
 
 
 # What the fork server imports before it forks workers: the worker's own module and so all it
-# runs (the record engines, storage, sinks), and __main__ as the fork server always does.
-_WORKER_MODULES = ["__main__", __name__]
+# runs (the record engines, storage, sinks). Not __main__ (multiprocessing's default): a worker
+# runs this module's code only, and a script embedding scm-batch is not to be run again.
+_WORKER_MODULES = [__name__]
 
 
 def start_fork_server() -> None:

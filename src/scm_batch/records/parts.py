@@ -17,13 +17,13 @@ object is committed after both.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
 from scm_batch.errors import ConfigError
 from scm_batch.model import OutputFormat, PartCheck
+from scm_batch.records.native import crc32_function
 from scm_batch.storage import ObjectWriter, Storage
 
 PARQUET_INSTALL_HINT = "pip install 'scm-batch[parquet]'"
@@ -107,10 +107,11 @@ class CheckedWriter:
         self._key = key
         self._size = 0
         self._crc32 = 0
+        self._checksum = crc32_function()
 
     def write(self, data: bytes, /) -> int:
         self._size += len(data)
-        self._crc32 = zlib.crc32(data, self._crc32)
+        self._crc32 = self._checksum(data, self._crc32)
         return self._out.write(data)
 
     def check(self) -> PartCheck:
