@@ -450,3 +450,17 @@ def test_the_engine_is_chosen_by_the_environment(monkeypatch: pytest.MonkeyPatch
     assert native_engine({}) is None  # auto: the Python engine, quietly
     with pytest.raises(ConfigError, match="not installed: `make native` builds it"):
         native_engine({"SCM_BATCH_ENGINE": "native"})
+
+
+@needs_native
+@given(st.binary(max_size=5000), st.integers(0, 2**32 - 1), st.data())
+def test_the_native_checksum_and_line_count_are_zlibs_and_pythons(
+    data: bytes, value: int, draw: st.DataObject
+) -> None:
+    import zlib
+
+    assert ENGINE is not None
+    assert ENGINE.crc32(data, value) == zlib.crc32(data, value)
+    start = draw.draw(st.integers(0, len(data)))
+    end = draw.draw(st.integers(start, len(data)))
+    assert ENGINE.count_newlines(data, start, end) == data.count(b"\n", start, end)
