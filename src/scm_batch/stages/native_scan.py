@@ -10,8 +10,7 @@ So the result part is the Python engine's, byte for byte, whichever engine ran.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
 
 import msgspec
 
@@ -23,7 +22,8 @@ from scm_batch.records.transform import TransformContext
 from scm_batch.stages.chunk_input import changed, record_blocks
 from scm_batch.stages.scan import Scanner, encode_records
 
-_NO_LIMIT = 1 << 62
+LineOf = Callable[[int, int, int, bool], bytes]
+"""A deferred line's bytes from its index, offset, length and whether it is too long to hold."""
 
 
 def native_blocks(
@@ -74,7 +74,7 @@ class _NativeSorter:
         self._ctx = ctx
         self._marks = marks
         self._stamps = _stamps(engine, ctx)
-        self._max_line = task.max_line_bytes if task.max_line_bytes is not None else _NO_LIMIT
+        self._max_line = task.max_line_bytes
         self._decode = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 
     def lines(self, buffer: bytes) -> SortedBlock:
@@ -134,7 +134,7 @@ class _NativeSorter:
             return False
         return True
 
-    def _settled(self, answer: Answer, line_of: Any) -> SortedBlock:
+    def _settled(self, answer: Answer, line_of: LineOf) -> SortedBlock:
         """The engine's answer with each deferred line decided by the Python engine and the
         result line of each valid one put in its place."""
         encoded, lines, blanks, valid, deferred, native_marks = answer
