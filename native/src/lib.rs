@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod rules;
+pub mod structure;
 
 #[cfg(feature = "python")]
 mod python;

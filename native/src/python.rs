@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::engine::{self, Sorted};
+use crate::structure;
 
 /// The run's stamped values, JSON-encoded (see `engine::Stamps`), and the output vector reused
 /// from block to block of the chunk.
@@ -147,6 +148,41 @@ fn crc32(py: Python<'_>, buf: &[u8], value: u32) -> u32 {
     })
 }
 
+/// The structural scan of a JSON array's next block from `(position, depth, in_string,
+/// backslashes)`: `(commas, close, close_byte, state)`, the commas' offsets as little-endian
+/// int64 bytes (numpy reads them without a copy), `close` `None` while the array is open.
+#[allow(clippy::type_complexity)]
+#[pyfunction]
+fn scan_structure<'py>(
+    py: Python<'py>,
+    block: &[u8],
+    position: u64,
+    depth: i64,
+    in_string: bool,
+    backslashes: u8,
+) -> (Bound<'py, PyBytes>, Option<u64>, u8, (u64, i64, bool, u8)) {
+    let mut state = structure::ScanState {
+        position,
+        depth,
+        in_string,
+        backslashes,
+    };
+    let scan = py.detach(|| structure::scan_block(block, &mut state));
+    let commas: Vec<u8> = scan.commas.iter().flat_map(|c| c.to_le_bytes()).collect();
+    let (close, close_byte) = scan.close.map_or((None, 0), |(at, byte)| (Some(at), byte));
+    (
+        PyBytes::new(py, &commas),
+        close,
+        close_byte,
+        (
+            state.position,
+            state.depth,
+            state.in_string,
+            state.backslashes,
+        ),
+    )
+}
+
 #[pymodule]
 fn scm_batch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Stamps>()?;
@@ -154,6 +190,7 @@ fn scm_batch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sort_elements, m)?)?;
     m.add_function(wrap_pyfunction!(count_newlines, m)?)?;
     m.add_function(wrap_pyfunction!(crc32, m)?)?;
+    m.add_function(wrap_pyfunction!(scan_structure, m)?)?;
     m.add("ENGINE_VERSION", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

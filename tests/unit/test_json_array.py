@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from scm_batch.records import elements as elements_module
 from scm_batch.records.blocks import StructureChanged
 from scm_batch.records.codecs import TooLong
 from scm_batch.records.elements import iter_element_blocks
-from scm_batch.records.structure import ScanState, scan_block
+from scm_batch.records.native import native_engine
+from scm_batch.records.structure import BlockScan, ScanState, scan_block, scan_block_numpy
 from scm_batch.stages import array_index
 from scm_batch.stages.array_index import STRIDE, element_end, index_elements
 from scm_batch.stages.initialize import initialize_batch
@@ -83,11 +85,13 @@ def reference_scan(data: bytes, depth: int = 1) -> tuple[list[int], int | None]:
     return commas, None
 
 
-def scanned(data: bytes, block: int) -> tuple[list[int], int | None]:
+def scanned(
+    data: bytes, block: int, scan: Callable[[bytes, ScanState], BlockScan] = scan_block
+) -> tuple[list[int], int | None]:
     state = ScanState(0)
     commas: list[int] = []
     for at in range(0, len(data), block):
-        found = scan_block(data[at : at + block], state)
+        found = scan(data[at : at + block], state)
         commas.extend(found.commas.tolist())
         if found.close is not None:
             return commas, found.close
@@ -100,7 +104,9 @@ def scanned(data: bytes, block: int) -> tuple[list[int], int | None]:
 )
 def test_the_scan_agrees_with_a_byte_by_byte_reference(data: bytes, block: int) -> None:
     """Random bytes from the structural alphabet, blocks of any size: runs of backslashes across
-    block ends, quotes in and out of strings, unbalanced brackets."""
+    block ends, quotes in and out of strings, unbalanced brackets. Both scans: numpy's, and the
+    one runs use (the native engine's where it is installed)."""
+    assert scanned(data, block, scan_block_numpy) == reference_scan(data)
     assert scanned(data, block) == reference_scan(data)
 
 
@@ -108,6 +114,32 @@ def test_the_scan_handles_long_backslash_runs_across_blocks() -> None:
     for run in range(1, 140):
         data = b'"' + b"a" * (64 - (run % 64)) + b"\\" * run + b'", 1, 2'
         assert scanned(data, 64) == reference_scan(data), run
+        assert scanned(data, 64, scan_block_numpy) == reference_scan(data), run
+
+
+@given(
+    st.binary(min_size=1, max_size=300).map(
+        lambda b: bytes(b'[]{},"\\ aY_y\x7f\n'[x % 14] for x in b)
+    ),
+    st.integers(-2, 3),
+    st.booleans(),
+    st.integers(0, 1),
+)
+def test_the_native_scan_answers_as_numpys_from_any_state(
+    data: bytes, depth: int, in_string: bool, backslashes: int
+) -> None:
+    """One block from any state (a depth of 0 or below included, as the format check starts
+    at 0): the same commas, close, close byte and state after."""
+    engine = native_engine()
+    if engine is None:
+        pytest.skip("the native engine is not installed")
+    numpy_state = ScanState(7, depth, in_string, backslashes)
+    native_state = ScanState(7, depth, in_string, backslashes)
+    expected = scan_block_numpy(data, numpy_state)
+    got = scan_block(data, native_state)
+    assert got.commas.tolist() == expected.commas.tolist()
+    assert (got.close, got.close_byte) == (expected.close, expected.close_byte)
+    assert native_state == numpy_state
 
 
 _TRICKY = st.text(alphabet=st.sampled_from('[]{},"\\:é€😀 \t\nabc'), max_size=12)

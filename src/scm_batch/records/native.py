@@ -50,6 +50,10 @@ class NativeEngine(Protocol):
 
     def crc32(self, buf: bytes, value: int) -> int: ...
 
+    def scan_structure(
+        self, block: bytes, position: int, depth: int, in_string: bool, backslashes: int
+    ) -> tuple[bytes, int | None, int, tuple[int, int, bool, int]]: ...
+
 
 def native_engine(env: Mapping[str, str] | None = None) -> NativeEngine | None:
     """The native engine when ``SCM_BATCH_ENGINE`` allows it and it is installed, else ``None``
