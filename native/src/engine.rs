@@ -149,8 +149,9 @@ pub fn sort_lines(
 }
 
 /// Sort a JSON array's elements (each with the white space around it), the i-th at
-/// `starts[i]` in the input. An empty element is the Python engine's to report; an element with
-/// a newline inside is written by it on one line.
+/// `starts[i]` in the input. An empty element is the Python engine's to report. A pretty-printed
+/// element is written on one line: its values that hold a newline are compacted (see
+/// [`push_compact`]), as the Python engine does.
 pub fn sort_elements(
     elements: &[&[u8]],
     starts: &[u64],
@@ -162,7 +163,7 @@ pub fn sort_elements(
     let mut sorted = Sorted::new(out, size + size / 4, marks);
     for (index, (element, &offset)) in elements.iter().zip(starts).enumerate() {
         let trimmed = trim(element);
-        if trimmed.is_empty() || memchr::memchr(b'\n', trimmed).is_some() {
+        if trimmed.is_empty() {
             sorted.defer(index, offset, element.len(), false);
             continue;
         }
@@ -247,6 +248,16 @@ fn string_value(raw: &RawValue) -> Option<Cow<'_, str>> {
     serde_json::from_str::<String>(text).ok().map(Cow::Owned)
 }
 
+/// The most `[` and `{` bytes a line the engine writes may hold. msgspec (the Python engine's
+/// reader) refuses values nested about as deep as Python's recursion limit (near a thousand,
+/// less when the stack is deeper already) and serde_json's reading of raw values has no limit at
+/// all: a line with more openings than this (its depth can be no greater) is left to Python.
+const MAX_OPENINGS: usize = 128;
+
+/// The ids end in 12 hex digits of the line's offset (Python writes more past 2**48, which no
+/// UUID holds: such a line is left to it).
+const MAX_OFFSET: u64 = 1 << 48;
+
 /// The longest integer literal taken as sure to be a Python int (msgspec reads longer ones too;
 /// they are left to it).
 const MAX_INTEGER_DIGITS: usize = 18;
@@ -279,6 +290,30 @@ fn push_id(out: &mut Vec<u8>, prefix: &[u8], offset: u64) {
     out.push(b'"');
 }
 
+/// A value without the white space between its tokens, every token as written: what msgspec's
+/// `json.format(value, indent=-1)` makes of it, which the Python engine applies to a value that
+/// holds a newline (a pretty-printed array's) so that a record stays on one line. The value is
+/// JSON that serde_json has read, so its strings end where an unescaped quote does.
+fn push_compact(out: &mut Vec<u8>, value: &[u8]) {
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in value {
+        if in_string {
+            out.push(byte);
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+            out.push(byte);
+            in_string = byte == b'"';
+        }
+    }
+}
+
 fn push_field(out: &mut Vec<u8>, first: &mut bool, key: &str, value: &[u8]) {
     if !*first {
         out.push(b',');
@@ -293,7 +328,10 @@ fn push_field(out: &mut Vec<u8>, first: &mut bool, key: &str, value: &[u8]) {
 /// Validate and transform one record, appending its result line to `out`: `Some(has_gss_id)`
 /// when it is valid and written, `None` (and `out` untouched) when it is left to Python.
 pub fn transform(line: &[u8], offset: u64, stamps: &Stamps, out: &mut Vec<u8>) -> Option<bool> {
-    if has_surrogate_escape(line) {
+    if offset >= MAX_OFFSET
+        || has_surrogate_escape(line)
+        || memchr::memchr2_iter(b'[', b'{', line).count() > MAX_OPENINGS
+    {
         return None;
     }
     let text = std::str::from_utf8(line).ok()?;
@@ -350,7 +388,15 @@ pub fn transform(line: &[u8], offset: u64, stamps: &Stamps, out: &mut Vec<u8>) -
                 push_field(out, &mut first, key, b"");
                 push_id(out, &stamps.gss_prefix, offset);
             }
-            _ => push_field(out, &mut first, key, value.get().as_bytes()),
+            _ => {
+                let raw = value.get().as_bytes();
+                if memchr::memchr(b'\n', raw).is_some() {
+                    push_field(out, &mut first, key, b"");
+                    push_compact(out, raw);
+                } else {
+                    push_field(out, &mut first, key, raw);
+                }
+            }
         }
     }
     if !has_processed {
@@ -411,6 +457,7 @@ mod tests {
             GOOD.replace("[1, 2]", "\"\\ud800\""),
             GOOD.replace("\"R1\"", "12345678901234567890"),
             GOOD.replace("\"R1\"", "1.0"),
+            GOOD.replace("[1, 2]", &format!("{}{}", "[".repeat(128), "]".repeat(128))),
             format!("{GOOD}x"),
             "[1]".to_string(),
         ];
@@ -423,6 +470,16 @@ mod tests {
             );
             assert!(out.is_empty());
         }
+    }
+
+    #[test]
+    fn compacts_a_pretty_value_as_msgspec_does() {
+        let mut out = Vec::new();
+        push_compact(
+            &mut out,
+            b"[1,\n 2.50, 1E2,\n \"a \\\" \\\\\" ,\r\n\t{\"k\" :\n null}]",
+        );
+        assert_eq!(out, b"[1,2.50,1E2,\"a \\\" \\\\\",{\"k\":null}]");
     }
 
     #[test]

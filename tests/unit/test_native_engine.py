@@ -189,6 +189,9 @@ MUTATIONS: list[Callable[[bytes], bytes]] = [
     lambda b: b.replace(b'"R1"', b'"\xed\xa0\x80"'),  # a surrogate in UTF-8
     lambda b: b.replace(b"{", b'{"id":"dup",', 1),  # a duplicate key
     lambda b: b.replace(b"{", b'{"deep":' + b"[" * 200 + b"]" * 200 + b",", 1),
+    # Deeper than msgspec reads (Python's recursion limit): malformed, "nested too deeply".
+    lambda b: b.replace(b"{", b'{"deep":' + b"[" * 1000 + b"]" * 1000 + b",", 1),
+    lambda b: b.replace(b"{", b'{"deep":' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b",", 1),
     lambda b: b.replace(b"{", b'{"n":1E400,"m":-0,"k":123456789012345678901234567890,', 1),
     lambda b: b.replace(b'"R1"', b"1e400"),
     lambda b: b.replace(b":", b" : ").replace(b",", b" ,\t"),  # white space between tokens

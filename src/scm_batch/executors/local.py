@@ -4,7 +4,8 @@ Why not ``concurrent.futures.ProcessPoolExecutor``: when one of its workers dies
 out-of-memory killer) the whole pool breaks, every running chunk fails with it, and nothing tells
 which chunk was to blame. Here each worker has a pipe of its own: a death fails exactly the chunk
 that worker was running (a transient ``WorkerDiedError``, so it is retried), a fresh worker takes
-its place, and the others carry on. The pipe also carries progress, a message per block.
+its place, and the others carry on. The pipe also carries progress, a message at most every
+tenth of a second.
 
 Workers are started by the ``forkserver`` (``spawn`` where there is none), never by ``fork`` from
 this multi-threaded driver. On Linux each worker asks to be killed when the fork server exits,
@@ -180,9 +181,10 @@ class _Job:
 # A chunk's timeout, unless one is given: ten times what it should take at the pace this pool's
 # chunks went so far (bytes per second of a chunk, from those finished), and at least a minute.
 # Before any has finished, a pessimistic pace is assumed (the first chunks may be slow to start).
-# The timeout is how long a chunk may go without progress: each block its worker reports done
-# pushes its deadline on, so a chunk slowed by its destination (Kafka pushing back, SQS
-# throttling) is never killed while it moves, only one that is stuck or stopped.
+# The timeout is how long a chunk may go without progress: each progress message of its worker
+# (blocks done, at most every tenth of a second) pushes its deadline on, so a chunk slowed by its
+# destination (Kafka pushing back, SQS throttling) is never killed while it moves, only one that
+# is stuck or stopped.
 MIN_CHUNK_TIMEOUT = 60.0
 TIMEOUT_FACTOR = 10.0
 UNMEASURED_PACE = float(1 << 20)
