@@ -39,7 +39,8 @@ class MessageBlock:
 
 
 class MessageBuilder:
-    """Builds a chunk's messages from its transformed records and their encoded lines."""
+    """Builds a chunk's messages from its valid records' encoded lines and their marks (no
+    record object: the native engine makes none)."""
 
     def __init__(
         self, task: ChunkTask, message_format: MessageFormat, ctx: TransformContext
