@@ -105,6 +105,38 @@ def line_length(line: bytes) -> int:
     return line.length if type(line) is TooLong else len(line)
 
 
+class _Unended:
+    """The start of a line that has not ended yet, carried from block to block: its length so
+    far, and its pieces unless it is already longer than the limit (then only counted)."""
+
+    __slots__ = ("held", "limit", "pieces")
+
+    def __init__(self, max_line: int | None) -> None:
+        self.limit = max_line if max_line is not None else 1 << 62
+        self.pieces: list[bytes] = []
+        self.held = 0
+
+    def add(self, piece: bytes) -> None:
+        """A block without a newline: all of it belongs to the line."""
+        self.held += len(piece)
+        if self.held <= self.limit:
+            self.pieces.append(piece)
+        else:
+            self.pieces = []
+
+    def begin(self, tail: bytes) -> None:
+        """A new line starts with ``tail`` (the bytes after a block's last newline)."""
+        self.held = len(tail)
+        self.pieces = [tail] if tail and self.held <= self.limit else []
+
+    def rest(self) -> bytes | None:
+        """The input's last line when it does not end with a newline (a :class:`TooLong` when
+        it is too long), else ``None``."""
+        if self.held > self.limit:
+            return TooLong(self.held)
+        return b"".join(self.pieces) if self.pieces else None
+
+
 def iter_line_blocks(blocks: Iterable[bytes], max_line: int | None = None) -> Iterator[list[bytes]]:
     """Regroup consecutive byte blocks into lists of complete lines, without their ``\\n``.
 
@@ -114,35 +146,25 @@ def iter_line_blocks(blocks: Iterable[bytes], max_line: int | None = None) -> It
     at a block and ``max_line`` whatever the input. A line longer than a block is carried over as
     a list of pieces, so very long lines cost linear, not quadratic, time.
     """
-    limit = max_line if max_line is not None else 1 << 62
-    pending: list[bytes] = []  # the start of the line not ended yet, unless it is too long
-    held = 0  # that line's length so far
+    unended = _Unended(max_line)
     for block in blocks:
         end = block.find(NEWLINE)
         if end < 0:
-            held += len(block)
-            if held <= limit:
-                pending.append(block)
-            else:
-                pending = []
+            unended.add(block)
             continue
-        if held + end > limit:
-            lines: list[bytes] = [TooLong(held + end), *block[end + 1 :].split(NEWLINE)]
-        elif pending:
-            pending.append(block)
-            lines = b"".join(pending).split(NEWLINE)
+        if unended.held + end > unended.limit:
+            lines: list[bytes] = [TooLong(unended.held + end), *block[end + 1 :].split(NEWLINE)]
+        elif unended.pieces:
+            lines = b"".join([*unended.pieces, block]).split(NEWLINE)
         else:
             lines = block.split(NEWLINE)
-        tail = lines.pop()
-        held = len(tail)
-        pending = [tail] if tail and held <= limit else []
-        if max_line is not None and max(map(len, lines)) > limit:
-            lines = [TooLong(len(line)) if len(line) > limit else line for line in lines]
+        unended.begin(lines.pop())
+        if max_line is not None and max(map(len, lines)) > max_line:
+            lines = [TooLong(len(line)) if len(line) > max_line else line for line in lines]
         yield lines
-    if held > limit:
-        yield [TooLong(held)]
-    elif pending:
-        yield [b"".join(pending)]
+    rest = unended.rest()
+    if rest is not None:
+        yield [rest]
 
 
 def iter_line_buffers(blocks: Iterable[bytes], max_line: int | None = None) -> Iterator[bytes]:
@@ -154,35 +176,23 @@ def iter_line_buffers(blocks: Iterable[bytes], max_line: int | None = None) -> I
     one block stays in its buffer: the engine measures lines too. Memory stays at a block and
     ``max_line``, as in :func:`iter_line_blocks`.
     """
-    limit = max_line if max_line is not None else 1 << 62
-    pending: list[bytes] = []  # the start of the line not ended yet, unless it is too long
-    held = 0  # that line's length so far
+    unended = _Unended(max_line)
     for block in blocks:
         end = block.find(NEWLINE)
         if end < 0:
-            held += len(block)
-            if held <= limit:
-                pending.append(block)
-            else:
-                pending = []
+            unended.add(block)
             continue
         start = 0
-        if held:  # the line begun in earlier blocks ends here
-            if held + end > limit:
-                yield TooLong(held + end)
+        if unended.held:  # the line begun in earlier blocks ends here
+            if unended.held + end > unended.limit:
+                yield TooLong(unended.held + end)
             else:
-                pending.append(block[: end + 1])
-                yield b"".join(pending)
+                yield b"".join([*unended.pieces, block[: end + 1]])
             start = end + 1
         last = block.rfind(NEWLINE) + 1
         if last > start:
             yield block if start == 0 and last == len(block) else block[start:last]
-        tail = block[last:]
-        held = len(tail)
-        pending = [tail] if tail else []
-        if held > limit:
-            pending = []
-    if held > limit:
-        yield TooLong(held)
-    elif pending:
-        yield b"".join(pending)
+        unended.begin(block[last:])
+    rest = unended.rest()
+    if rest is not None:
+        yield rest
