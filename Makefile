@@ -36,7 +36,7 @@ ifneq ($(HAVE_CARGO),)
 	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps build/native-wheel/scm_batch_native-*.whl
 else
 	@echo "cargo not found: the native engine is not built; scm-batch runs its Python engine (same results, slower)"
-	$(BIN)/python -m pip uninstall --quiet --yes scm-batch-native
+	@$(BIN)/python -m pip uninstall -qq --yes scm-batch-native
 endif
 	touch $@
 
