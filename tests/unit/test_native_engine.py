@@ -172,10 +172,19 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def _escape_some(text: str, draw: st.DrawFn) -> str:
-    """Spell some characters of a JSON text's strings as \\u escapes (keys and values)."""
-    if not draw(st.booleans()):
-        return text
-    return text.replace('"a', '"\\u0061').replace("e", "\\u0065" if '"' in text else "e")
+    """Spell characters of the record's strings as escapes: required values that stay valid
+    (the native engine decodes them itself), or a key (which it leaves to Python)."""
+    choice = draw(st.sampled_from(["none", "values", "key"]))
+    if choice == "values":
+        return (
+            text.replace('"active"', '"\\u0061ctive"')
+            .replace('"Ada Lovelace"', '"\\u0041da\\u0020Lovelace"')
+            .replace('"ada@example.com"', '"ada\\u0040example.com"')
+            .replace('"R1"', '"R\\u0031"')
+        )
+    if choice == "key":
+        return text.replace('"name"', '"n\\u0061me"', 1)
+    return text
 
 
 MUTATIONS: list[Callable[[bytes], bytes]] = [
