@@ -108,9 +108,20 @@ def rebased(plan: ChunkPlan, bucket: str) -> ChunkPlan:
     )
 
 
-def record_receipt(storage: Storage, batch_id: str, result: ChunkResult) -> None:
-    """Commit a chunk: call only once its parts are complete and its records delivered."""
-    storage.put_bytes(layout.receipt_key(batch_id, result.chunk_id), _encode(result))
+def record_receipt(storage: Storage, batch_id: str, result: ChunkResult) -> ChunkResult:
+    """Commit a chunk: call only once its parts are complete and its records delivered. A chunk
+    commits once: when two runs of it end (a cluster that ran it twice, a worker thought lost),
+    the first receipt stands and is returned to both (their parts are the same bytes); only an
+    unreadable receipt is replaced."""
+    key = layout.receipt_key(batch_id, result.chunk_id)
+    data = _encode(result)
+    if storage.put_new(key, data):
+        return result
+    try:
+        return msgspec.json.decode(storage.get_bytes(key), type=ChunkResult)
+    except (msgspec.MsgspecError, ObjectNotFoundError):  # garbage, or forgotten meanwhile
+        storage.put_bytes(key, data)
+        return result
 
 
 @dataclass(frozen=True, slots=True)

@@ -281,3 +281,10 @@ def test_client_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         make_client(S3Options(region="not a region"))
     with pytest.raises(ConfigError, match="--endpoint-url"):
         make_client(S3Options(endpoint_url="not a url"))
+
+
+def test_put_new_creates_once(moto: MotoServer, s3: S3Client, bucket: str) -> None:
+    store = storage(moto, bucket)
+    assert store.put_new("chunks/a.json", b"first")
+    assert not store.put_new("chunks/a.json", b"second")
+    assert s3.get_object(Bucket=bucket, Key="chunks/a.json")["Body"].read() == b"first"

@@ -17,7 +17,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from scm_batch import layout
 from scm_batch.errors import InputChangedError
+from scm_batch.ledger import Ledger
 from scm_batch.model import ChunkPlan, ChunkTask
 from scm_batch.records.transform import record_uuid
 from scm_batch.stages.aggregate import SAMPLE_RAW_CHARS, collect_samples
@@ -315,3 +317,32 @@ def test_numbers_beyond_a_double_are_kept_or_judged_never_a_crash(
     samples, _ = collect_samples(storage, [result], 10)
     assert samples[0]["record"] is None
     assert samples[0]["raw"] == '{"id": 1, "n": 1e400}'
+
+
+def test_a_chunk_run_twice_at_once_commits_once(bucket: Path) -> None:
+    """Two runs of one chunk that both pass the at-most-once check (a cluster running it twice):
+    both write the same parts; the first receipt stands, and the second run answers with it."""
+    storage, plan = plan_for(bucket, exact=True, max_chunk=100)
+    (task,) = plan.chunks
+    first = process_chunk(task, storage=storage, attempt=1)
+    parts = {p: (bucket / p).read_bytes() for p in (first.result_key, first.error_key)}
+    second = process_chunk(task, storage=storage, attempt=2)
+    assert second == first
+    assert [a.attempt for a in second.attempts] == [1]
+    assert Ledger(storage, "b1").receipt(task.chunk_id) == first
+    assert {p: (bucket / p).read_bytes() for p in parts} == parts
+
+    # An unreadable receipt (a disk that filled up) is no commit: the next run's replaces it.
+    receipt = bucket / layout.receipt_key("b1", task.chunk_id)
+    receipt.write_bytes(b"{not json")
+    third = process_chunk(task, storage=storage, attempt=3)
+    assert [a.attempt for a in third.attempts] == [3]
+    assert Ledger(storage, "b1").receipt(task.chunk_id) == third
+
+
+def test_local_put_new_creates_once(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    assert storage.put_new("chunks/a.json", b"first")
+    assert not storage.put_new("chunks/a.json", b"second")
+    assert (tmp_path / "chunks/a.json").read_bytes() == b"first"
+    assert [p.name for p in (tmp_path / "chunks").iterdir()] == ["a.json"]  # no temporary left

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, TypedDict, TypeVar, Unpack
 
 import msgspec
 
@@ -71,8 +71,26 @@ def _without_cyclic_gc(function: Callable[P, R]) -> Callable[P, R]:
     return paused
 
 
+class ChunkOptions(TypedDict, total=False):
+    """How :func:`process_chunk` runs a chunk, beyond the task (see :func:`_process_chunk`)."""
+
+    storage: Storage | None
+    sink: RecordSink | None
+    on_progress: ProgressCallback | None
+    block_size: int
+    attempt: int
+    previous_attempts: Sequence[Attempt]
+    fault_hook: Callable[[int], None] | None
+
+
+def process_chunk(task: ChunkTask, **options: Unpack[ChunkOptions]) -> ChunkResult:
+    """Process one chunk task: write its parts, deliver its records to ``sink`` (if any), then
+    write its receipt; return the chunk's receipt (see :func:`_process_chunk`)."""
+    return _process_chunk(task, **options).result
+
+
 @_without_cyclic_gc
-def process_chunk(
+def _process_chunk(
     task: ChunkTask,
     *,
     storage: Storage | None = None,
@@ -82,9 +100,10 @@ def process_chunk(
     attempt: int = 1,
     previous_attempts: Sequence[Attempt] = (),
     fault_hook: Callable[[int], None] | None = None,
-) -> ChunkResult:
+) -> ChunkRun:
     """Process one chunk task: write its parts, deliver its records to ``sink`` (if any), then
-    write its receipt; return its counts.
+    write its receipt; return its counts, or the receipt of another run of the chunk that
+    committed first (``done_before``: the chunk was run twice at once; the same bytes).
 
     The receipt comes only after the parts are complete and every message is acknowledged, so a
     chunk with a receipt is done and delivered. ``attempt`` and ``previous_attempts`` are recorded
@@ -153,8 +172,10 @@ def process_chunk(
     result = _result(task, scanner.tally, duration, previous_attempts, attempt, delivered)
     result = msgspec.structs.replace(result, engine=engine_name(engine))
     result = msgspec.structs.replace(result, parts=[result_object.check(), errors.check()])
-    record_receipt(store, task.batch_id, result)  # the commit: last, after parts and delivery
-    return result
+    # The commit: last, after parts and delivery; the receipt that stands if another run of this
+    # chunk committed first.
+    standing = record_receipt(store, task.batch_id, result)
+    return ChunkRun(standing, done_before=standing is not result)
 
 
 def _result(
@@ -217,7 +238,7 @@ def run_chunk(
         return ChunkRun(earlier, done_before=True)
     if on_start is not None:
         on_start()
-    result = process_chunk(
+    return _process_chunk(
         task,
         storage=storage,
         sink=sink,
@@ -227,4 +248,3 @@ def run_chunk(
         previous_attempts=previous_attempts,
         fault_hook=faults.hook(task.chunk_id, attempt) if faults is not None else None,
     )
-    return ChunkRun(result, done_before=False)

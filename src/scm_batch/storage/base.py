@@ -101,6 +101,11 @@ class Storage(Protocol):
         """Create or replace a small object in one step."""
         ...
 
+    def put_new(self, key: str, data: bytes) -> bool:
+        """Create a small object only if there is none under ``key``, atomically (of two
+        writers, one wins); ``False``, and nothing written, if there was one."""
+        ...
+
     def get_bytes(self, key: str) -> bytes:
         """The whole content of a small object."""
         ...

@@ -8,6 +8,7 @@ before its receipt) is on disk before it, even across a power loss.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import glob
 import os
@@ -114,6 +115,24 @@ def open_bucket(name: str, options: StorageOptions) -> LocalStorage:
     return LocalStorage(name)
 
 
+def _link_new(tmp: Path, path: Path) -> None:
+    """Give ``tmp``'s file the name ``path`` unless it is taken (``FileExistsError``): a hard
+    link is atomic and never replaces. Where the file system has no hard links (some network
+    mounts), a check then a rename: two writers racing there may both succeed."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            with _os_errors(str(path)):
+                raise
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "exists", str(path)) from None
+        with _os_errors(str(path)):
+            os.replace(tmp, path)
+
+
 class LocalStorage:
     """A bucket that is a local directory."""
 
@@ -177,6 +196,21 @@ class LocalStorage:
 
     @contextmanager
     def open_writer(self, key: str) -> Iterator[_DurableFile]:
+        with self._writer(key, exclusive=False) as writer:
+            yield writer
+
+    def put_new(self, key: str, data: bytes) -> bool:
+        try:
+            with self._writer(key, exclusive=True) as fh:
+                fh.write(data)
+        except FileExistsError:
+            return False
+        return True
+
+    @contextmanager
+    def _writer(self, key: str, *, exclusive: bool) -> Iterator[_DurableFile]:
+        """Write through a temporary file; then its name replaces the object (or, ``exclusive``,
+        is linked to the object's name, which fails with ``FileExistsError`` if it is taken)."""
         path = self._path(key)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
         with _os_errors(str(path)):
@@ -193,7 +227,14 @@ class LocalStorage:
                 # No fsync of the directory: journaling file systems (ext4, XFS, btrfs) commit
                 # renames in order, so a receipt's name is durable only after the names of the
                 # parts renamed before it; and a lost last rename only means a chunk is redone.
-                os.replace(tmp, path)
+                if not exclusive:
+                    os.replace(tmp, path)
+            if exclusive:
+                try:
+                    _link_new(tmp, path)
+                finally:
+                    with suppress(OSError):
+                        tmp.unlink()
         except BaseException:
             with suppress(OSError):
                 tmp.unlink()

@@ -315,6 +315,10 @@ class S3Storage:
         with self._errors(self.uri_for(key)):
             self._client.put_object(Bucket=self._bucket, Key=key, Body=data, **self._encryption())  # type: ignore[arg-type]
 
+    def put_new(self, key: str, data: bytes) -> bool:
+        check_key(key)
+        return self._put_if(key, data, self.uri_for(key), IfNoneMatch="*") is not None
+
     def delete(self, key: str) -> None:
         check_key(key)
         with self._errors(self.uri_for(key)):
