@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, unquote_plus
 
 import msgspec
@@ -27,6 +27,8 @@ from scm_batch.storage import StorageOptions, normalize_bucket, open_storage
 _MISSING = re.compile(r"missing required field `(?P<field>[^`]+)`")
 _AT_FIELD = re.compile(r"^(?P<problem>.*) - at `\$\.(?P<field>[^`\[]+)")
 
+ExecutorKind = Literal["local", "dask"]
+
 JOB_INPUT_FIELDS = frozenset(f.encode_name for f in msgspec.structs.fields(JobInput))
 
 
@@ -35,6 +37,10 @@ class RunOptions(CamelStruct, frozen=True):
     :func:`scm_batch.settings.load_settings`."""
 
     workers: int = msgspec.field(default_factory=lambda: os.cpu_count() or 1)
+    # Where chunks run: a pool of processes here, or a Dask cluster (scm_batch.executors.dask).
+    executor: ExecutorKind = "local"
+    # The Dask scheduler's address (tcp://host:8786); None: a local cluster of ``workers``.
+    dask_scheduler: str | None = None
     block_size: int = DEFAULT_BLOCK_SIZE
     # A chunk running longer is stopped and retried; None: from its size and the measured pace.
     chunk_timeout_seconds: float | None = None

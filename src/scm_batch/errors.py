@@ -253,3 +253,10 @@ def recorded_error(name: str, message: str) -> ScmBatchError:
 
 class ExecutorBrokenError(ScmBatchError):
     """The executor itself failed (not a chunk): the run stops; resume it once the cause is gone."""
+
+
+class ClusterError(ExecutorBrokenError):
+    """The cluster the chunks were to run on cannot run them: its scheduler does not answer, no
+    worker joins, or a worker cannot reach the input or the bucket (named in the message)."""
+
+    exit_code = ExitCode.UNAVAILABLE

@@ -19,7 +19,9 @@ from datetime import UTC, datetime
 import msgspec
 
 from scm_batch.config import RunOptions
+from scm_batch.errors import ConfigError
 from scm_batch.executors.base import ChunkExecutor
+from scm_batch.executors.worker import WorkerSettings
 from scm_batch.faults import FaultPlan
 from scm_batch.ledger import Ledger
 from scm_batch.model import ChunkPlan, ChunkResult, ChunkTask
@@ -29,18 +31,45 @@ from scm_batch.scheduler import ChunkScheduler, Clock, Outcome, SystemClock, Tal
 ExecutorFactory = Callable[[RunOptions], ChunkExecutor]
 
 
+def worker_settings(options: RunOptions) -> WorkerSettings:
+    """What every worker is sent with its tasks, from the run's options."""
+    return WorkerSettings(
+        block_size=options.block_size,
+        storage=options.storage,
+        delivery=options.delivery,
+        faults=options.faults,
+    )
+
+
 def local_executor(options: RunOptions) -> ChunkExecutor:
     """The local pool of worker processes, one per ``options.workers``."""
     from scm_batch.executors.local import LocalExecutor  # noqa: PLC0415 - only where chunks run
 
     return LocalExecutor(
-        options.workers,
-        block_size=options.block_size,
-        storage=options.storage,
-        delivery=options.delivery,
-        faults=options.faults,
+        options.workers, worker_settings(options), chunk_timeout=options.chunk_timeout_seconds
+    )
+
+
+def dask_executor(options: RunOptions) -> ChunkExecutor:
+    """A Dask cluster: the scheduler at ``options.dask_scheduler``, or a local cluster of
+    ``options.workers`` processes."""
+    try:
+        from scm_batch.executors.dask import DaskExecutor  # noqa: PLC0415 - optional dependency
+    except ImportError as exc:
+        raise ConfigError(
+            "--executor", f"dask needs scm-batch[dask] installed here and on the workers ({exc})"
+        ) from None
+    return DaskExecutor(
+        worker_settings(options),
+        address=options.dask_scheduler,
+        workers=options.workers,
         chunk_timeout=options.chunk_timeout_seconds,
     )
+
+
+def configured_executor(options: RunOptions) -> ChunkExecutor:
+    """The executor the options name (``--executor``)."""
+    return dask_executor(options) if options.executor == "dask" else local_executor(options)
 
 
 def prepare_local_workers() -> None:
@@ -60,7 +89,7 @@ class Session:
 
     options: RunOptions
     progress: ProgressReporter = field(default_factory=NullProgress)
-    executor_factory: ExecutorFactory = local_executor
+    executor_factory: ExecutorFactory = configured_executor
     clock: Clock = field(default_factory=SystemClock)
     rng: random.Random = field(default_factory=random.Random)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -84,7 +113,7 @@ class Session:
         return cls(
             options=options,
             progress=progress or NullProgress(),
-            executor_factory=executor_factory or local_executor,
+            executor_factory=executor_factory or configured_executor,
             clock=clock or SystemClock(),
             rng=rng or random.Random(),
         )
@@ -112,11 +141,16 @@ def process_in_parallel(
     lines_before = sum(r.lines for r in done_before.values())
     # Never more workers than chunks: a worker with nothing to do costs a process all the same.
     workers = min(session.options.workers, len(todo))
+    executor = session.executor_factory(msgspec.structs.replace(session.options, workers=workers))
+    try:
+        executor.check_reach(todo[0])
+    except BaseException:
+        executor.shutdown(cancel=True)
+        raise
     session.progress.phase(
         f"ProcessChunksInParallel: {len(todo)} of {plan.chunk_count} chunks of up to "
-        f"{plan.chunk_size:,} records on {workers} workers"
+        f"{plan.chunk_size:,} records on {executor.description}"
     )
-    executor = session.executor_factory(msgspec.structs.replace(session.options, workers=workers))
 
     def snapshot(tally: Tally) -> ProgressSnapshot:
         return ProgressSnapshot(

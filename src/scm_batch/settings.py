@@ -199,6 +199,12 @@ SETTINGS: tuple[Setting, ...] = (
     *_in("execution", (
         _s("run.workers", WHOLE, "Worker processes (default: one per core).", "--workers",
            "SCM_BATCH_WORKERS"),
+        _s("run.executor", choice("local", "dask"), "Where chunks run: local (worker processes "
+           "on this machine) or dask (a Dask cluster: --dask-scheduler's, or a local one of "
+           "--workers processes; needs scm-batch[dask]).", "--executor", "SCM_BATCH_EXECUTOR"),
+        _s("run.daskScheduler", TEXT, "The Dask scheduler for --executor dask, e.g. "
+           "tcp://10.0.0.5:8786 (default: a local cluster).", "--dask-scheduler",
+           "DASK_SCHEDULER_ADDRESS"),
         _s("run.retry.attempts", WHOLE, "Attempts per chunk, the first included.",
            "--retry-attempts", "SCM_BATCH_RETRY_ATTEMPTS"),
         _s("run.retry.baseDelaySeconds", NUMBER, "Backoff before the first retry, seconds (full "

@@ -205,13 +205,15 @@ def test_the_only_worker_dying_is_replaced(bucket_with: Path, reference: dict[st
 def test_shutdown_finishes_queued_chunks_even_when_a_worker_dies(bucket_with: Path) -> None:
     from scm_batch.errors import WorkerDiedError
     from scm_batch.executors.local import LocalExecutor
+    from scm_batch.executors.worker import WorkerSettings
 
     _, plan = plan_input(
         bucket_with,
         job_input(bucket_with, "records.jsonl", max_concurrent_chunks=10),
         min_chunk_size=1,
     )
-    pool = LocalExecutor(1, block_size=1 << 20, faults=parse_faults("chunk_000000=kill"))
+    settings = WorkerSettings(1 << 20, faults=parse_faults("chunk_000000=kill"))
+    pool = LocalExecutor(1, settings)
     futures = [pool.submit(task) for task in plan.chunks[:3]]
     pool.shutdown(cancel=False)  # returns only when every queued chunk has run
     assert isinstance(futures[0].exception(timeout=0), WorkerDiedError)

@@ -14,6 +14,7 @@ import pytest
 from scm_batch.config import RunOptions
 from scm_batch.executors.base import ChunkExecutor
 from scm_batch.executors.local import LocalExecutor
+from scm_batch.executors.worker import WorkerSettings
 from scm_batch.lifecycle import run_batch
 from scm_batch.model import PlanOptions
 from scm_batch.records.generate import GenerateStats, generate_file
@@ -198,7 +199,9 @@ class CorruptingExecutor:
         data[data.index(b"\n", at)] = ord(" ")
         path.write_bytes(bytes(data))
         os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-        self._inner = LocalExecutor(options.workers, block_size=options.block_size)
+        self._inner = LocalExecutor(options.workers, WorkerSettings(options.block_size))
+        self.description = self._inner.description
+        self.check_reach = self._inner.check_reach
         self.submit = self._inner.submit
         self.lines_done = self._inner.lines_done
         self.shutdown = self._inner.shutdown
@@ -234,7 +237,7 @@ def test_an_input_replaced_after_planning_fails_every_chunk(bucket: Path) -> Non
 
     def factory(opts: RunOptions) -> ChunkExecutor:
         generate_file(path, 3_000, seed=12)  # same size class, different content and time
-        return LocalExecutor(opts.workers, block_size=opts.block_size)
+        return LocalExecutor(opts.workers, WorkerSettings(opts.block_size))
 
     report = run_batch(
         job, RunOptions(workers=2, plan=PlanOptions(min_chunk_size=1)), executor_factory=factory

@@ -297,3 +297,60 @@ def kafka_broker(advertised_port: int | None = None) -> Iterator[KafkaBroker]:
     # tansu says when it is ready.
     with _running(process, process.stdout, broker.log, lambda line: line.startswith("ready in")):
         yield broker
+
+
+@dataclass
+class DaskCluster:
+    """A ``dask scheduler`` process and its ``dask worker`` processes, each worker (a nanny and
+    the worker process it restarts) in a working directory of its own."""
+
+    address: str
+    scheduler: subprocess.Popen[str]
+    workers: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+
+
+def _dask(*args: str) -> list[str]:
+    return [str(Path(sys.executable).with_name("dask")), *args]
+
+
+@contextlib.contextmanager
+def dask_cluster(
+    root: Path, workers: dict[str, dict[str, str]], scheduler_env: dict[str, str] | None = None
+) -> Iterator[DaskCluster]:
+    """A scheduler on 127.0.0.1 and one single-threaded worker per name in ``workers``, started
+    with that name's environment (the whole of it) in ``root/<name>``."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    with contextlib.ExitStack() as stack:
+        scheduler = subprocess.Popen(
+            _dask("scheduler", "--host", "127.0.0.1", "--port", str(port),
+                  "--dashboard-address", "127.0.0.1:0"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(scheduler_env or {})},
+        )  # fmt: skip
+        assert scheduler.stderr is not None
+        cluster = DaskCluster(address, scheduler)
+        stack.enter_context(
+            _running(scheduler, scheduler.stderr, cluster.log, lambda line: "Scheduler at" in line)
+        )
+        for name, env in workers.items():
+            home = root / name
+            home.mkdir(parents=True)
+            worker = subprocess.Popen(
+                _dask("worker", address, "--name", name, "--nthreads", "1",
+                      "--dashboard-address", "127.0.0.1:0", "--local-directory", str(home)),
+                cwd=home,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )  # fmt: skip
+            assert worker.stderr is not None
+            cluster.workers[name] = worker
+            stack.enter_context(
+                _running(worker, worker.stderr, cluster.log, lambda line: "Registered to" in line)
+            )
+        yield cluster

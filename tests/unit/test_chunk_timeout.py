@@ -1,5 +1,5 @@
-"""A chunk's timeout in the local pool: ten times what it should take at the pace of the chunks
-done so far, at least a minute; pessimistic before any is done."""
+"""A chunk's timeout in the local pool and on Dask: ten times what it should take at the pace of
+the chunks done so far, at least a minute; pessimistic before any is done."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import msgspec
 
-from scm_batch.executors.local import MIN_CHUNK_TIMEOUT, UNMEASURED_PACE, _Pace
+from scm_batch.executors.base import MIN_CHUNK_TIMEOUT, UNMEASURED_PACE, Pace
 from scm_batch.model import ChunkResult
 from tests.helpers import job_input, plan_input
 
@@ -25,7 +25,7 @@ def test_a_chunk_timeout_follows_the_pace_of_the_chunks_done(bucket: Path) -> No
     (bucket / "in.jsonl").write_text('{"id": 1}\n')
     task = plan_input(bucket, job_input(bucket))[1].chunks[0]
     big = msgspec.structs.replace(task, byte_start=0, byte_end=100 << 20)
-    pace = _Pace()
+    pace = Pace()
     assert pace.timeout(big) == 10 * (100 << 20) / UNMEASURED_PACE  # nothing measured yet
     pace.record(done(50 << 20, 2.0))  # 25 MiB/s: 100 MiB should take 4 s; ten times is 40 s
     assert pace.timeout(big) == MIN_CHUNK_TIMEOUT

@@ -8,6 +8,7 @@ checked exactly, without waiting for it.
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -24,7 +25,7 @@ from scm_batch.errors import (
     StorageError,
     WorkerDiedError,
 )
-from scm_batch.executors.local import _portable
+from scm_batch.executors.worker import portable_error
 from scm_batch.ledger import Ledger
 from scm_batch.model import Attempt, ChunkResult, ChunkTask, StatusWord, Tolerance
 from scm_batch.retry import RetryPolicy, is_transient
@@ -101,6 +102,10 @@ class ScriptedExecutor:
     def __init__(self, script: dict[str, list[BaseException | None]]) -> None:
         self.script = script
         self.calls: list[tuple[str, int, int]] = []
+        self.description = "scripted"
+
+    def check_reach(self, task: ChunkTask) -> None:
+        pass
 
     def submit(
         self, task: ChunkTask, attempt: int = 1, previous: Sequence[Attempt] = ()
@@ -273,21 +278,24 @@ def test_the_backoff_counts_from_when_the_failure_is_seen(
 
 
 class RefusedError(ConnectionError):
-    """Like many client libraries' errors: required constructor arguments, so pickling fails."""
+    """Like many client libraries' errors: required constructor arguments and a live handle, so
+    pickling fails (even where a library taught pickle to rebuild errors without calling their
+    constructor, as distributed does through tblib once a Dask client has run here)."""
 
     def __init__(self, host: str, port: int) -> None:
         super().__init__(f"{host}:{port} refused")
+        self.handle = threading.Lock()
 
 
 def test_an_error_that_cannot_travel_keeps_its_transience(
     tasks: tuple[Ledger, list[ChunkTask]],
 ) -> None:
     _, chunks = tasks
-    stand_in = _portable(RefusedError("broker", 9092), chunks[0])
+    stand_in = portable_error(RefusedError("broker", 9092), chunks[0])
     assert isinstance(stand_in, ChunkFailedError)
     assert (stand_in.error_type, stand_in.detail) == ("RefusedError", "broker:9092 refused")
     assert is_transient(stand_in)
-    assert not is_transient(_portable(InputChangedError("x"), chunks[0]))
+    assert not is_transient(portable_error(InputChangedError("x"), chunks[0]))
 
 
 def test_failure_records_of_chunks_done_later_are_forgotten(

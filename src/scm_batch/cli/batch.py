@@ -87,6 +87,15 @@ def _warn_of_many_workers(options: RunOptions) -> None:
         )
 
 
+def _prepare_workers(options: RunOptions) -> None:
+    """A local pool's workers start loading their code now, while the batch is planned; a Dask
+    cluster's are its own (and an external one's size is not ``--workers``)."""
+    if options.executor == "local" or options.dask_scheduler is None:
+        _warn_of_many_workers(options)
+    if options.executor == "local":
+        prepare_local_workers()
+
+
 def _progress(given: Given) -> ProgressReporter:
     mode = given["progress"]
     if mode not in ("auto", "live", "log", "none"):
@@ -115,8 +124,7 @@ def run(ctx: typer.Context, given: Given) -> int:
     """
     settings = given.settings("job", "deployment")
     job = _job_input(given, settings)
-    _warn_of_many_workers(settings.run)
-    prepare_local_workers()
+    _prepare_workers(settings.run)
     report = run_batch(job, settings.run, progress=_progress(given))
     return finish(report, given["as_json"])
 
@@ -125,8 +133,7 @@ def run(ctx: typer.Context, given: Given) -> int:
 def resume(ctx: typer.Context, given: Given) -> int:
     """Continue an interrupted batch from its plan: finished chunks are kept, the rest run."""
     settings = given.settings("deployment")
-    _warn_of_many_workers(settings.run)
-    prepare_local_workers()
+    _prepare_workers(settings.run)
     progress = _progress(given)
     report = resume_batch(given["bucket"], given["batch_id"], settings.run, progress=progress)
     return finish(report, given["as_json"])

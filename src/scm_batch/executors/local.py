@@ -18,7 +18,6 @@ import ctypes
 import math
 import multiprocessing
 import os
-import pickle
 import signal
 import sys
 import threading
@@ -33,15 +32,15 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any, cast
 
-from scm_batch.errors import ChunkFailedError, ExecutorBrokenError, WorkerDiedError
-from scm_batch.faults import FaultPlan
+from scm_batch.errors import ExecutorBrokenError, WorkerDiedError
+from scm_batch.executors.base import Pace
+from scm_batch.executors.worker import (
+    ChunkRunner,
+    ThrottledProgress,
+    WorkerSettings,
+    portable_error,
+)
 from scm_batch.model import Attempt, ChunkResult, ChunkTask
-from scm_batch.retry import is_transient
-from scm_batch.sinks.base import RecordSink
-from scm_batch.sinks.options import DeliveryOptions
-from scm_batch.sinks.routing import open_record_sink
-from scm_batch.stages.process import run_chunk
-from scm_batch.storage import Storage, StorageOptions, open_storage
 
 if TYPE_CHECKING:
     from multiprocessing.context import ForkServerContext, SpawnContext
@@ -56,17 +55,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         return
-
-
-def _portable(error: BaseException, task: ChunkTask) -> BaseException:
-    """The error itself if it survives the trip to the driver, else a faithful stand-in."""
-    try:
-        pickle.loads(pickle.dumps(error))
-    except Exception:  # any unpicklable error is replaced, whatever breaks
-        return ChunkFailedError(
-            task.chunk_id, type(error).__name__, str(error), retryable=is_transient(error)
-        )
-    return error
 
 
 # ---- what goes over a worker's pipe ------------------------------------------------------------
@@ -95,7 +83,8 @@ class Finished:
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """Worker → driver: the attempt failed with ``error`` (picklable, see :func:`_portable`)."""
+    """Worker → driver: the attempt failed with ``error`` (picklable: see
+    :func:`scm_batch.executors.worker.portable_error`)."""
 
     error: BaseException
 
@@ -104,36 +93,11 @@ Reply = Progress | Finished | Failed
 STOP = None  # driver → worker: no more chunks; exit
 
 
-_PROGRESS_INTERVAL = 0.1  # seconds
-
-
-def _worker_main(
-    conn: Connection,
-    block_size: int,
-    storage: StorageOptions,
-    delivery: DeliveryOptions,
-    faults: FaultPlan | None,
-) -> None:
+def _worker_main(conn: Connection, settings: WorkerSettings) -> None:
     """A worker's life: receive an assignment, run its chunk, answer; repeat until told to stop."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
-    buckets: dict[str, Storage] = {}  # one client per bucket, reused from chunk to chunk
-    sinks: dict[str, RecordSink | None] = {}  # one producer per destination, likewise
-
-    # Progress goes to the driver at most every _PROGRESS_INTERVAL: a message per block cost a
-    # twentieth of a worker's time once the records were sorted natively. What a chunk did not
-    # report is in its result.
-    unsent = 0
-    last_sent = 0.0
-
-    def report(lines: int) -> None:
-        nonlocal unsent, last_sent
-        unsent += lines
-        now = time.monotonic()
-        if now - last_sent >= _PROGRESS_INTERVAL:
-            conn.send(Progress(unsent))
-            unsent, last_sent = 0, now
-
+    runner = ChunkRunner(settings)
     while True:
         try:
             message: Assignment | None = conn.recv()
@@ -141,29 +105,14 @@ def _worker_main(
             return
         if message is STOP:
             return
-        unsent = 0
         task = message.task
+        report = ThrottledProgress(lambda lines: conn.send(Progress(lines)))
         try:
-            bucket = buckets.get(task.bucket)
-            if bucket is None:
-                bucket = buckets[task.bucket] = open_storage(task.bucket, storage)
-            sink = sinks.get(task.destination)
-            if sink is None or sink.broken:
-                sink = sinks[task.destination] = open_record_sink(task.destination, delivery)
-            ran = run_chunk(
-                task,
-                storage=bucket,
-                sink=sink,
-                on_progress=report,
-                block_size=block_size,
-                attempt=message.attempt,
-                previous_attempts=message.previous,
-                faults=faults,
-            )
+            result = runner.run(task, message.attempt, message.previous, report)
         except BaseException as exc:
-            conn.send(Failed(_portable(exc, task)))
+            conn.send(Failed(portable_error(exc, task)))
         else:
-            conn.send(Finished(ran.result))
+            conn.send(Finished(result))
 
 
 @dataclass(slots=True)
@@ -176,34 +125,6 @@ class _Job:
     timeout: float = math.inf  # seconds it may go without progress, set when a worker takes it
     deadline: float = math.inf  # time.monotonic() by which it must progress (or be done)
     timed_out: bool = False
-
-
-# A chunk's timeout, unless one is given: ten times what it should take at the pace this pool's
-# chunks went so far (bytes per second of a chunk, from those finished), and at least a minute.
-# Before any has finished, a pessimistic pace is assumed (the first chunks may be slow to start).
-# The timeout is how long a chunk may go without progress: each progress message of its worker
-# (blocks done, at most every tenth of a second) pushes its deadline on, so a chunk slowed by its
-# destination (Kafka pushing back, SQS throttling) is never killed while it moves, only one that
-# is stuck or stopped.
-MIN_CHUNK_TIMEOUT = 60.0
-TIMEOUT_FACTOR = 10.0
-UNMEASURED_PACE = float(1 << 20)
-
-
-@dataclass(slots=True)
-class _Pace:
-    """How fast this pool's chunks went: what the next one may take."""
-
-    bytes: int = 0
-    seconds: float = 0.0
-
-    def record(self, result: ChunkResult) -> None:
-        self.bytes += result.bytes_read
-        self.seconds += result.duration_seconds
-
-    def timeout(self, task: ChunkTask) -> float:
-        pace = self.bytes / self.seconds if self.bytes and self.seconds > 0 else UNMEASURED_PACE
-        return max(MIN_CHUNK_TIMEOUT, TIMEOUT_FACTOR * (task.byte_end - task.byte_start) / pace)
 
 
 @dataclass(slots=True, eq=False)
@@ -242,11 +163,8 @@ class LocalExecutor:
     def __init__(
         self,
         workers: int,
+        settings: WorkerSettings,
         *,
-        block_size: int,
-        storage: StorageOptions | None = None,
-        delivery: DeliveryOptions | None = None,
-        faults: FaultPlan | None = None,
         chunk_timeout: float | None = None,
     ) -> None:
         methods = multiprocessing.get_all_start_methods()
@@ -254,12 +172,9 @@ class LocalExecutor:
             "ForkServerContext | SpawnContext",
             multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn"),
         )
-        self._block_size = block_size
-        self._storage = storage or StorageOptions()
-        self._delivery = delivery or DeliveryOptions()
-        self._faults = faults
-        self._chunk_timeout = chunk_timeout  # None: from the pace (see _Pace)
-        self._pace = _Pace()
+        self._settings = settings
+        self._chunk_timeout = chunk_timeout  # None: from the pace (see Pace)
+        self._pace = Pace()
         self._lock = threading.Lock()
         self._queue: deque[_Job] = deque()
         self._finished_lines = 0
@@ -271,6 +186,14 @@ class LocalExecutor:
         self._thread.start()
 
     # ---- the driver's side ----------------------------------------------------------------
+    @property
+    def description(self) -> str:
+        return f"{len(self._workers)} workers"
+
+    def check_reach(self, task: ChunkTask) -> None:
+        """Nothing to check: the workers are this machine's processes, with the driver's
+        environment, and the driver has read the input and written to the bucket already."""
+
     def submit(
         self, task: ChunkTask, attempt: int = 1, previous: Sequence[Attempt] = ()
     ) -> Future[ChunkResult]:
@@ -321,7 +244,7 @@ class LocalExecutor:
         parent, child = self._context.Pipe()
         process = self._context.Process(
             target=_worker_main,
-            args=(child, self._block_size, self._storage, self._delivery, self._faults),
+            args=(child, self._settings),
             name="scm-batch-worker",
             daemon=True,
         )
