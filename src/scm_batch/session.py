@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
@@ -50,15 +53,22 @@ def local_executor(options: RunOptions) -> ChunkExecutor:
     )
 
 
-def dask_executor(options: RunOptions) -> ChunkExecutor:
-    """A Dask cluster: the scheduler at ``options.dask_scheduler``, or a local cluster of
-    ``options.workers`` processes."""
+def _import_dask_executor() -> None:
+    """Import the Dask executor, or say in one line what to install."""
     try:
-        from scm_batch.executors.dask import DaskExecutor  # noqa: PLC0415 - optional dependency
+        import scm_batch.executors.dask  # noqa: F401, PLC0415 - an optional dependency
     except ImportError as exc:
         raise ConfigError(
             "--executor", f"dask needs scm-batch[dask] installed here and on the workers ({exc})"
         ) from None
+
+
+def dask_executor(options: RunOptions) -> ChunkExecutor:
+    """A Dask cluster: the scheduler at ``options.dask_scheduler``, or a local cluster of
+    ``options.workers`` processes."""
+    _import_dask_executor()
+    from scm_batch.executors.dask import DaskExecutor  # noqa: PLC0415 - optional dependency
+
     return DaskExecutor(
         worker_settings(options),
         address=options.dask_scheduler,
@@ -70,6 +80,62 @@ def dask_executor(options: RunOptions) -> ChunkExecutor:
 def configured_executor(options: RunOptions) -> ChunkExecutor:
     """The executor the options name (``--executor``)."""
     return dask_executor(options) if options.executor == "dask" else local_executor(options)
+
+
+@contextmanager
+def prepared_executor(options: RunOptions) -> Iterator[ExecutorFactory]:
+    """The executor the options name, its workers starting now, while the driver validates and
+    plans: the local pool's fork server with the workers' modules loaded, or a local Dask cluster
+    (closed when the block ends). An existing Dask cluster's workers are already there."""
+    if options.executor == "local":
+        prepare_local_workers()
+        yield configured_executor
+        return
+    if options.dask_scheduler is not None:
+        yield configured_executor
+        return
+    starting = _ClusterStart(options.workers)
+
+    def on_the_cluster(opts: RunOptions) -> ChunkExecutor:
+        from scm_batch.executors.dask import DaskExecutor  # noqa: PLC0415 - imported by now
+
+        return DaskExecutor(
+            worker_settings(opts),
+            cluster=starting.cluster(),
+            chunk_timeout=opts.chunk_timeout_seconds,
+        )
+
+    try:
+        yield on_the_cluster
+    finally:
+        starting.close()
+
+
+class _ClusterStart:
+    """A local Dask cluster started in a thread of its own, from importing distributed on (half
+    a second) to its workers joining, while the driver validates and plans the batch."""
+
+    def __init__(self, workers: int) -> None:
+        self._started: Future[Any] = Future()  # the distributed.LocalCluster
+        threading.Thread(
+            target=self._start, args=(workers,), name="scm-batch-dask-start", daemon=True
+        ).start()
+
+    def _start(self, workers: int) -> None:
+        try:
+            _import_dask_executor()
+            from scm_batch.executors.dask import start_local_cluster  # noqa: PLC0415
+
+            self._started.set_result(start_local_cluster(workers))
+        except BaseException as exc:  # raised to whoever asks for the cluster
+            self._started.set_exception(exc)
+
+    def cluster(self) -> Any:
+        return self._started.result()
+
+    def close(self) -> None:
+        with suppress(BaseException):  # a cluster that never started has nothing to close
+            self._started.result().close()
 
 
 def prepare_local_workers() -> None:

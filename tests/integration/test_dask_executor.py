@@ -340,3 +340,30 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path: Path) -> None:
     assert ran.returncode == ExitCode.UNAVAILABLE, ran.stderr
     (line,) = ran.stderr.strip().splitlines()
     assert line.startswith("error: cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+
+
+def test_without_a_scheduler_a_local_cluster_runs_the_batch(tmp_path: Path) -> None:
+    """``--executor dask`` alone: a local cluster of ``--workers`` processes, started while the
+    batch is planned, closed after; a local directory as the bucket."""
+    outputs = {}
+    for name, extra in (("pool", ()), ("dask", ("--executor", "dask"))):
+        bucket = tmp_path / name
+        generate_file(bucket / "input" / "records.jsonl", 20_000, seed=8, invalid_rate=0.002)
+        ran = run_cli(
+            "run", "--bucket", str(bucket), "--file", "input/records.jsonl",
+            "--customer-id", "c", "--tenant-id", "t", "--batch-id", "b",
+            "--processed-at", PROCESSED_AT, "--workers", "2", "--max-concurrent-chunks", "6",
+            "--min-chunk-size", "1", "--progress", "log", *extra,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        outputs[name] = {
+            str(p.relative_to(bucket)): p.read_bytes()
+            for p in sorted(bucket.glob("results/b/*")) + sorted(bucket.glob("errors/b/*"))
+        }
+        if name == "dask":
+            assert "6 of 6 chunks of up to 3,334 records on a local Dask cluster: 2 workers" in (
+                ran.stderr
+            )
+            assert not list(bucket.glob("metadata/b.reach-check-*"))  # the probes are gone
+    assert len(outputs["dask"]) == 12
+    assert outputs["dask"] == outputs["pool"]

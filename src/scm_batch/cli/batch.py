@@ -41,7 +41,7 @@ from scm_batch.lifecycle import preview_plan, resume_batch, run_batch
 from scm_batch.model import JobInput
 from scm_batch.observe.progress import ProgressMode, ProgressReporter, choose_progress
 from scm_batch.observe.status import batch_status
-from scm_batch.session import prepare_local_workers
+from scm_batch.session import prepared_executor
 from scm_batch.settings import Settings
 
 _SOURCES = ("--input", "--manifest", "--event")
@@ -79,21 +79,16 @@ def _job_input(given: Given, settings: Settings) -> JobInput:
 
 
 def _warn_of_many_workers(options: RunOptions) -> None:
+    """Too many workers for this machine (not said of an existing Dask cluster: its size is its
+    own, not ``--workers``)."""
     cpus = os.cpu_count() or 1
+    if options.executor == "dask" and options.dask_scheduler is not None:
+        return
     if options.workers > MANY_WORKERS_PER_CPU * cpus:
         err.print(
             f"[yellow]warning:[/] {options.workers} workers on {cpus} CPUs: more than "
             f"{MANY_WORKERS_PER_CPU} a CPU only adds processes and memory (each chunk runs on one)"
         )
-
-
-def _prepare_workers(options: RunOptions) -> None:
-    """A local pool's workers start loading their code now, while the batch is planned; a Dask
-    cluster's are its own (and an external one's size is not ``--workers``)."""
-    if options.executor == "local" or options.dask_scheduler is None:
-        _warn_of_many_workers(options)
-    if options.executor == "local":
-        prepare_local_workers()
 
 
 def _progress(given: Given) -> ProgressReporter:
@@ -124,8 +119,11 @@ def run(ctx: typer.Context, given: Given) -> int:
     """
     settings = given.settings("job", "deployment")
     job = _job_input(given, settings)
-    _prepare_workers(settings.run)
-    report = run_batch(job, settings.run, progress=_progress(given))
+    _warn_of_many_workers(settings.run)
+    with prepared_executor(settings.run) as executor_factory:
+        report = run_batch(
+            job, settings.run, progress=_progress(given), executor_factory=executor_factory
+        )
     return finish(report, given["as_json"])
 
 
@@ -133,9 +131,16 @@ def run(ctx: typer.Context, given: Given) -> int:
 def resume(ctx: typer.Context, given: Given) -> int:
     """Continue an interrupted batch from its plan: finished chunks are kept, the rest run."""
     settings = given.settings("deployment")
-    _prepare_workers(settings.run)
+    _warn_of_many_workers(settings.run)
     progress = _progress(given)
-    report = resume_batch(given["bucket"], given["batch_id"], settings.run, progress=progress)
+    with prepared_executor(settings.run) as executor_factory:
+        report = resume_batch(
+            given["bucket"],
+            given["batch_id"],
+            settings.run,
+            progress=progress,
+            executor_factory=executor_factory,
+        )
     return finish(report, given["as_json"])
 
 

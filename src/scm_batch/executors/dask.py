@@ -24,9 +24,11 @@ Semantics are the local pool's (``scm_batch.executors.local``), whatever Dask do
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -53,7 +55,6 @@ WORKERS_TIMEOUT = 120.0  # seconds for a first worker to join a cluster that has
 # Times a chunk is sent again because workers it was queued on died before starting it; past this,
 # the death counts as a failed attempt (a cluster losing worker after worker).
 MAX_REQUEUES = 3
-_PROBE_PREFIX = "tmp/reach-check"  # the object each worker writes and deletes in the preflight
 
 
 # ---- on the workers ------------------------------------------------------------------------------
@@ -83,6 +84,9 @@ class RunnerCache(distributed.WorkerPlugin):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__()  # type: ignore[misc]
 
+    def setup(self, worker: distributed.Worker) -> None:
+        _restore_malloc_thresholds()
+
     def runner(self, settings: WorkerSettings) -> ChunkRunner:
         with self._lock:
             runner = self._runners.get(threading.get_ident())
@@ -97,6 +101,27 @@ class RunnerCache(distributed.WorkerPlugin):
         for runner in runners:
             with suppress(Exception):  # a producer that cannot flush any more has nothing to lose
                 runner.close()
+
+
+# glibc's malloc raises its mmap threshold as a program frees large blocks (up to 32 MiB on 64-bit
+# machines), with the trim threshold at twice that, so that buffers allocated and freed again and
+# again come from the heap. Setting MALLOC_TRIM_THRESHOLD_, as Dask's nanny does for every worker
+# it starts, switches that off: each block buffer of a chunk (1 MiB and more) is then mapped and
+# unmapped, page-faulted block after block: a chunk took 60 % longer on a Dask worker than in the
+# local pool for that alone. The thresholds glibc would have reached are set here, on the workers
+# a run uses (a process setting: at most 64 MiB freed stays in the worker's heap untrimmed).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD = 32 << 20
+
+
+def _restore_malloc_thresholds() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    with suppress(OSError, AttributeError):  # not glibc: nothing to restore
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2 * _MMAP_THRESHOLD)
 
 
 def _plugin_name(run: str) -> str:
@@ -145,7 +170,8 @@ def check_reach_here(task: ChunkTask, settings: WorkerSettings) -> Reach:
     try:
         size = store.stat(key).size
         store.read_range(key, 0, min(1, size))
-        probe = f"{_PROBE_PREFIX}/{task.batch_id}/{secrets.token_hex(8)}"
+        # Beside the batch's lease, in a folder every bucket in use has.
+        probe = f"metadata/{task.batch_id}.reach-check-{secrets.token_hex(8)}"
         doing = "write to the bucket"
         store.put_bytes(probe, b"scm-batch: a worker checking it can write here\n")
         store.delete(probe)
@@ -159,6 +185,26 @@ def _job_key(task: ChunkTask, attempt: int, run: str) -> str:
 
 
 # ---- on the driver ---------------------------------------------------------------------------
+def start_local_cluster(workers: int) -> distributed.LocalCluster:
+    """A Dask cluster of ``workers`` single-threaded processes on this machine, its workers
+    loading scm-batch as they start. Its scheduler leaves retries to scm-batch's: a worker's
+    death fails its chunk at once, as in the local pool."""
+    try:
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            cluster: distributed.LocalCluster = distributed.LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+                preload=[__name__],
+            )
+    except Exception as exc:
+        raise ClusterError(f"the local Dask cluster did not start: {exc}") from None
+    return cluster
+
+
 @dataclass(slots=True)
 class _Job:
     task: ChunkTask
@@ -188,8 +234,11 @@ class DaskExecutor:
         *,
         address: str | None = None,
         workers: int = 1,
+        cluster: distributed.LocalCluster | None = None,
         chunk_timeout: float | None = None,
     ) -> None:
+        """On the scheduler at ``address``; else on ``cluster`` (a local cluster someone else
+        started and closes); else on a local cluster of ``workers`` started (and closed) here."""
         self._settings = settings
         self._chunk_timeout = chunk_timeout
         self._pace = Pace()
@@ -197,8 +246,8 @@ class DaskExecutor:
         self._lock = threading.Lock()
         self._state = _State()
         self._wake = threading.Event()
-        self._cluster: distributed.LocalCluster | None = None
-        self._client = self._connect(address, workers)
+        self._cluster: distributed.LocalCluster | None = None  # the one started here
+        self._client = self._connect(address, workers, cluster)
         self._address = address
         try:
             self._client.subscribe_topic(_topic(self._run), self._on_event)
@@ -211,20 +260,13 @@ class DaskExecutor:
         )
         self._watchdog.start()
 
-    def _connect(self, address: str | None, workers: int) -> distributed.Client:
+    def _connect(
+        self, address: str | None, workers: int, cluster: distributed.LocalCluster | None
+    ) -> distributed.Client:
         if address is None:
-            # A cluster of this run's own: its scheduler leaves retries to scm-batch's, so a
-            # worker's death fails its chunk at once, as in the local pool.
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-                self._cluster = distributed.LocalCluster(
-                    n_workers=workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address=None,
-                    silence_logs=logging.ERROR,
-                )
-            return distributed.Client(self._cluster, set_as_default=False)
+            if cluster is None:
+                cluster = self._cluster = start_local_cluster(workers)
+            return distributed.Client(cluster, set_as_default=False)
         try:
             # How long to try: Dask's distributed.comm.timeouts.connect (30 s unless configured).
             client = distributed.Client(address, set_as_default=False)
