@@ -148,6 +148,11 @@ PARQUET = ("--output-format", "parquet")
 SCM_BATCH_PARQUET = Contestant(
     "scm-parquet", "scm-batch run, 2 workers, Parquet output", None, flags=PARQUET
 )
+# The same run on a local Dask cluster of 2 worker processes (issue 15), started by the run.
+SCM_BATCH_DASK = Contestant(
+    "scm-dask", "scm-batch run, a local Dask cluster of 2 workers", None,
+    flags=("--executor", "dask"),
+)  # fmt: skip
 IO_BOUND = Contestant(
     "io-bound", "I/O bound: read the input, write the result's bytes, 2 processes", "io_bound",
     io_bound=True,
@@ -158,6 +163,7 @@ CONTESTANTS = (
     SCM_BATCH_PARQUET,
     SCM_BATCH_ARRAY,
     SCM_BATCH_GZIP,
+    SCM_BATCH_DASK,
     Contestant("original", "peer 1: the original approach (stdlib json, 1 process)", "original"),
     Contestant("duckdb", "peer 2: DuckDB, one SQL statement, 2 threads", "duckdb_peer", True),
     Contestant(

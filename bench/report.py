@@ -168,6 +168,21 @@ def engine_lines(runs: list[Run]) -> list[str]:
     return lines
 
 
+def executor_lines(runs: list[Run]) -> list[str]:
+    """Issue 15: the local Dask cluster against the local pool, the same run otherwise."""
+    if _failed(runs, "scm-dask") or not _by_round(runs, "scm-dask"):
+        return []
+    ratio = wall_ratio(runs, ("scm-dask",))
+    if ratio is None:
+        return []
+    verdict = "met" if ratio.median <= 1.15 else "missed"
+    return [
+        f"- **{verdict}**: a local Dask cluster of 2 workers within 1.15{TIMES} of the local "
+        f"pool's wall time (the cluster started by the run, as a user's would be): "
+        f"{ratio.show(lambda x: f'{x:.2f}{TIMES}')}"
+    ]
+
+
 def format_lines(runs: list[Run], extras: dict[str, list[float]], data: Dataset) -> list[str]:
     """Issue 13: the JSON array and the gzip file against JSON Lines, round by round."""
     jsonl = _by_round(runs, SCM_BATCH.key)
@@ -349,6 +364,11 @@ def section(saved: Saved, data: Dataset, others: dict[int, int]) -> str:
         "\n".join(_wrap(t) for t in targets(runs, data.records, others)) + "\n",
         "The native engine (issue 14), per round:\n",
         "\n".join(_wrap(t) for t in engine_lines(runs)) + "\n",
+        *(
+            ["The Dask executor (issue 15), per round:\n", "\n".join(map(_wrap, dask)) + "\n"]
+            if (dask := executor_lines(runs))
+            else []
+        ),
         *(
             [
                 "Input formats (issue 13), the same records, per round:\n",
