@@ -17,9 +17,13 @@ Language; S3, SQS, Lambda and Batch are moto's in-memory services. The hooks:
 * Every AWS API call is recorded with who made it (:class:`ApiCall`): the function whose handler
   is running, the Batch job, or the state machine itself, so that tests/aws/test_permissions.py
   can hold each call to that principal's IAM policy in deploy/terraform (moto enforces none).
-* Two moto 5.2.5 defects are worked around: Batch parameters are not re-cased between the States
-  Language and boto (every ``submitJob`` would fail with ``KeyError: 'JobName'``), and a retried
-  ``.sync`` task reuses its finished task token (it would report ``States.Timeout``).
+* Three moto 5.2.5 defects are worked around: Batch parameters are not re-cased between the States
+  Language and boto (every ``submitJob`` would fail with ``KeyError: 'JobName'``), a retried
+  ``.sync`` task reuses its finished task token (it would report ``States.Timeout``), and
+  ``SendMessage`` reads the queue's attributes, which count every message in the queue, for each
+  message it sends: delivering a few thousand records to SQS took minutes (quadratic), so a send
+  to a standard queue skips that count (it reads only ``ContentBasedDeduplication``, a FIFO
+  attribute).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from botocore.model import ListShape, MapShape, Shape, StructureShape
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 from moto.batch_simple.models import BatchSimpleBackend
+from moto.sqs.models import Queue, SQSBackend
 from moto.stepfunctions.parser.asl.component.common.retry import (
     jitter_strategy_decl,
     retrier_decl,
@@ -196,6 +201,29 @@ def _fresh_token_eval_execution(self: Any, env: Any) -> Any:
         if endpoint is not None and endpoint._notify_event.is_set():
             env.callback_pool_manager.add(env.states.context_object.update_task_token())
     return super(callback_task.StateTaskServiceCallback, self)._eval_execution(env)
+
+
+# ---- moto 5.2.5: SendMessage without counting the queue for every message ------------------
+_QUEUE_ATTRIBUTES: Any = vars(Queue)["attributes"]
+_SQS_SEND_MESSAGE: Any = vars(SQSBackend)["send_message"]
+_sending = threading.local()
+
+
+def _send_message(backend: Any, *args: Any, **kwargs: Any) -> Any:
+    _sending.active = True
+    try:
+        return _SQS_SEND_MESSAGE(backend, *args, **kwargs)
+    finally:
+        _sending.active = False
+
+
+def _queue_attributes(queue: Any) -> dict[str, Any]:
+    if getattr(_sending, "active", False) and not queue.fifo_queue:
+        # send_message reads only ContentBasedDeduplication, which a standard queue has not; the
+        # full set counts the queue's messages, one pass per message sent.
+        return {}
+    attributes: dict[str, Any] = _QUEUE_ATTRIBUTES.fget(queue)
+    return attributes
 
 
 class Sandbox:
@@ -358,6 +386,8 @@ class Sandbox:
             (jitter_strategy_decl, "random", top_of_range),
             (BaseClient, "_make_api_call", self._recording_api_calls()),
             (ThreadPoolExecutor, "submit", submit_in_context),
+            (SQSBackend, "send_message", _send_message),
+            (Queue, "attributes", property(_queue_attributes)),
             (batch_task.StateTaskServiceBatch, "_normalise_parameters", _normalise_parameters),
             (batch_task.StateTaskServiceBatch, "_normalise_response", _normalise_response),
             (
@@ -454,6 +484,8 @@ class Sandbox:
             if described["status"] != "RUNNING":
                 break
             if time.monotonic() > deadline:
+                # Stopped, so that its thread does not go on writing into the next test's services.
+                sfn.stop_execution(executionArn=arn, cause="the test gave up waiting")
                 raise TimeoutError(f"execution {name} still running after {timeout} s")
             time.sleep(0.02)
         return Execution(described, _history(sfn, arn))
