@@ -119,9 +119,13 @@ def record_receipt(storage: Storage, batch_id: str, result: ChunkResult) -> Chun
         return result
     try:
         return msgspec.json.decode(storage.get_bytes(key), type=ChunkResult)
-    except (msgspec.MsgspecError, ObjectNotFoundError):  # garbage, or forgotten meanwhile
+    except msgspec.MsgspecError:  # garbage (a disk that filled up, a hand edit): replaced
         storage.put_bytes(key, data)
         return result
+    except ObjectNotFoundError:  # forgotten between the two calls: committed anew, still once
+        if storage.put_new(key, data):
+            return result
+        return msgspec.json.decode(storage.get_bytes(key), type=ChunkResult)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import functools
 import gc
 import json
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 from scm_batch import layout
 from scm_batch.errors import InputChangedError
-from scm_batch.ledger import Ledger
+from scm_batch.ledger import Ledger, record_receipt
 from scm_batch.model import ChunkPlan, ChunkTask
 from scm_batch.records.transform import record_uuid
 from scm_batch.stages.aggregate import SAMPLE_RAW_CHARS, collect_samples
@@ -338,6 +339,58 @@ def test_a_chunk_run_twice_at_once_commits_once(bucket: Path) -> None:
     third = process_chunk(task, storage=storage, attempt=3)
     assert [a.attempt for a in third.attempts] == [3]
     assert Ledger(storage, "b1").receipt(task.chunk_id) == third
+
+
+def test_a_receipt_forgotten_between_the_create_and_the_read_is_created_anew_once(
+    bucket: Path,
+) -> None:
+    """The receipt was there for ``put_new`` and gone when read (``clear`` between the two): the
+    commit is tried again as a create, never as an overwrite of another run's receipt."""
+    storage, plan = plan_for(bucket, exact=True, max_chunk=100)
+    (task,) = plan.chunks
+    result = process_chunk(task, storage=storage, attempt=1)
+    key = layout.receipt_key("b1", task.chunk_id)
+    other = msgspec.structs.replace(result, duration_seconds=123.0)  # a third run's receipt
+
+    class Raced(LocalStorage):
+        creates = 0
+        third_run_commits_first = False
+
+        def put_new(self, key: str, data: bytes) -> bool:
+            self.creates += 1
+            if self.creates == 1:  # taken, then forgotten before the read
+                return False
+            if self.third_run_commits_first:
+                super().put_new(key, msgspec.json.encode(other))
+            return super().put_new(key, data)
+
+    (bucket / key).unlink()
+    alone = Raced(bucket)
+    assert record_receipt(alone, "b1", result) == result
+    assert alone.creates == 2
+    assert Ledger(storage, "b1").receipt(task.chunk_id) == result
+
+    (bucket / key).unlink()
+    beaten = Raced(bucket)
+    beaten.third_run_commits_first = True
+    assert record_receipt(beaten, "b1", result) == other  # its receipt stands, and is answered
+    assert Ledger(storage, "b1").receipt(task.chunk_id) == other
+
+
+def test_without_hard_links_a_create_checks_then_renames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system without hard links (ENOSYS, EPERM, ...): created once all the same."""
+
+    def no_links(source: Any, target: Any) -> None:
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(os, "link", no_links)
+    storage = LocalStorage(tmp_path)
+    assert storage.put_new("chunks/a.json", b"first")
+    assert not storage.put_new("chunks/a.json", b"second")
+    assert (tmp_path / "chunks/a.json").read_bytes() == b"first"
+    assert [p.name for p in (tmp_path / "chunks").iterdir()] == ["a.json"]
 
 
 def test_local_put_new_creates_once(tmp_path: Path) -> None:

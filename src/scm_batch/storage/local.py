@@ -124,7 +124,13 @@ def _link_new(tmp: Path, path: Path) -> None:
     except FileExistsError:
         raise
     except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+        if exc.errno not in (
+            errno.EPERM,
+            errno.ENOTSUP,
+            errno.EOPNOTSUPP,
+            errno.EXDEV,
+            errno.ENOSYS,
+        ):
             with _os_errors(str(path)):
                 raise
         if path.exists():
