@@ -255,6 +255,8 @@ def process_in_parallel(
     tally = Tally(len(outcome.results), len(outcome.failures), executor.lines_done() or 0)
     session.progress.finish(snapshot(tally))
     # What attempts killed mid-write left behind (temporary files, open uploads) goes now, once
-    # no worker is writing, rather than chunk by chunk.
+    # no worker is writing, rather than chunk by chunk. On Dask a task given up may still be
+    # running (Dask cannot stop one): its parts may go with this; it then fails unseen, and its
+    # chunk, without a receipt, is done again by the next run. Never a receipt without its parts.
     ledger.discard_incomplete()
     return outcome

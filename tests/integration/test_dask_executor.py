@@ -14,13 +14,17 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import distributed
 import msgspec
+import psutil
 import pytest
 
+from scm_batch import layout
 from scm_batch.config import RunOptions
 from scm_batch.errors import ExitCode
 from scm_batch.faults import parse_faults
@@ -169,6 +173,38 @@ def test_a_worker_killed_mid_chunk_fails_only_that_chunk_which_is_retried(
     assert (first.status, first.error_type) == (StatusWord.CHUNK_FAILED, "WorkerDiedError")
     assert "died" in (first.message or "")
     assert second.status == StatusWord.CHUNK_PROCESSED
+
+
+def test_a_stuck_chunk_is_given_up_and_its_worker_restarted(
+    s3: S3Client,
+    moto: MotoServer,
+    source: Path,
+    cluster: DaskCluster,
+    reference: tuple[RunReport, dict[str, bytes]],
+) -> None:
+    """The worker process running chunk 2's first attempt stops itself (SIGSTOP) after a block:
+    past its timeout the chunk is failed and retried, the stopped worker restarted by its nanny
+    (else it would hold its slot, and the chunks queued on it, for good)."""
+    client = distributed.Client(cluster.address, set_as_default=False)  # type: ignore[no-untyped-call]
+    with client:
+        workers = [psutil.Process(pid) for pid in client.run(os.getpid).values()]
+    bucket = new_bucket(s3, source)
+    report = run(bucket, options(moto, cluster, chunk_timeout_seconds=5.0), "chunk_000002=stall:1")
+    assert report.exit_code == ExitCode.OK
+    assert parts(bucket, moto) == reference[1]
+    receipt = Ledger(open_storage(bucket, options(moto, None).storage), "b").receipt("chunk_000002")
+    assert receipt is not None
+    first, second = receipt.attempts
+    assert (first.status, first.error_type) == (StatusWord.CHUNK_FAILED, "WorkerDiedError")
+    assert "made no progress" in (first.message or "")
+    assert "its worker was restarted" in (first.message or "")
+    assert second.status == StatusWord.CHUNK_PROCESSED
+    # The stopped worker process is killed by its nanny (which starts another), not left stopped.
+    for process in workers:
+        with suppress(psutil.NoSuchProcess):
+            if process.status() == psutil.STATUS_STOPPED:
+                process.wait(timeout=60)
+    assert sum(not process.is_running() for process in workers) == 1
 
 
 def test_tolerated_and_terminal_failures_end_as_on_the_local_pool(
@@ -324,8 +360,10 @@ def test_a_worker_without_access_to_the_bucket_fails_the_preflight_in_one_line(
         aws_access_key_id=keys["runner:key"],
         aws_secret_access_key=keys["runner:secret"],
     )
-    listed = s3.list_objects_v2(Bucket="guarded").get("Contents", [])
-    assert not [o["Key"] for o in listed if o["Key"].startswith(("chunks/", "failures/"))]
+    listed = [o["Key"] for o in s3.list_objects_v2(Bucket="guarded").get("Contents", [])]
+    assert "input/records.jsonl" in listed
+    ran_or_failed = (layout.receipt_prefix("b"), layout.failure_prefix("b"), "results/", "errors/")
+    assert not [key for key in listed if key.startswith(ran_or_failed)]
 
 
 def test_an_unreachable_scheduler_is_one_line(tmp_path: Path) -> None:

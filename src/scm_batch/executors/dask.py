@@ -14,12 +14,19 @@ Semantics are the local pool's (``scm_batch.executors.local``), whatever Dask do
   retried on the workers that remain. The local cluster's scheduler is told so
   (``allowed-failures`` 0); an existing cluster's may first run the task again itself, up to its
   own ``distributed.scheduler.allowed-failures`` (3 by default), as the same attempt.
-* A chunk that makes no progress for its timeout is failed and retried. Dask cannot stop a running
-  task: the stuck one's thread carries on, and should it ever finish, its chunk is already done
-  (a chunk runs at most once per receipt, see :func:`scm_batch.stages.process.run_chunk`; its
-  parts are the same bytes whichever run writes them).
-* Before any chunk runs, every worker must be able to read the input and write to the bucket, with
-  the same scm-batch as this driver: one error names each worker that cannot.
+* A chunk that makes no progress for its timeout is failed and retried, and its worker restarted
+  by its nanny, as the local pool kills its worker (Dask cannot stop a running task; a stuck
+  thread would hold the worker's slot for good). Other chunks running on that worker are lost with
+  it and retried. A worker without a nanny cannot be restarted: its stuck thread carries on, and
+  should it ever finish, its chunk is already done (a chunk commits once, see
+  :func:`scm_batch.stages.process.run_chunk`; its parts are the same bytes whichever run writes
+  them).
+* The run's cancellations of its own tasks are chunk failures; a cancellation it did not ask for
+  (another client restarting the cluster, this client losing the scheduler) breaks the run
+  (``ExecutorBrokenError``: resume it once the cluster is back).
+* Before any chunk runs, every worker connected at that moment must be able to read the input
+  and write to the bucket, with the same scm-batch as this driver: one error names each worker
+  that cannot (a worker joining later is not checked: its chunks fail, and are retried, instead).
 """
 
 from __future__ import annotations
@@ -52,6 +59,10 @@ from scm_batch.executors.worker import (
 from scm_batch.model import Attempt, ChunkResult, ChunkTask
 
 WORKERS_TIMEOUT = 120.0  # seconds for a first worker to join a cluster that has none
+RESTART_TIMEOUT = 60.0  # seconds for a nanny to restart a worker whose chunk was given up
+# Seconds shutdown waits for the watchdog to notice every job settled: it is woken by each, so only
+# a defect could make it wait this long (then the client is closed all the same).
+WATCHDOG_JOIN_TIMEOUT = 30.0
 # Times a chunk is sent again because workers it was queued on died before starting it; past this,
 # the death counts as a failed attempt (a cluster losing worker after worker).
 MAX_REQUEUES = 3
@@ -216,6 +227,7 @@ class _Job:
     worker: str | None = None  # where it runs, once started
     timeout: float = math.inf
     deadline: float = math.inf  # time.monotonic() by which it must progress (or be done)
+    cancelling: bool = False  # this run cancelled its Dask task (a cancellation not ours breaks)
 
 
 @dataclass(slots=True)
@@ -266,7 +278,13 @@ class DaskExecutor:
         if address is None:
             if cluster is None:
                 cluster = self._cluster = start_local_cluster(workers)
-            return distributed.Client(cluster, set_as_default=False)
+            try:
+                return distributed.Client(cluster, set_as_default=False)
+            except Exception as exc:
+                if self._cluster is not None:
+                    with suppress(Exception):
+                        self._cluster.close()
+                raise ClusterError(f"cannot connect to the local Dask cluster: {exc}") from None
         try:
             # How long to try: Dask's distributed.comm.timeouts.connect (30 s unless configured).
             client = distributed.Client(address, set_as_default=False)
@@ -356,6 +374,9 @@ class DaskExecutor:
         if cancel:
             for job in jobs:
                 job.future.cancel()  # those still queued
+            with self._lock:
+                for job in jobs:
+                    job.cancelling = True
             with suppress(Exception):
                 self._client.cancel([j.remote for j in jobs if j.remote is not None], force=True)
             with self._lock:
@@ -367,7 +388,7 @@ class DaskExecutor:
                 with suppress(Exception):
                     job.future.exception()  # waits until it is settled, whatever its end
         self._wake.set()
-        self._watchdog.join()
+        self._watchdog.join(WATCHDOG_JOIN_TIMEOUT)
         self._close_client()
 
     # ---- callbacks --------------------------------------------------------------------------
@@ -384,7 +405,7 @@ class DaskExecutor:
                 job.lines = 0  # a task Dask itself ran again starts from nothing
                 job.timeout = self._chunk_timeout or self._pace.timeout(job.task)
                 job.deadline = now + job.timeout
-                if not job.future.running():
+                if not job.future.running() and not job.future.done():
                     job.future.set_running_or_notify_cancel()
             else:
                 job.lines += int(message.get("lines", 0))
@@ -398,16 +419,17 @@ class DaskExecutor:
             try:
                 result = remote.result()
             except Exception as exc:  # lost between finishing and being fetched
-                self._settle(key, error=self._worker_error(key, exc))
+                self._settle(key, error=self._lost(key, exc))
                 return
             self._settle(key, result=result)
         elif status == "cancelled":
-            self._settle(key, error=self._worker_error(key, None))
+            self._settle(key, error=self._cancelled(key))
         else:
             try:
                 error = remote.exception()
             except Exception as exc:  # the cluster itself went away
-                error = exc
+                self._settle(key, error=self._lost(key, exc))
+                return
             if self._requeue(key, error):
                 return
             self._settle(key, error=self._worker_error(key, error))
@@ -422,26 +444,56 @@ class DaskExecutor:
             job = self._state.jobs.get(key)
             if job is None or job.worker is not None or self._state.stopping:
                 return False
+            if job.future.cancelled():  # the driver no longer wants it
+                return False
             if job.requeued >= MAX_REQUEUES:
                 return False
             job.requeued += 1
         self._send(key, job)
         return True
 
-    def _worker_error(self, key: str, error: BaseException | None) -> BaseException:
-        """The chunk's error as the local pool would have it: a worker's death is a
-        ``WorkerDiedError``; the chunk's own errors are themselves."""
+    def _named(self, key: str) -> tuple[str, str, bool]:
+        """The job's chunk, where it ran (if it started) and whether this run cancelled it."""
         with self._lock:
             job = self._state.jobs.get(key)
-        name = job.task.chunk_id if job is not None else key
-        where = f" ({job.worker})" if job is not None and job.worker else ""
-        if error is None:
-            return WorkerDiedError(f"the Dask task running {name} was cancelled{where}")
-        if type(error).__name__ == "KilledWorker":
+        if job is None:
+            return key, "", False
+        return job.task.chunk_id, f" ({job.worker})" if job.worker else "", job.cancelling
+
+    def _worker_error(self, key: str, error: BaseException) -> BaseException:
+        """The chunk's error as the local pool would have it: a worker's death (Dask's
+        ``KilledWorker``, or the connection to the worker closed under the task) is a
+        ``WorkerDiedError``; the chunk's own errors, OSError and TimeoutError included, are
+        themselves."""
+        if type(error).__name__ in ("KilledWorker", "CommClosedError"):
+            name, where, _ = self._named(key)
             return WorkerDiedError(f"the Dask worker running {name}{where} died: {error}")
-        if isinstance(error, OSError | TimeoutError) and "scm_batch" not in type(error).__module__:
-            return WorkerDiedError(f"the Dask cluster lost {name}{where}: {error}")
         return error
+
+    def _lost(self, key: str, error: BaseException) -> BaseException:
+        """Asking Dask for the task's outcome failed: the cluster lost it, or this client lost
+        the cluster."""
+        name, where, _ = self._named(key)
+        if self._client.status != "running":
+            return ExecutorBrokenError(
+                f"this run lost the Dask scheduler ({self._client.status}) while {name} ran"
+                f"{where}: {error}"
+            )
+        return WorkerDiedError(f"the Dask cluster lost {name}{where}: {error}")
+
+    def _cancelled(self, key: str) -> BaseException:
+        name, where, ours = self._named(key)
+        if ours:
+            return WorkerDiedError(f"the Dask task running {name} was cancelled{where}")
+        if self._client.status != "running":
+            return ExecutorBrokenError(
+                f"this run lost the Dask scheduler ({self._client.status}): {name}{where} "
+                "was cancelled with it"
+            )
+        return ExecutorBrokenError(
+            f"the Dask cluster cancelled {name}{where}, which this run did not ask for "
+            "(was the cluster restarted?)"
+        )
 
     def _settle(
         self,
@@ -457,6 +509,7 @@ class DaskExecutor:
             if result is not None:
                 self._state.finished_lines += result.lines
                 self._pace.record(result)
+        self._wake.set()  # shutdown's watchdog waits for the last job to settle
         future = job.future
         if future.done():
             return
@@ -470,9 +523,12 @@ class DaskExecutor:
     def _cancel_remote(self, key: str) -> None:
         with self._lock:
             job = self._state.jobs.get(key)
-        if job is not None and job.remote is not None:
+            remote = None if job is None else job.remote
+            if job is not None:
+                job.cancelling = True
+        if remote is not None:
             with suppress(Exception):
-                self._client.cancel([job.remote])
+                self._client.cancel([remote])
 
     # ---- the watchdog ---------------------------------------------------------------------------
     def _watch(self) -> None:
@@ -485,17 +541,35 @@ class DaskExecutor:
                 late = [(k, j) for k, j in self._state.jobs.items() if j.deadline <= now]
                 deadline = min((j.deadline for j in self._state.jobs.values()), default=math.inf)
             for key, job in late:
-                self._cancel_remote(key)
+                # Settled first, so that its cancellation below cannot settle it as cancelled.
                 self._settle(
                     key,
                     error=WorkerDiedError(
                         f"{job.task.chunk_id} made no progress on {job.worker} for "
-                        f"{job.timeout:,.0f} s ({job.lines:,} lines done) and was given up"
+                        f"{job.timeout:,.0f} s ({job.lines:,} lines done): its worker was "
+                        "restarted"
                     ),
                 )
+                if job.remote is not None:
+                    with suppress(Exception):
+                        self._client.cancel([job.remote])
+                if job.worker is not None:
+                    self._restart_worker(job.worker)
             wait = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
             self._wake.wait(wait)
             self._wake.clear()
+
+    def _restart_worker(self, worker: str) -> None:
+        """Have the worker's nanny restart it (in a thread: it takes seconds), freeing the slot
+        its stuck chunk holds; a worker without a nanny stays as it is."""
+
+        def restart() -> None:
+            with suppress(Exception):  # no nanny, or the cluster is gone: nothing more to do
+                self._client.restart_workers(
+                    [worker], timeout=RESTART_TIMEOUT, raise_for_error=False
+                )
+
+        threading.Thread(target=restart, name="scm-batch-dask-restart", daemon=True).start()
 
     # ---- helpers --------------------------------------------------------------------------------
     def _workers(self) -> dict[str, dict[str, Any]]:
