@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Mapping
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -61,3 +62,19 @@ def read_all(bootstrap: str, topic: str) -> list[Message]:
         return messages
     finally:
         consumer.close()
+
+
+def same_keys(delivered: Iterable[str], expected: Mapping[str, object], where: str = "") -> str:
+    """ "" when the delivered keys are the expected ones; otherwise a short account of the
+    difference (counts and a few keys of each side), short enough to survive a CI log's tail,
+    where pytest's full diff of two 200,000-key sets would not."""
+    got = set(delivered)
+    missing = sorted(set(expected) - got)
+    extra = sorted(got - set(expected))
+    if not missing and not extra:
+        return ""
+    return (
+        f"{where}{len(missing)} expected keys never delivered {missing[:3]}…{missing[-2:]}; "
+        f"{len(extra)} delivered keys not in the results {extra[:3]}…{extra[-2:]} "
+        f"(of {len(expected)} expected, {len(got)} delivered)"
+    )

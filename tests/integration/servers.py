@@ -228,6 +228,7 @@ class FaultProxy:
                 upstream.shutdown(socket.SHUT_WR)
 
         def server_to_client() -> None:
+            client_gone = False
             with contextlib.suppress(OSError):
                 while data := upstream.recv(65536):
                     if state["ranged_get"]:
@@ -245,7 +246,15 @@ class FaultProxy:
                             reset(upstream)
                             return
                     state["sent"] += len(data)
-                    client.sendall(data)
+                    if client_gone:
+                        continue
+                    try:
+                        client.sendall(data)
+                    except OSError:
+                        # The client side is gone (an outage reset it). The server's side is
+                        # drained until the server ends it, never closed under it: tansu must
+                        # not have a connection torn away with produce requests still in hand.
+                        client_gone = True
             # The server closed: pass the close on gently, after everything it sent.
             with contextlib.suppress(OSError):
                 client.shutdown(socket.SHUT_WR)

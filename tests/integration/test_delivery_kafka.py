@@ -14,7 +14,14 @@ from confluent_kafka.admin import AdminClient
 from scm_batch.errors import DeliveryError
 from scm_batch.records.generate import generate_file
 from tests.conftest import Cli
-from tests.integration.kafka_tools import create_topics, key_of, read_all, unique, value_of
+from tests.integration.kafka_tools import (
+    create_topics,
+    key_of,
+    read_all,
+    same_keys,
+    unique,
+    value_of,
+)
 from tests.integration.servers import FaultProxy, KafkaBroker, free_port, kafka_broker
 
 PROCESSED_AT = "2026-05-01T00:00:00.000Z"
@@ -80,7 +87,7 @@ def test_every_valid_record_once_then_the_completion_message(
     keys = [key_of(m) for m in messages]
     assert len(set(keys)) == valid
     expected = result_records(bucket)
-    assert set(keys) == set(expected)
+    assert not (problem := same_keys(keys, expected)), problem
     for message in messages:
         envelope = json.loads(value_of(message))
         key = key_of(message)
@@ -154,7 +161,7 @@ def test_a_broker_outage_mid_run_loses_nothing(
     by_key: dict[str, set[bytes]] = {}
     for message in messages:
         by_key.setdefault(key_of(message), set()).add(value_of(message))
-    assert set(by_key) == set(expected)  # no record missing
+    assert not (problem := same_keys(by_key, expected)), problem  # no record missing
     assert all(len(values) == 1 for values in by_key.values())  # repeats, if any, are identical
 
 
@@ -174,7 +181,7 @@ def test_resume_sends_only_what_was_not_delivered(
     expected = result_records(bucket)
     messages = read_all(kafka.bootstrap, records)
     counts = Counter(key_of(m) for m in messages)
-    assert set(counts) == set(expected)  # nothing missing
+    assert not (problem := same_keys(counts, expected)), problem  # nothing missing
     chunk_of: dict[str, Any] = {
         key_of(m): json.loads(value_of(m))["metadata"]["chunkId"] for m in messages
     }
@@ -297,7 +304,7 @@ def test_an_outage_longer_than_the_delivery_timeout_is_retried_until_delivered(
     by_key: dict[str, set[bytes]] = {}
     for message in messages:
         by_key.setdefault(key_of(message), set()).add(value_of(message))
-    assert set(by_key) == set(expected)
+    assert not (problem := same_keys(by_key, expected)), problem
     assert all(len(values) == 1 for values in by_key.values())
 
 
