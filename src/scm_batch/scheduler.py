@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent import futures
 from concurrent.futures import FIRST_COMPLETED, Future
 from dataclasses import dataclass, field
@@ -61,6 +61,34 @@ class Tally:
     results: int
     failures: int
     lines_done: int
+    # Of the chunks this session finished (done or given up on), for a metrics file: records,
+    # valid ones and errors by category of the done chunks; attempts beyond the first of both.
+    records: int = 0
+    valid_records: int = 0
+    errors_by_category: Mapping[str, int] = field(default_factory=dict)
+    retries: int = 0
+
+
+@dataclass(slots=True)
+class ChunkCounts:
+    """Sums over finished chunks, kept as each one finishes, so that a progress tick costs a
+    copy of a few numbers rather than a pass over every result."""
+
+    records: int = 0
+    valid_records: int = 0
+    errors_by_category: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+
+    def add_result(self, result: ChunkResult) -> None:
+        self.records += result.records
+        self.valid_records += result.valid_records
+        for category, count in result.errors_by_category.items():
+            self.errors_by_category[category] = self.errors_by_category.get(category, 0) + count
+        # A receipt lists the failed attempts and the one that succeeded.
+        self.retries += max(0, len(result.attempts) - 1)
+
+    def add_failure(self, failure: ChunkFailure) -> None:
+        self.retries += max(0, len(failure.attempts) - 1)
 
 
 @dataclass(slots=True)
@@ -71,6 +99,20 @@ class Outcome:
     failures: list[ChunkFailure] = field(default_factory=list)
     not_started: list[ChunkTask] = field(default_factory=list)
     failed_fast: bool = False
+    counts: ChunkCounts = field(default_factory=ChunkCounts)  # over results and failures
+
+    def tally(self, lines_done: int) -> Tally:
+        """Where the session stands, with ``lines_done`` lines read so far."""
+        counts = self.counts
+        return Tally(
+            len(self.results),
+            len(self.failures),
+            lines_done,
+            records=counts.records,
+            valid_records=counts.valid_records,
+            errors_by_category=dict(counts.errors_by_category),  # a copy: the sums go on
+            retries=counts.retries,
+        )
 
 
 @dataclass(order=True, slots=True)
@@ -141,6 +183,7 @@ class ChunkScheduler:
                 error = future.exception()
                 if error is None:
                     outcome.results.append(future.result())
+                    outcome.counts.add_result(outcome.results[-1])
                     if self.on_commit is not None:
                         self.on_commit(len(outcome.results))
                     continue
@@ -175,11 +218,7 @@ class ChunkScheduler:
                 ):
                     self._fail_fast(outcome, in_flight, waiting)
             if self.on_tick is not None:
-                self.on_tick(
-                    Tally(
-                        len(outcome.results), len(outcome.failures), self.executor.lines_done() or 0
-                    )
-                )
+                self.on_tick(outcome.tally(self.executor.lines_done() or 0))
         return outcome
 
     def _give_up(self, outcome: Outcome, task: ChunkTask, history: list[Attempt]) -> None:
@@ -193,6 +232,7 @@ class ChunkScheduler:
             attempts=history,
         )
         outcome.failures.append(failure)
+        outcome.counts.add_failure(failure)
         self.ledger.record_failure(failure)
 
     def _fail_fast(

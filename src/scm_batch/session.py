@@ -12,7 +12,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -29,7 +29,7 @@ from scm_batch.faults import FaultPlan
 from scm_batch.ledger import Ledger
 from scm_batch.model import ChunkPlan, ChunkResult, ChunkTask
 from scm_batch.observe.progress import NullProgress, ProgressReporter, ProgressSnapshot
-from scm_batch.scheduler import ChunkScheduler, Clock, Outcome, SystemClock, Tally
+from scm_batch.scheduler import ChunkCounts, ChunkScheduler, Clock, Outcome, SystemClock, Tally
 
 ExecutorFactory = Callable[[RunOptions], ChunkExecutor]
 
@@ -193,6 +193,14 @@ class Session:
         return time.perf_counter() - self.started
 
 
+def _summed(first: Mapping[str, int], second: Mapping[str, int]) -> dict[str, int]:
+    """Counts by key of both."""
+    summed = dict(first)
+    for key, count in second.items():
+        summed[key] = summed.get(key, 0) + count
+    return summed
+
+
 def process_in_parallel(
     plan: ChunkPlan,
     todo: list[ChunkTask],
@@ -205,6 +213,9 @@ def process_in_parallel(
     on the session's executor, retrying, tolerating and failing fast as the options say, with
     progress on the way. ``checkpoint`` is asked while chunks run; what it raises stops them."""
     lines_before = sum(r.lines for r in done_before.values())
+    before = ChunkCounts()  # what earlier sessions did, for the counts a snapshot carries
+    for result in done_before.values():
+        before.add_result(result)
     # Never more workers than chunks: a worker with nothing to do costs a process all the same.
     workers = min(session.options.workers, len(todo))
     executor = session.executor_factory(msgspec.structs.replace(session.options, workers=workers))
@@ -227,6 +238,10 @@ def process_in_parallel(
             chunks_total=len(plan.chunks),
             elapsed=session.elapsed,
             lines_resumed=lines_before,
+            records_done=before.records + tally.records,
+            valid_records=before.valid_records + tally.valid_records,
+            errors_by_category=_summed(before.errors_by_category, tally.errors_by_category),
+            chunk_retries=before.retries + tally.retries,
         )
 
     scheduler = ChunkScheduler(
@@ -252,8 +267,7 @@ def process_in_parallel(
             ledger.discard_incomplete()
         raise
     executor.shutdown(cancel=False)
-    tally = Tally(len(outcome.results), len(outcome.failures), executor.lines_done() or 0)
-    session.progress.finish(snapshot(tally))
+    session.progress.finish(snapshot(outcome.tally(executor.lines_done() or 0)))
     # What attempts killed mid-write left behind (temporary files, open uploads) goes now, once
     # no worker is writing, rather than chunk by chunk. On Dask a task given up may still be
     # running (Dask cannot stop one): its parts may go with this; it then fails unseen, and its

@@ -8,6 +8,7 @@ decides anything about a batch.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,13 @@ import typer
 from rich.markup import escape
 
 from scm_batch.cli.app import app
-from scm_batch.cli.console import err
+from scm_batch.cli.console import Terminated, err
 from scm_batch.cli.flags import (
     BATCH,
     JOB,
     JOB_FIELDS,
     JSON,
+    METRICS,
     PROGRESS,
     Given,
     command,
@@ -36,9 +38,10 @@ from scm_batch.config import (
     parse_job_input,
     unknown_input_fields,
 )
-from scm_batch.errors import ConfigError, ExitCode
-from scm_batch.lifecycle import preview_plan, resume_batch, run_batch
+from scm_batch.errors import ConfigError, ExitCode, ScmBatchError
+from scm_batch.lifecycle import RunReport, preview_plan, resume_batch, run_batch
 from scm_batch.model import JobInput
+from scm_batch.observe.metrics import MetricsFile, MetricsFileReporter, RunMetrics
 from scm_batch.observe.progress import ProgressMode, ProgressReporter, choose_progress
 from scm_batch.observe.status import batch_status
 from scm_batch.session import prepared_executor
@@ -99,6 +102,43 @@ def _progress(given: Given) -> ProgressReporter:
     return choose_progress(chosen)
 
 
+def _exit_code_of(error: BaseException) -> int:
+    """The exit code ``error`` ends the command with (as :func:`scm_batch.cli.console.guarded`
+    gives it)."""
+    if isinstance(error, ScmBatchError):
+        return error.exit_code
+    if isinstance(error, Terminated):
+        return ExitCode.TERMINATED
+    if isinstance(error, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED
+    return ExitCode.INTERNAL
+
+
+def _metered(
+    given: Given,
+    batch_id: str,
+    progress: ProgressReporter,
+    start: Callable[[ProgressReporter], RunReport],
+) -> RunReport:
+    """``start`` the batch, reporting to ``progress``; with ``--metrics-file``, the file is written
+    first (a path that cannot be written is refused before any work), kept up to date by the
+    progress reports, and written last from the report, or with the exit code of the error that
+    ended the run (raised again as it was)."""
+    path = given["metrics_file"]
+    if path is None:
+        return start(progress)
+    metrics = MetricsFile.create(
+        Path(path), batch_id, warn=lambda text: err.print(f"[yellow]warning:[/] {escape(text)}")
+    )
+    try:
+        report = start(MetricsFileReporter(progress, metrics))
+    except BaseException as exc:
+        metrics.ended(_exit_code_of(exc))
+        raise
+    metrics.write(RunMetrics.of_report(report))
+    return report
+
+
 @command(
     app,
     JOB,
@@ -110,6 +150,7 @@ def _progress(given: Given) -> ProgressReporter:
     "delivery",
     "rerun",
     PROGRESS,
+    METRICS,
     JSON,
 )
 def run(ctx: typer.Context, given: Given) -> int:
@@ -120,28 +161,36 @@ def run(ctx: typer.Context, given: Given) -> int:
     settings = given.settings("job", "deployment")
     job = _job_input(given, settings)
     _warn_of_many_workers(settings.run)
-    with prepared_executor(settings.run) as executor_factory:
-        report = run_batch(
-            job, settings.run, progress=_progress(given), executor_factory=executor_factory
-        )
-    return finish(report, given["as_json"])
+
+    def start(progress: ProgressReporter) -> RunReport:
+        with prepared_executor(settings.run) as executor_factory:
+            return run_batch(
+                job, settings.run, progress=progress, executor_factory=executor_factory
+            )
+
+    return finish(_metered(given, job.batch_id, _progress(given), start), given["as_json"])
 
 
-@command(app, BATCH, "output", "execution", "storage", "encryption", "delivery", PROGRESS, JSON)
+@command(
+    app, BATCH, "output", "execution", "storage", "encryption", "delivery", PROGRESS, METRICS, JSON
+)
 def resume(ctx: typer.Context, given: Given) -> int:
     """Continue an interrupted batch from its plan: finished chunks are kept, the rest run."""
     settings = given.settings("deployment")
     _warn_of_many_workers(settings.run)
     progress = _progress(given)
-    with prepared_executor(settings.run) as executor_factory:
-        report = resume_batch(
-            given["bucket"],
-            given["batch_id"],
-            settings.run,
-            progress=progress,
-            executor_factory=executor_factory,
-        )
-    return finish(report, given["as_json"])
+
+    def start(reporter: ProgressReporter) -> RunReport:
+        with prepared_executor(settings.run) as executor_factory:
+            return resume_batch(
+                given["bucket"],
+                given["batch_id"],
+                settings.run,
+                progress=reporter,
+                executor_factory=executor_factory,
+            )
+
+    return finish(_metered(given, given["batch_id"], progress, start), given["as_json"])
 
 
 @command(app, JOB, "planning", "output", "storage", "delivery", JSON)

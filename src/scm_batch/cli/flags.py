@@ -205,6 +205,16 @@ PROGRESS = (
         envvar="SCM_BATCH_PROGRESS",
     ),
 )
+METRICS = (
+    option(
+        "metrics_file",
+        Path | None,
+        "--metrics-file",
+        help="Write the run's metrics to this file in Prometheus text format (for the node "
+        "exporter's textfile collector): every 5 s while chunks run, and when it ends.",
+        envvar="SCM_BATCH_METRICS_FILE",
+    ),
+)
 JSON = (
     option("as_json", bool, "--json", default=False, help="Print the result as JSON on stdout."),
 )

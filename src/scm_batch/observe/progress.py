@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, TextIO
 
 from rich.console import Console
@@ -28,6 +29,13 @@ class ProgressSnapshot:
     chunks_total: int
     elapsed: float
     lines_resumed: int = 0  # done by earlier sessions of a resumed batch: not this session's rate
+    # Of the chunks finished so far, earlier sessions' included: what a metrics file reports
+    # (the display and the log lines do not). Records, valid records and errors by category of
+    # the done chunks; attempts beyond the first of the done and the failed ones.
+    records_done: int = 0
+    valid_records: int = 0
+    errors_by_category: Mapping[str, int] = field(default_factory=dict)
+    chunk_retries: int = 0
 
     @property
     def rate(self) -> float:
