@@ -10,7 +10,7 @@ DEMO_RECORDS ?= 1000000
 DEMO_BUCKET  := demo/bucket
 DEMO_INPUT   := $(DEMO_BUCKET)/input/records.jsonl
 
-.PHONY: demo test lint typecheck unit install clean tools lambda-package bench native native-check
+.PHONY: demo test lint typecheck unit install clean tools lambda-package bench native native-check chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,22 @@ $(TOOLS_STAMP):
 	touch $@
 
 tools: $(TOOLS_STAMP)
+
+# The run report's tests open it in headless Chromium: Debian's package, installed here when no
+# Chromium is on the machine (as root, through apt-get; otherwise one line says what to do, and
+# `make test` stops rather than skip those tests).
+HAVE_CHROMIUM := $(shell command -v chromium || command -v chromium-browser || command -v google-chrome)
+
+chromium:
+ifeq ($(HAVE_CHROMIUM),)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else \
+		echo "the report's tests need Chromium: sudo apt-get install chromium (or put chromium on PATH)"; \
+		exit 1; \
+	fi
+endif
 
 # The Lambda deployment package: the project and its runtime dependencies (with the MSK IAM
 # signer) as manylinux x86_64 wheels for Python 3.12, zipped with sorted entries and fixed
@@ -127,7 +143,7 @@ typecheck: $(STAMP)
 # fails without it), then the record-level suites again with the Python engine.
 TEST_ENGINE := $(if $(HAVE_CARGO),native,python)
 
-test: lint typecheck native-check $(TOOLS_STAMP) $(NATIVE_STAMP)
+test: lint typecheck native-check chromium $(TOOLS_STAMP) $(NATIVE_STAMP)
 	SCM_BATCH_ENGINE=$(TEST_ENGINE) SCM_BATCH_REQUIRE_TOOLS=1 \
 		SCM_BATCH_CHECKOV=$(abspath $(TOOLS_VENV)/bin/checkov) $(BIN)/python -m pytest
 ifneq ($(HAVE_CARGO),)

@@ -239,6 +239,8 @@ class Attempt(CamelStruct, frozen=True):
     error_type: str | None = None
     message: str | None = None
     transient: bool | None = None
+    # When the driver saw the attempt fail (Unix seconds; none in older records or from AWS).
+    finished_at: float | None = None
 
 
 class PartCheck(CamelStruct, frozen=True):
@@ -276,6 +278,10 @@ class ChunkResult(CamelStruct, frozen=True):
     status: StatusWord = StatusWord.CHUNK_PROCESSED
     parts: list[PartCheck] = msgspec.field(default_factory=list)  # none in older receipts
     engine: str = "python"  # the record engine that ran it: "native" or "python" (older receipts)
+    # When the attempt that committed started (Unix seconds) and where it ran ("host:pid", a
+    # Lambda's log stream, a Batch job): the report's timeline. None in older receipts.
+    started_at: float | None = None
+    worker: str | None = None
 
     @property
     def records(self) -> int:

@@ -200,6 +200,7 @@ class ChunkScheduler:
                         error_type=error_type,
                         message=message,
                         transient=transient,
+                        finished_at=round(time.time(), 3),  # the report's timeline
                     ),
                 ]
                 if transient and self.retry.allows(attempt + 1):

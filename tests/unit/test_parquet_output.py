@@ -411,6 +411,7 @@ def test_a_parquet_chunk_holds_the_records_of_a_jsonl_chunk(tmp_path: Path) -> N
                 worker_peak_rss_bytes=result.worker_peak_rss_bytes,
                 attempts=result.attempts,
                 parts=result.parts,  # the result part's size and checksum are its format's
+                started_at=result.started_at,
             )
         )
         assert result.parts[1] == expected.parts[1]  # the error part's are the same

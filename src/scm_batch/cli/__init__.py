@@ -7,6 +7,7 @@ documented exit code; a traceback appears only with ``--debug``.
 * :mod:`~scm_batch.cli.flags`: option groups shared by the commands, made from the settings table;
 * :mod:`~scm_batch.cli.batch`: ``run``, ``resume``, ``plan``, ``status``;
 * :mod:`~scm_batch.cli.generate`: ``generate``; :mod:`~scm_batch.cli.show`: what they print;
+* :mod:`~scm_batch.cli.report`: ``report``, the run report (:mod:`scm_batch.report`);
 * ``scm-batch aws …``: the state machine's definition and the Batch job's entrypoint.
 """
 
@@ -18,7 +19,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from scm_batch.cli import batch, generate  # noqa: F401 - the commands register themselves
+from scm_batch.cli import batch, generate, report  # noqa: F401 - the commands register themselves
 from scm_batch.cli.app import app
 from scm_batch.cli.aws import aws_app
 from scm_batch.cli.console import err, raise_terminated

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import gc
+import os
 import resource
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +46,16 @@ ProgressCallback = Callable[[int], None]
 def _peak_rss_bytes() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
+
+
+def worker_name() -> str:
+    """Where a chunk ran, for the report's timeline: the Batch job, the Lambda's execution
+    environment (its log stream: one per environment, reused across invocations), or host:pid."""
+    if job := os.environ.get("AWS_BATCH_JOB_ID"):
+        return f"batch:{job}"
+    if stream := os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME"):
+        return f"lambda:{stream.rsplit(']', 1)[-1]}"
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _without_cyclic_gc(function: Callable[P, R]) -> Callable[P, R]:
@@ -112,6 +124,7 @@ def _process_chunk(
     nothing: its records went out when it was first done.
     """
     started = time.perf_counter()
+    started_at = time.time()
     if task.delivered_before is not None:
         sink = None
     store = storage if storage is not None else open_storage(task.bucket)
@@ -170,8 +183,13 @@ def _process_chunk(
 
     duration = round(time.perf_counter() - started, 6)
     result = _result(task, scanner.tally, duration, previous_attempts, attempt, delivered)
-    result = msgspec.structs.replace(result, engine=engine_name(engine))
-    result = msgspec.structs.replace(result, parts=[result_object.check(), errors.check()])
+    result = msgspec.structs.replace(
+        result,
+        engine=engine_name(engine),
+        parts=[result_object.check(), errors.check()],
+        started_at=round(started_at, 3),
+        worker=worker_name(),
+    )
     # The commit: last, after parts and delivery; the receipt that stands if another run of this
     # chunk committed first.
     standing = record_receipt(store, task.batch_id, result)
