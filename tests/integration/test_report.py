@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import json
 import signal
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from scm_batch.records.generate import generate_file
 from tests.conftest import Cli
 from tests.integration.browser import Page, artifact_dir, headless_chromium
+from tests.integration.servers import MotoServer
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 FAULTS = "chunk_000002=transient:1,chunk_000005=kill:1,chunk_000004=terminal"
 
@@ -194,3 +199,31 @@ def test_bad_requests_are_one_line_errors(cli: Cli, bucket: Path, tmp_path: Path
     assert "Traceback" not in absent.stderr
     assert "never-planned" in absent.stderr
     assert not list(tmp_path.glob("*.html"))
+
+
+def test_a_batch_on_s3_reports_as_on_disk(
+    cli: Cli, s3: S3Client, moto: MotoServer, bucket: Path, browser: Page, tmp_path: Path
+) -> None:
+    name = f"report-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    s3.upload_file(str(bucket / "input" / "records.jsonl"), name, "input/records.jsonl")
+    args = run_args(bucket, "s3", "--endpoint-url", moto.endpoint, "--max-concurrent-chunks", "6")
+    args[args.index("--bucket") + 1] = f"s3://{name}"
+    ran = cli(*args)
+    assert ran.returncode == 0, ran.stderr
+    summary = json.loads(ran.stdout)
+    made = cli(
+        "report", "--bucket", f"s3://{name}", "--batch-id", "s3", "--endpoint-url", moto.endpoint,
+        "--html", str(tmp_path / "s3.html"), "--json",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    data = json.loads(made.stdout)
+    assert data["bucket"] == f"s3://{name}"
+    assert (data["state"], data["chunksDone"], data["validRecords"]) == (
+        "completed",
+        summary["chunksSucceeded"],
+        summary["totals"]["validRecords"],
+    )
+    marks = look(browser, tmp_path / "s3.html", "s3")
+    assert marks["chunkMarks"] == summary["chunksSucceeded"] > 1
+    assert marks["categoryBars"] == len([v for v in summary["errorsByCategory"].values() if v])
