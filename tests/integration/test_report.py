@@ -5,7 +5,11 @@ whose driver died mid-run; and the report's data beside the aggregate it must ag
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from scm_batch.records.generate import generate_file
-from tests.conftest import Cli
+from tests.conftest import Cli, run_cli
 from tests.integration.browser import Page, artifact_dir, headless_chromium
 from tests.integration.servers import MotoServer
 
@@ -227,3 +231,38 @@ def test_a_batch_on_s3_reports_as_on_disk(
     marks = look(browser, tmp_path / "s3.html", "s3")
     assert marks["chunkMarks"] == summary["chunksSucceeded"] > 1
     assert marks["categoryBars"] == len([v for v in summary["errorsByCategory"].values() if v])
+
+
+def test_a_batch_reported_while_it_runs(bucket: Path, browser: Page, tmp_path: Path) -> None:
+    # One chunk's worker stops itself (SIGSTOP): the run goes on, waiting for that chunk, until
+    # its 30 s timeout; the report is made meanwhile, from another process, as a user would.
+    args = run_args(bucket, "live", "--chunk-timeout", "30")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCM_BATCH_")}
+    env["SCM_BATCH_FAULTS"] = "chunk_000001=stall:1"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "scm_batch", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        plan = bucket / "metadata" / "live" / "chunks.json"
+        while not plan.exists() or len(receipts(bucket, "live")) < planned(plan) - 1:
+            assert driver.poll() is None, "the run ended before the report could be made"
+            assert time.monotonic() < deadline, "the chunks were not done in 60 s"
+            time.sleep(0.05)  # polling the ledger for a condition, not waiting for time to pass
+        data = rendered(run_cli, bucket, "live", tmp_path / "live.html")
+        assert driver.poll() is None  # still running when the report was made
+    finally:
+        driver.kill()  # its workers die with it
+        driver.wait(timeout=60)
+    total = planned(plan)
+    assert (data["state"], data["chunksDone"], data["chunksPending"]) == ("running", total - 1, 1)
+    marks = look(browser, tmp_path / "live.html", "live")
+    assert marks["chunkMarks"] == total - 1
+
+
+def planned(plan: Path) -> int:
+    chunks: list[Any] = json.loads(plan.read_text())["chunks"]
+    return len(chunks)
