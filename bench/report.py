@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bench.contestants import CONTESTANTS, SCM_BATCH
 from bench.data import Dataset
+from bench.estimate import estimate_lines
 from bench.result import Run, Saved
 
 HEADING = "## `make bench`: scm-batch against its peers"
@@ -375,6 +376,14 @@ def section(saved: Saved, data: Dataset, others: dict[int, int]) -> str:
                 "\n".join(_wrap(t) for t in formats) + "\n",
             ]
             if (formats := format_lines(runs, saved.extras, data))
+            else []
+        ),
+        *(
+            [
+                "The time estimate (issue 16), per round:\n",
+                "\n".join(_wrap(t) for t in predicted) + "\n",
+            ]
+            if (predicted := estimate_lines(runs, saved.extras))
             else []
         ),
         NOTES + "\n",

@@ -17,7 +17,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from bench import formats, machine, report
+from bench import estimate, formats, machine, report
 from bench.contestants import CONTESTANTS, SCM_BATCH, Contestant, Outcome, result_ratio_path
 from bench.data import DATA, Dataset, ensure, ensure_variant, variant_path
 from bench.measure import Measurement, become_subreaper, measure
@@ -123,6 +123,10 @@ def measure_all(data: Dataset, rounds: int) -> tuple[list[Run], dict[str, list[f
                     seconds = measured(variant_path(data, variant))
                     extras.setdefault(name, []).append(seconds)
                     print(f"{name:23} {seconds:7.2f} s", file=sys.stderr, flush=True)
+            if SCM_BATCH in field:  # issue 16: what plan --estimate predicts for its run
+                seconds = estimate.predicted_seconds(data)
+                extras.setdefault(estimate.EXTRA, []).append(seconds)
+                print(f"{'estimate, predicted':23} {seconds:7.2f} s", file=sys.stderr, flush=True)
     return runs, extras
 
 

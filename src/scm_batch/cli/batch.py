@@ -19,6 +19,7 @@ from scm_batch.cli.app import app
 from scm_batch.cli.console import Terminated, err
 from scm_batch.cli.flags import (
     BATCH,
+    ESTIMATE,
     JOB,
     JOB_FIELDS,
     JSON,
@@ -28,7 +29,7 @@ from scm_batch.cli.flags import (
     command,
     option,
 )
-from scm_batch.cli.show import finish, print_plan, print_status
+from scm_batch.cli.show import finish, print_estimate, print_plan, print_status
 from scm_batch.config import (
     RunOptions,
     load_input_file,
@@ -193,11 +194,40 @@ def resume(ctx: typer.Context, given: Given) -> int:
     return finish(_metered(given, given["batch_id"], progress, start), given["as_json"])
 
 
-@command(app, JOB, "planning", "output", "storage", "delivery", JSON)
+@command(app, JOB, "planning", "output", "storage", "delivery", ESTIMATE, JSON)
 def plan(ctx: typer.Context, given: Given) -> None:
-    """Print the chunk plan (byte ranges, records, route) without processing or writing anything."""
-    settings = given.settings("job")
-    print_plan(preview_plan(_job_input(given, settings), settings.run), given["as_json"])
+    """Print the chunk plan (byte ranges, records, route) without processing or writing anything;
+    with --estimate, the batch's wall time and cost on each backend instead."""
+    if not given["estimate"]:
+        for name, flag in _ESTIMATE_ONLY.items():
+            if given[name] is not None:
+                raise ConfigError(flag, "is an option of --estimate: give both, or neither")
+        settings = given.settings("job")
+        print_plan(preview_plan(_job_input(given, settings), settings.run), given["as_json"])
+        return
+    # Imported here, or every other command would pay for loading the estimate's modules.
+    from scm_batch.estimate import DEFAULT_DASK_WORKERS, estimate_batch  # noqa: PLC0415
+
+    # The estimate times the local pool run would start: run's execution settings are read.
+    settings = given.settings("job", "execution")
+    dask = given["estimate_dask_workers"]
+    if dask is not None and dask < 1:
+        raise ConfigError("--estimate-dask-workers", f"must be at least 1 (got {dask})")
+    estimate = estimate_batch(
+        _job_input(given, settings),
+        settings.run,
+        prices=given["prices"],
+        dask_workers=dask or DEFAULT_DASK_WORKERS,
+        dask_default=dask is None,
+    )
+    print_estimate(estimate, given["as_json"])
+
+
+_ESTIMATE_ONLY = {
+    "workers": "--workers",
+    "estimate_dask_workers": "--estimate-dask-workers",
+    "prices": "--prices",
+}
 
 
 VERIFY = (

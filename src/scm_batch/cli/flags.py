@@ -218,6 +218,44 @@ METRICS = (
 JSON = (
     option("as_json", bool, "--json", default=False, help="Print the result as JSON on stdout."),
 )
+# plan --estimate. --workers is run's option (the pool the estimate times), without its group:
+# plan reads run's execution settings only when it estimates (the caller asks for them then).
+ESTIMATE = (
+    option(
+        "estimate",
+        bool,
+        "--estimate",
+        default=False,
+        help="Estimate the batch's wall time and cost on this machine, AWS (Lambda, Batch on "
+        "Fargate and Fargate Spot) and a Dask cluster, calibrated on a sample of the input.",
+    ),
+    Flag(
+        "workers",
+        Annotated[
+            int | None,
+            typer.Option(
+                "--workers",
+                help=escape(
+                    "With --estimate: the local pool's worker processes, as run's --workers "
+                    "(default: one per core). [env var: SCM_BATCH_WORKERS]"
+                ),
+            ),
+        ],
+    ),
+    option(
+        "estimate_dask_workers",
+        int | None,
+        "--estimate-dask-workers",
+        help="With --estimate: the Dask cluster's workers, one a vCPU (default: 8).",
+    ),
+    option(
+        "prices",
+        Path | None,
+        "--prices",
+        help="With --estimate: a price file of your own (the built-in one's schema) instead of "
+        "the built-in AWS us-east-1 list prices.",
+    ),
+)
 
 
 def command(app: typer.Typer, *groups: tuple[Flag, ...] | Group) -> Callable[[Body], Body]:

@@ -5,6 +5,8 @@ People read standard output; ``--json`` makes it one JSON document for programs 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
 from rich.markup import escape
 from rich.table import Table
@@ -15,6 +17,9 @@ from scm_batch.ledger import encode_plan
 from scm_batch.lifecycle import RunReport
 from scm_batch.model import ChunkPlan
 from scm_batch.observe.status import BatchStatus
+
+if TYPE_CHECKING:
+    from scm_batch.estimate import Estimate
 
 
 def _write_json(value: object) -> None:
@@ -123,6 +128,17 @@ def print_status(state: BatchStatus, as_json: bool) -> None:
                 "resume rebuilds a chunk whose part is missing or resized; delete a part changed "
                 "in place first"
             )
+
+
+def print_estimate(estimate: Estimate, as_json: bool) -> None:
+    """Time and cost per backend (``scm-batch plan --estimate``)."""
+    from scm_batch.estimate.report import render  # noqa: PLC0415 - only plan --estimate needs it
+
+    if as_json:
+        _write_json(estimate)
+        return
+    for part in render(estimate):
+        _out.print(part)
 
 
 def print_plan(chunk_plan: ChunkPlan, as_json: bool) -> None:
