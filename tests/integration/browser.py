@@ -60,8 +60,12 @@ class Page:
                 return result
             self.events.append(message)
 
-    def wait_for(self, event: str) -> dict[str, Any]:
-        """The next ``event`` (the socket's timeout bounds the wait)."""
+    def wait_for(self, event: str, since: int) -> dict[str, Any]:
+        """The first ``event`` from the ``since``-th one kept on (one may have come in while a
+        command waited for its answer), or the next to come: the socket's timeout bounds it."""
+        for kept in self.events[since:]:
+            if kept.get("method") == event:
+                return kept
         while True:
             message: dict[str, Any] = json.loads(self.socket.recv())
             self.events.append(message)
@@ -90,8 +94,9 @@ class Page:
             "Emulation.setEmulatedMedia",
             features=[{"name": "prefers-color-scheme", "value": scheme}],
         )
+        since = len(self.events)
         self.call("Page.navigate", url=url)
-        self.wait_for("Page.loadEventFired")
+        self.wait_for("Page.loadEventFired", since)
 
     def screenshot(self, path: Path) -> None:
         """The whole page, not only the viewport."""

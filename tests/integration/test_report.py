@@ -186,6 +186,17 @@ def test_a_batch_whose_driver_died_renders_as_unfinished(
     badge = browser.evaluate("document.querySelector('.badge').innerText")
     assert "not finished" in badge
 
+    # Resumed: the timeline is the resuming session's; the chunks done before are in the totals.
+    before = len(receipts(bucket, "running"))
+    resumed = cli("resume", "--bucket", str(bucket), "--batch-id", "running", "--progress", "none")
+    assert resumed.returncode == 0, resumed.stderr
+    data = rendered(cli, bucket, "running", tmp_path / "resumed.html")
+    assert (data["state"], data["chunksDone"]) == ("completed", data["chunksTotal"])
+    assert data["chunksOffTimeline"] == before
+    marks = look(browser, tmp_path / "resumed.html", "resumed")
+    assert marks["chunkMarks"] == data["chunksTotal"] - before
+    assert "not drawn" in browser.evaluate("document.querySelector('#timeline').innerText")
+
 
 def test_bad_requests_are_one_line_errors(cli: Cli, bucket: Path, tmp_path: Path) -> None:
     def refused(code: int, words: str, *args: str) -> None:
@@ -234,9 +245,9 @@ def test_a_batch_on_s3_reports_as_on_disk(
 
 
 def test_a_batch_reported_while_it_runs(bucket: Path, browser: Page, tmp_path: Path) -> None:
-    # One chunk's worker stops itself (SIGSTOP): the run goes on, waiting for that chunk, until
-    # its 30 s timeout; the report is made meanwhile, from another process, as a user would.
-    args = run_args(bucket, "live", "--chunk-timeout", "30")
+    # One chunk's worker stops itself (SIGSTOP): the run goes on, waiting for that chunk; the
+    # report is made meanwhile, from another process, as a user would.
+    args = run_args(bucket, "live", "--chunk-timeout", "600")  # the driver is killed long before
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCM_BATCH_")}
     env["SCM_BATCH_FAULTS"] = "chunk_000001=stall:1"
     driver = subprocess.Popen(

@@ -126,3 +126,27 @@ def test_rates_for_people() -> None:
     assert per_second(1_234_567) == "1.23M records/s"
     assert per_second(503_400) == "503k records/s"
     assert per_second(950) == "950 records/s"
+
+
+def test_a_replaced_worker_is_a_row_but_not_one_more_worker(plan: ChunkPlan) -> None:
+    done = [
+        receipt(0, 0.0, 2.0, "host:1"),  # host:1 dies after this chunk; host:3 replaces it
+        receipt(1, 0.0, 4.0, "host:2"),
+        receipt(2, 2.0, 2.0, "host:3"),
+    ]
+    report = build_report(plan, done, [], None, bucket="b", critical_reasons=[], generated_at="t")
+    assert len(report.timeline) == 3
+    assert report.worker_busy_share == 1.0  # two at a time, never idle
+
+
+def test_a_failure_before_the_first_committed_chunk_is_at_the_start(plan: ChunkPlan) -> None:
+    early = ChunkFailure(
+        chunk_id="chunk_000000", chunk_number=1, error_type="E", message="m", transient=False,
+        attempts=[Attempt(attempt=1, status=StatusWord.CHUNK_FAILED, duration_seconds=None,
+                          finished_at=T0 - 1.0)],
+    )  # fmt: skip
+    done = [receipt(1, 0.0, 1.0, "host:1")]
+    report = build_report(
+        plan, done, [early], None, bucket="b", critical_reasons=[], generated_at="t"
+    )
+    assert report.failures[0].at == 0.0

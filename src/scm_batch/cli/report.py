@@ -52,7 +52,7 @@ def report(ctx: typer.Context, given: Given) -> None:
 
 def _check_writable(target: Path) -> None:
     """Refused before the bucket is read: a directory that is not there or not writable."""
-    folder = target.parent if str(target.parent) else Path(".")
+    folder = target.parent
     if target.is_dir():
         raise ConfigError("--html", f"{target} is a directory; give a file name")
     if not folder.is_dir():
@@ -66,6 +66,7 @@ def _write_atomically(target: Path, text: str) -> None:
     fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o644)  # mkstemp's is owner-only: a page is for sharing
             handle.write(text)
         os.replace(temporary, target)
     except BaseException:
@@ -86,5 +87,6 @@ def _print_brief(r: ReportData) -> None:
     if r.wall_seconds is not None and r.records_per_second is not None:
         _out.print(f"time:    {seconds(r.wall_seconds)}, {per_second(r.records_per_second)}")
     for slow in r.slowest_chunks[:3]:
-        _out.print(escape(f"slow:    {slow.chunk_id} {seconds(slow.seconds)} on {slow.worker}"))
+        where = slow.worker or "a worker not recorded (an older receipt)"
+        _out.print(escape(f"slow:    {slow.chunk_id} {seconds(slow.seconds)} on {where}"))
     _out.print("--html FILE writes the report with its charts; --json prints its data")

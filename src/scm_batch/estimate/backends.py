@@ -281,7 +281,7 @@ def local_pool(
         )
         terms.append(
             term(
-                "data transfer out of AWS: the input read and the parts written back",
+                "data transfer out of AWS: the input read from the bucket (uploads are free)",
                 sum(c.read_bytes for c in chunks) / GB,
                 "GB",
                 prices.data_transfer.out_to_internet_per_gb,
@@ -445,11 +445,11 @@ def aws_backend(
     for i, (c, route) in enumerate(zip(chunks, routes, strict=True)):
         chunk_transitions += transitions.per_chunk(route)
         if route == "lambda":
-            seconds = lambda_chunk_seconds(c, cal, d, a) + (
-                a.lambda_cold_start if i in cold else 0.0
-            )
+            warm = lambda_chunk_seconds(c, cal, d, a)
+            # A cold start's INIT phase is billed but not held to the function's timeout.
+            seconds = warm + (a.lambda_cold_start if i in cold else 0.0)
             requests = requests + chunk_s3_requests(c.result_bytes, "lambda")
-            if seconds <= timeout:
+            if warm <= timeout:
                 durations.append(seconds)
                 lambda_seconds += seconds
                 continue

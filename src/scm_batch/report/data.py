@@ -116,6 +116,9 @@ class ReportData(CamelStruct, frozen=True):
     records_per_second: float | None
     peak_worker_rss_bytes: int
     timeline_start: str | None  # when the first chunk of the timeline started
+    # Done chunks not drawn: by an earlier session of a resumed batch, or in older receipts
+    # (no start time). They count in every total all the same.
+    chunks_off_timeline: int
     timeline: list[WorkerRow]
     failures: list[FailureMark]
     throughput: list[RateBin]
@@ -156,7 +159,7 @@ def build_report(
     """The report from a batch's records: pure, so every number can be checked by hand."""
     results = sorted(done, key=lambda r: r.chunk_number)
     failed = sorted(failures, key=lambda f: f.chunk_number)
-    timed = [r for r in results if r.started_at is not None]
+    timed = _this_session(results, summary)
     origin = min((r.started_at for r in timed if r.started_at is not None), default=None)
     timeline = _timeline(timed, origin)
     errors_by_category: dict[str, int] = {}
@@ -193,6 +196,7 @@ def build_report(
         records_per_second=summary.summary.records_per_second if summary is not None else None,
         peak_worker_rss_bytes=max((r.worker_peak_rss_bytes for r in results), default=0),
         timeline_start=_iso(origin),
+        chunks_off_timeline=len(results) - len(timed),
         timeline=timeline,
         failures=[_failure_mark(f, origin) for f in failed],
         throughput=_throughput(timed, origin),
@@ -230,6 +234,18 @@ def _epoch(timestamp: str) -> float | None:
         return None
 
 
+def _this_session(results: list[ChunkResult], summary: RunSummary | None) -> list[ChunkResult]:
+    """The receipts the timeline, the throughput and where the time went are drawn from: those
+    with a start time, and, once there is an aggregate, only those of the session it describes,
+    so that a batch resumed the next morning is not drawn across the night. (A batch that has no
+    aggregate yet shows every chunk: its ledger does not say when this session began.)"""
+    timed = [r for r in results if r.started_at is not None]
+    began = _epoch(summary.started_at) if summary is not None else None
+    if began is None:
+        return timed
+    return [r for r in timed if (r.started_at or 0.0) >= began]
+
+
 def _timeline(timed: list[ChunkResult], origin: float | None) -> list[WorkerRow]:
     if origin is None:
         return []
@@ -262,7 +278,8 @@ def _failure_mark(failure: ChunkFailure, origin: float | None) -> FailureMark:
     return FailureMark(
         chunk_id=failure.chunk_id,
         chunk_number=failure.chunk_number,
-        at=round(ended - origin, 3) if ended is not None and origin is not None else None,
+        # Never before the first committed chunk's start, where the timeline begins.
+        at=round(max(0.0, ended - origin), 3) if ended is not None and origin is not None else None,
         error_type=failure.error_type,
         message=failure.message,
         attempts=max(1, len(failure.attempts)),
@@ -346,11 +363,24 @@ def _time_went(
 
 
 def _busy_share(timeline: list[WorkerRow]) -> float | None:
-    """How much of the processing stretch the workers spent on chunks (1.0: never idle)."""
+    """How much of the processing stretch the workers spent on chunks (1.0: never idle), the
+    workers being as many as ever ran chunks at once: a worker replaced after it died, or a Batch
+    job a chunk, is a row of its own but not one more worker."""
     bars = [bar for row in timeline for bar in row.chunks]
     if not bars:
         return None
     span = max(bar.end for bar in bars) - min(bar.start for bar in bars)
     if span <= 0:
         return None
-    return round(sum(row.busy_seconds for row in timeline) / (span * len(timeline)), 3)
+    return round(sum(bar.end - bar.start for bar in bars) / (span * _most_at_once(bars)), 3)
+
+
+def _most_at_once(bars: list[ChunkBar]) -> int:
+    """The most bars that overlap at one moment (an end and a start at the same instant do not:
+    a worker's next chunk starts as its last one ends)."""
+    events = sorted([(bar.start, 1) for bar in bars] + [(bar.end, -1) for bar in bars])
+    running = most = 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    return max(1, most)

@@ -42,7 +42,8 @@ def render_html(report: ReportData) -> str:
             report.timeline,
             report.failures,
             seconds,
-            "Chunks per worker over time (retried chunks in orange, failed in red)",
+            "Chunks per worker over time (retried chunks in orange, failed in red)"
+            + _off_timeline(report.chunks_off_timeline),
         )
         + column_chart(
             "throughput", report.throughput, per_second, "Throughput: records finished per second"
@@ -137,6 +138,12 @@ def _problems(r: ReportData) -> str:
     if not items:
         return ""
     return f'<section class="problems"><h2>What went wrong</h2><ul>{"".join(items)}</ul></section>'
+
+
+def _off_timeline(chunks: int) -> str:
+    if not chunks:
+        return ""
+    return f"; {chunks:,} chunks done by an earlier session or an older version are not drawn"
 
 
 def _attempts(attempts: int) -> str:
