@@ -122,6 +122,8 @@ def test_a_finished_batch_with_retries_and_a_tolerated_failure(
     assert ran.returncode == 5, ran.stderr  # completed, with the failure it tolerated
     summary = json.loads(ran.stdout)
     data = rendered(cli, bucket, "done", tmp_path / "report.html")
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644  # for sharing
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temporary file left
     marks = look(browser, tmp_path / "report.html", "finished")
 
     categories = {k for k, v in summary["errorsByCategory"].items() if v}

@@ -5,7 +5,6 @@ running; a local directory or S3): an HTML page with charts (``--html``), its da
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import msgspec
@@ -18,6 +17,7 @@ from scm_batch.cli.console import out as _out
 from scm_batch.cli.flags import BATCH, JSON, Given, command, option
 from scm_batch.errors import ConfigError
 from scm_batch.ledger import Ledger
+from scm_batch.observe.files import replace_file
 from scm_batch.report.data import ReportData, read_report
 from scm_batch.report.page import per_second, render_html, seconds
 from scm_batch.storage import open_storage
@@ -42,7 +42,7 @@ def report(ctx: typer.Context, given: Given) -> None:
     storage = given.settings().run.storage
     data = read_report(Ledger(open_storage(given["bucket"], storage), given["batch_id"]))
     if target is not None:
-        _write_atomically(target, render_html(data))
+        replace_file(target, render_html(data))  # whole: a refreshing browser never sees half
         err.print(escape(f"report written to {target}"), soft_wrap=True)
     if given["as_json"]:
         write_out(msgspec.json.format(msgspec.json.encode(data)).decode() + "\n")
@@ -59,19 +59,6 @@ def _check_writable(target: Path) -> None:
         raise ConfigError("--html", f"the directory {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise ConfigError("--html", f"cannot write into {folder}")
-
-
-def _write_atomically(target: Path, text: str) -> None:
-    """Whole or not at all: a browser refreshing the page never reads half a report."""
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), 0o644)  # mkstemp's is owner-only: a page is for sharing
-            handle.write(text)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _print_brief(r: ReportData) -> None:

@@ -14,8 +14,6 @@ tests read the file back with ``prometheus_client``'s parser.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scm_batch.errors import ConfigError
+from scm_batch.observe.files import replace_file
 from scm_batch.observe.progress import ProgressReporter, ProgressSnapshot
 from scm_batch.records.validate import Category
 
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
     from scm_batch.lifecycle import RunReport
 
 METRICS_INTERVAL = 5.0  # seconds between two writes while the run goes on
-FILE_MODE = 0o644  # a node exporter running as another user must be able to read the file
 # Listed at 0 before any is seen, so that every series exists from the start (an alert on one
 # does not wait for its first error).
 CATEGORIES = (
@@ -220,21 +218,6 @@ def render(batch_id: str, metrics: RunMetrics, now: float) -> str:
 
 
 # ---- the file -----------------------------------------------------------------------------------
-def replace_file(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``, so that a
-    reader sees the old file or the new one, never half of one. The temporary name is hidden and
-    does not end in ``.prom``: the textfile collector reads only ``*.prom`` files."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            os.fchmod(stream.fileno(), FILE_MODE)  # mkstemp makes it readable by its owner only
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 class MetricsFile:
     """The metrics file of one run of batch ``batch_id``. It remembers what it last wrote, so that
     a run that ends in an error can say so with the values it had reached.
